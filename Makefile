@@ -1,0 +1,28 @@
+# `make test` and `make demo` create .venv on first use, then run.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: test test-slow demo bench clean
+
+$(BIN)/vggnet: pyproject.toml
+	test -d $(VENV) || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(BIN)/vggnet
+
+test: $(BIN)/vggnet
+	$(BIN)/python -m pytest -q
+
+test-slow: $(BIN)/vggnet
+	$(BIN)/python -m pytest -q -m slow
+
+demo: $(BIN)/vggnet
+	$(BIN)/vggnet train --config configs/demo_digits.toml --out runs/demo
+	$(BIN)/vggnet evaluate runs/demo
+	$(BIN)/vggnet predict runs/demo runs/demo/samples
+
+bench: $(BIN)/vggnet
+	$(BIN)/vggnet bench
+
+clean:
+	rm -rf $(VENV) runs build src/*.egg-info

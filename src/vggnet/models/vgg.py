@@ -1,0 +1,380 @@
+"""One VGG model class and one builder for every configuration of the paper.
+
+Layers carry the paper's names (``conv3_2``, ``relu5_3``, ``pool4``, ``fc6``...), so that a
+``state_dict`` reads like the paper and feature taps can be asked for by name. The order of
+the layers is torchvision's, which makes the conversion to and from torchvision's index-based
+names a renaming (see :mod:`vggnet.models.weights`).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Iterable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .configs import CONFIGS, LRN_ALPHA, LRN_BETA, LRN_K, LRN_SIZE, conv_spec
+from .registry import register_model
+
+HEADS = ("classifier", "conv", "linear")
+INITS = ("kaiming", "paper", "xavier")
+
+
+def scaled(channels: int, width: float) -> int:
+    """Channels of a layer under the width multiplier (at least 1)."""
+    return max(1, int(round(channels * width)))
+
+
+def make_layers(cfg: Iterable, in_channels: int = 3, width: float = 1.0,
+                batch_norm: bool = False) -> nn.Sequential:
+    """The convolutional part of a VGG, from a configuration of :data:`CONFIGS`."""
+    layers: OrderedDict[str, nn.Module] = OrderedDict()
+    block, index = 1, 0
+    channels = in_channels
+    for token in cfg:
+        spec = conv_spec(token)
+        if spec is not None:
+            out, kernel = spec
+            out = scaled(out, width)
+            index += 1
+            tag = f"{block}_{index}"
+            layers[f"conv{tag}"] = nn.Conv2d(channels, out, kernel, padding=kernel // 2)
+            if batch_norm:
+                layers[f"bn{tag}"] = nn.BatchNorm2d(out)
+            layers[f"relu{tag}"] = nn.ReLU(inplace=True)
+            channels = out
+        elif token == "M":
+            layers[f"pool{block}"] = nn.MaxPool2d(kernel_size=2, stride=2)
+            block, index = block + 1, 0
+        elif token == "LRN":
+            # PyTorch (like Caffe) divides alpha by the window size; the paper's formula (from
+            # Krizhevsky et al.) does not, so alpha is scaled to give the paper's normalisation.
+            layers[f"norm{block}"] = nn.LocalResponseNorm(
+                LRN_SIZE, alpha=LRN_ALPHA * LRN_SIZE, beta=LRN_BETA, k=LRN_K)
+        else:
+            raise ValueError(f"unknown layer token {token!r} in a VGG configuration; "
+                             "expected an int, (channels, kernel), 'M' or 'LRN'")
+    return nn.Sequential(layers)
+
+
+class MinSizePool(nn.Module):
+    """Average-pools a map up to at least ``size`` x ``size`` (a no-op for larger maps).
+
+    A map smaller than the 7x7 that fc6 expects is stretched exactly as torchvision's
+    ``AdaptiveAvgPool2d((7, 7))`` does, so the fully convolutional head gives the same result
+    as the classifier head whenever the map is at most 7x7, and a dense score map beyond.
+    """
+
+    def __init__(self, size: int = 7):
+        super().__init__()
+        self.size = size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        if h >= self.size and w >= self.size:
+            return x
+        return F.adaptive_avg_pool2d(x, (max(h, self.size), max(w, self.size)))
+
+    def extra_repr(self) -> str:
+        return f"size={self.size}"
+
+
+class SpatialMean(nn.Module):
+    """Averages a class-score map over its spatial positions (the paper's dense evaluation)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=(-2, -1))
+
+
+class Head(nn.Sequential):
+    """Base of the heads: an ordered set of named layers; the last one produces the logits."""
+
+    kind = ""
+    logits_layer = ""
+
+    def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        for name, layer in self.named_children():
+            if name == self.logits_layer:
+                if pre_logits:
+                    return self.pool_pre_logits(x)
+            x = layer(x)
+        return x
+
+    def pool_pre_logits(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def last_layer(self) -> nn.Module:
+        """The layer that produces the logits (fc8, or fc of the linear head)."""
+        return getattr(self, self.logits_layer)
+
+
+class ClassifierHead(Head):
+    """The paper's FC-4096, FC-4096, FC-N after pooling to 7x7 (torchvision's ``classifier``)."""
+
+    kind = "classifier"
+    logits_layer = "fc8"
+
+    def __init__(self, in_channels: int, num_classes: int, fc_dim: int = 4096, dropout: float = 0.5):
+        super().__init__(OrderedDict([
+            ("avgpool", nn.AdaptiveAvgPool2d((7, 7))),
+            ("flatten", nn.Flatten(1)),
+            ("fc6", nn.Linear(in_channels * 49, fc_dim)),
+            ("relu6", nn.ReLU(inplace=True)),
+            ("drop6", nn.Dropout(dropout)),
+            ("fc7", nn.Linear(fc_dim, fc_dim)),
+            ("relu7", nn.ReLU(inplace=True)),
+            ("drop7", nn.Dropout(dropout)),
+            ("fc8", nn.Linear(fc_dim, num_classes)),
+        ]))
+
+
+class ConvHead(Head):
+    """The same FC layers as 7x7 and 1x1 convolutions: fully convolutional (Section 3.2).
+
+    Returns the spatial average of the class-score map; :meth:`score_map` returns the map.
+    """
+
+    kind = "conv"
+    logits_layer = "fc8"
+
+    def __init__(self, in_channels: int, num_classes: int, fc_dim: int = 4096, dropout: float = 0.5):
+        super().__init__(OrderedDict([
+            ("avgpool", MinSizePool(7)),
+            ("fc6", nn.Conv2d(in_channels, fc_dim, 7)),
+            ("relu6", nn.ReLU(inplace=True)),
+            ("drop6", nn.Dropout(dropout)),
+            ("fc7", nn.Conv2d(fc_dim, fc_dim, 1)),
+            ("relu7", nn.ReLU(inplace=True)),
+            ("drop7", nn.Dropout(dropout)),
+            ("fc8", nn.Conv2d(fc_dim, num_classes, 1)),
+            ("score_avg", SpatialMean()),
+        ]))
+
+    def pool_pre_logits(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=(-2, -1))
+
+    def score_map(self, x: torch.Tensor) -> torch.Tensor:
+        """The class-score map (N, classes, H', W') before spatial averaging."""
+        for name, layer in self.named_children():
+            if name == "score_avg":
+                break
+            x = layer(x)
+        return x
+
+
+class LinearHead(Head):
+    """Global average pooling and one linear layer: the usual head for CIFAR-sized inputs."""
+
+    kind = "linear"
+    logits_layer = "fc"
+
+    def __init__(self, in_channels: int, num_classes: int, fc_dim: int = 4096, dropout: float = 0.0):
+        super().__init__(OrderedDict([
+            ("avgpool", nn.AdaptiveAvgPool2d(1)),
+            ("flatten", nn.Flatten(1)),
+            ("drop", nn.Dropout(dropout)),
+            ("fc", nn.Linear(in_channels, num_classes)),
+        ]))
+
+
+_HEAD_CLASSES = {"classifier": ClassifierHead, "conv": ConvHead, "linear": LinearHead}
+
+
+def _check_choice(what: str, value, choices) -> None:
+    if value not in choices:
+        raise ValueError(f"{what} must be one of {', '.join(map(repr, choices))}; got {value!r}")
+
+
+class VGG(nn.Module):
+    """A VGG network: ``features`` (the convolutional blocks) and ``head``.
+
+    Every model has the same interface: :meth:`forward_features`, :meth:`forward_head`,
+    :meth:`reset_classifier`, :meth:`extract` (named feature taps) and :meth:`set_head`.
+    """
+
+    def __init__(self, cfg: list, *, name: str = "vgg", num_classes: int = 1000,
+                 in_channels: int = 3, width: float = 1.0, batch_norm: bool = False,
+                 head: str = "classifier", dropout: float | None = None, fc_dim: int = 4096,
+                 init: str = "kaiming"):
+        super().__init__()
+        _check_choice("head", head, HEADS)
+        _check_choice("init", init, INITS)
+        for what, value in (("num_classes", num_classes), ("in_channels", in_channels),
+                            ("fc_dim", fc_dim)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{what} must be a positive integer; got {value!r}")
+        if not (isinstance(width, (int, float)) and width > 0):
+            raise ValueError(f"width must be a positive number (1.0 is the paper's); got {width!r}")
+        if dropout is None:
+            dropout = 0.0 if head == "linear" else 0.5  # the paper's dropout ratio is 0.5
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1); got {dropout!r}")
+        self.arch = name
+        self.cfg = list(cfg)
+        self.features = make_layers(self.cfg, in_channels, width, batch_norm)
+        self.num_features = [m for m in self.features if isinstance(m, nn.Conv2d)][-1].out_channels
+        self.num_classes = num_classes
+        self.init = init
+        # Everything needed to build this model again: checkpoints carry it.
+        self.model_config = dict(name=name, num_classes=num_classes, in_channels=in_channels,
+                                 width=float(width), head=head, dropout=float(dropout),
+                                 fc_dim=fc_dim, init=init)
+        self.head = _HEAD_CLASSES[head](self.num_features, num_classes, fc_dim, dropout)
+        self.reset_parameters()
+
+    # --- construction -----------------------------------------------------------------
+    def reset_parameters(self) -> None:
+        for module in self.features.modules():
+            if isinstance(module, nn.Conv2d):
+                _init_layer(module, self.init, is_head=False)
+            elif isinstance(module, nn.BatchNorm2d):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+        for module in self.head.modules():
+            if isinstance(module, (nn.Conv2d, nn.Linear)):
+                _init_layer(module, self.init, is_head=True)
+
+    @property
+    def head_kind(self) -> str:
+        return self.head.kind
+
+    def get_classifier(self) -> nn.Module:
+        return self.head.last_layer()
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """Replace the last layer by a freshly initialised one with ``num_classes`` outputs."""
+        old = self.head.last_layer()
+        if isinstance(old, nn.Conv2d):
+            new = nn.Conv2d(old.in_channels, num_classes, 1)
+        else:
+            new = nn.Linear(old.in_features, num_classes)
+        _init_layer(new, self.init, is_head=True)
+        new.to(device=old.weight.device, dtype=old.weight.dtype)
+        setattr(self.head, self.head.logits_layer, new)
+        self.num_classes = num_classes
+        self.model_config["num_classes"] = num_classes
+
+    def set_head(self, kind: str) -> "VGG":
+        """Switch between the ``classifier`` and ``conv`` heads, keeping the exact weights.
+
+        The conversion is the paper's: fc6 becomes a 7x7 convolution, fc7 and fc8 1x1
+        convolutions, by reshaping the same numbers. Returns ``self``.
+        """
+        _check_choice("head", kind, HEADS)
+        if kind == self.head_kind:
+            return self
+        if "linear" in (kind, self.head_kind):
+            raise ValueError("only the 'classifier' and 'conv' heads share weights; "
+                             f"cannot convert a {self.head_kind!r} head to {kind!r}")
+        cfg = self.model_config
+        ref = self.head.fc6.weight
+        new = _HEAD_CLASSES[kind](self.num_features, self.num_classes, cfg["fc_dim"], cfg["dropout"])
+        new.to(device=ref.device, dtype=ref.dtype)
+        with torch.no_grad():
+            for layer in ("fc6", "fc7", "fc8"):
+                src, dst = getattr(self.head, layer), getattr(new, layer)
+                dst.weight.copy_(src.weight.reshape(dst.weight.shape))
+                dst.bias.copy_(src.bias)
+        new.train(self.training)
+        self.head = new
+        self.model_config["head"] = kind
+        return self
+
+    # --- forward ------------------------------------------------------------------------
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        return self.head(x, pre_logits=pre_logits)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def score_map(self, x: torch.Tensor) -> torch.Tensor:
+        """Dense class-score map of the fully convolutional network (``head="conv"`` only)."""
+        if not isinstance(self.head, ConvHead):
+            raise ValueError("score_map needs the fully convolutional head: call "
+                             "model.set_head('conv') first (the weights are kept)")
+        return self.head.score_map(self.forward_features(x))
+
+    def tap_names(self) -> list[str]:
+        """Names accepted by :meth:`extract`, in the order the layers run."""
+        return [n for n, _ in self.features.named_children()] + \
+               [n for n, _ in self.head.named_children()]
+
+    def extract(self, x: torch.Tensor, names: Iterable[str]) -> dict[str, torch.Tensor]:
+        """Activations of the named layers (e.g. ``["relu1_2", "relu3_3", "fc7"]``).
+
+        Layers after the deepest one asked for are not run. In-place ReLUs are accounted
+        for: a tap on a convolution returns its output before the ReLU.
+        """
+        names = list(dict.fromkeys([names] if isinstance(names, str) else names))
+        order = self.tap_names()
+        unknown = [n for n in names if n not in order]
+        if unknown:
+            raise KeyError(f"unknown layer name(s) {unknown} for {self.arch}; "
+                           f"valid names: {', '.join(order)}")
+        wanted = set(names)
+        last = max(order.index(n) for n in names) if names else -1
+        out: dict[str, torch.Tensor] = {}
+        layers = list(self.features.named_children()) + list(self.head.named_children())
+        for name, layer in layers[: last + 1]:
+            if isinstance(layer, nn.ReLU) and any(t is x for t in out.values()):
+                x = F.relu(x)  # do not overwrite a tapped tensor in place
+            else:
+                x = layer(x)
+            if name in wanted:
+                out[name] = x
+        return {n: out[n] for n in names}
+
+
+def _init_layer(module: nn.Module, scheme: str, is_head: bool) -> None:
+    """Initialise one conv or linear layer.
+
+    kaiming: He et al. for convolutions (fan-out, ReLU gain), N(0, 0.01) for the head
+             (torchvision's scheme); paper: N(0, 1e-2) everywhere, biases zero (Section 3.1);
+    xavier:  Glorot uniform everywhere, biases zero (the paper's footnote alternative).
+    """
+    if scheme == "xavier":
+        nn.init.xavier_uniform_(module.weight)
+    elif scheme == "paper" or is_head:
+        nn.init.normal_(module.weight, 0.0, 0.01)
+    else:
+        nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+    if module.bias is not None:
+        nn.init.zeros_(module.bias)
+
+
+# The paper's names for the registered architectures (Table 1), used by summaries and errors.
+PAPER_CONFIG: dict[str, str] = {}
+
+
+def _vgg(name: str, config: str, batch_norm: bool, **options) -> VGG:
+    return VGG(CONFIGS[config], name=name, batch_norm=batch_norm, **options)
+
+
+def _builder(name: str, config: str, batch_norm: bool):
+    def build(**options) -> VGG:
+        return _vgg(name, config, batch_norm, **options)
+
+    build.__name__ = build.__qualname__ = name
+    suffix = " with batch normalisation" if batch_norm else ""
+    build.__doc__ = f"VGG configuration {config} of the paper (Table 1){suffix}."
+    PAPER_CONFIG[name] = config
+    return register_model(build)
+
+
+vgg11 = _builder("vgg11", "A", False)
+vgg11_bn = _builder("vgg11_bn", "A", True)
+vgg11_lrn = _builder("vgg11_lrn", "A-LRN", False)
+vgg11_lrn_bn = _builder("vgg11_lrn_bn", "A-LRN", True)
+vgg13 = _builder("vgg13", "B", False)
+vgg13_bn = _builder("vgg13_bn", "B", True)
+vgg16_c = _builder("vgg16_c", "C", False)
+vgg16_c_bn = _builder("vgg16_c_bn", "C", True)
+vgg16 = _builder("vgg16", "D", False)
+vgg16_bn = _builder("vgg16_bn", "D", True)
+vgg19 = _builder("vgg19", "E", False)
+vgg19_bn = _builder("vgg19_bn", "E", True)

@@ -1,0 +1,24 @@
+import os
+import tarfile
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+CIFAR_TAR = ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
+
+# Two cores on the reference machine; more threads than cores only slows the tests.
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def cifar_tar() -> Path:
+    if not CIFAR_TAR.is_file():
+        pytest.skip(f"real CIFAR-10 not found at {CIFAR_TAR} (see shared/data/README.md)")
+    return CIFAR_TAR
