@@ -69,20 +69,26 @@ _EXTRA_COMMANDS: list = []
 def main(argv: list[str] | None = None) -> int:
     from .models import UnknownModelError, WeightsError
 
+    from . import commands  # noqa: F401  (registers train, evaluate, predict, samples)
+    from .data import DataError
+    from .engine.config import ConfigError
+    from .engine.train import TrainingError
+
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(message)s")
     try:
         args.func(args)
-    except (CLIError, UnknownModelError, WeightsError, FileNotFoundError, ValueError) as exc:
+    except (CLIError, UnknownModelError, WeightsError, DataError, ConfigError, TrainingError,
+            FileNotFoundError, ValueError) as exc:
         msg = exc.args[0] if exc.args else str(exc)
         print(f"vggnet {args.command}: error: {msg}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"vggnet {args.command}: interrupted", file=sys.stderr)
         return 130
-    return 0
+    return getattr(args, "exit_code", 0)
 
 
 if __name__ == "__main__":

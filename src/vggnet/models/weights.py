@@ -320,3 +320,44 @@ def load_model(path, **overrides):
     config.update(overrides)
     name = config.pop("name")
     return create_model(name, weights=path, strict_head="num_classes" not in overrides, **config)
+
+
+def init_from_shallower(model, source) -> list[str]:
+    """Initialise ``model`` from a trained (usually shallower) net, layer by paper name.
+
+    The paper trained net A first and initialised the deeper nets' first four convolutional
+    layers and the three fully connected layers from it (Section 3.1). Layers are matched by
+    name (``conv3_2`` of A is ``conv3_2`` of D), so exactly those layers, and any other of the
+    same name and shape, are copied; the rest keep their initialisation. Returns the copied
+    layer names.
+    """
+    from .registry import create_model
+
+    raw = read_state_dict(source)
+    fmt = detect_format(raw)
+    if fmt != "vggnet":
+        arch = infer_architecture(raw)
+        if arch is None:
+            raise WeightsMismatchError(f"{source}: {_fits_message(raw)}, so its layers cannot be "
+                                       "named; give a vggnet checkpoint")
+        with torch.device("meta"):
+            donor = create_model(arch.split(" ")[0], width=model.model_config["width"])
+        raw = to_vggnet_state_dict(raw, donor, fmt)
+    target = model.state_dict()
+    copied, state = [], {}
+    for key, value in raw.items():
+        if key not in target:
+            continue
+        if value.shape != target[key].shape:
+            if key.startswith("head.") and value.numel() == target[key].numel():
+                value = value.reshape(target[key].shape)
+            else:
+                continue
+        state[key] = value
+        layer = key.split(".")[1]
+        if layer not in copied:
+            copied.append(layer)
+    if not state:
+        raise WeightsMismatchError(f"{source}: no layer matches {model.arch} by name and shape")
+    model.load_state_dict(state, strict=False)
+    return copied

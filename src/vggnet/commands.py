@@ -1,0 +1,190 @@
+"""The sub-commands train, evaluate, predict and samples (registered into the CLI)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+from .cli import _EXTRA_COMMANDS, CLIError
+
+log = logging.getLogger("vggnet")
+
+
+# --- train ----------------------------------------------------------------------------------
+
+def _cmd_train(args) -> None:
+    from .engine.config import flags_to_overrides, resolve
+    from .engine.train import train
+
+    overrides = flags_to_overrides(args)
+    recipe = args.config
+    resume = str(overrides.get("resume", "false")).lower() in ("true", "1", "yes")
+    if resume and recipe is None:
+        out = Path(overrides.get("out") or "runs/train")
+        saved = out / "config.json"
+        if not saved.is_file():
+            raise CLIError(f"--resume: {saved} not found; is {out} a vggnet run directory?")
+        recipe = json.loads(saved.read_text())  # the run's own resolved config
+    cfg = resolve(recipe, overrides)
+    result = train(cfg)
+    best = 100 * result.best_top1
+    state = "stopped early" if result.interrupted else "done"
+    print(f"{state}: best test top-1 {best:.2f}% after {len(result.history)} epochs; "
+          f"checkpoints in {result.out}")
+
+
+def _register_train(sub) -> None:
+    from .engine.config import add_flags
+
+    p = sub.add_parser("train", help="train a VGG on an image data set",
+                       description="Train a VGG. A recipe file (--config) sets defaults; every "
+                       "flag below overrides it. Booleans take true/false.")
+    p.add_argument("--config", help="recipe file (TOML), e.g. configs/cifar10_quick.toml")
+    add_flags(p)
+    p.set_defaults(func=_cmd_train)
+
+
+# --- evaluate -------------------------------------------------------------------------------
+
+def _cmd_evaluate(args) -> None:
+    import torch
+
+    from .data import TensorLoader, load_splits
+    from .engine.checkpoint import load_checkpoint, resolve_checkpoint, write_json
+    from .engine.plots import plot_confusion
+    from .engine.train import autocast_for, pick_device
+    from .evaluation.metrics import evaluate
+
+    device = pick_device(args.device)
+    ckpt = resolve_checkpoint(args.checkpoint)
+    model, meta = load_checkpoint(ckpt, device=device)
+    cfg = meta.get("config", {})
+    pre = meta["preprocessing"]
+    source = args.data or cfg.get("data")
+    if not source:
+        raise CLIError("no data set recorded in the checkpoint: pass --data")
+    root = args.data_root or cfg.get("data_root")
+    train_set, test_set = load_splits(source, root=root, image_size=pre["input_size"],
+                                      val_fraction=cfg.get("val_fraction", 0.1),
+                                      seed=cfg.get("seed", 0))
+    data = train_set if args.split == "train" else test_set
+    classes = meta.get("classes")
+    if classes and data.classes != classes:
+        raise CLIError(f"the data's classes {data.classes[:5]}... differ from the checkpoint's "
+                       f"{classes[:5]}...: evaluate on data with the same class folders")
+    if args.limit:
+        data = data.subset(args.limit)
+    loader = TensorLoader(data, args.batch_size, mean=pre["mean"], std=pre["std"], device=device,
+                          channels_last=device.type == "cuda")
+    model = model.to(memory_format=torch.channels_last) if device.type == "cuda" else model
+    result = evaluate(model, loader, model.num_classes,
+                      autocast=autocast_for(device, args.precision), tta=args.tta)
+    out = Path(args.out) if args.out else (ckpt.parent)
+    out.mkdir(parents=True, exist_ok=True)
+    report = {"checkpoint": str(ckpt), "data": str(source), "split": args.split,
+              "images": result["n"], "tta": args.tta, "top1": result["top1"],
+              "top5": result["top5"], "loss": result["loss"],
+              "per_class": dict(zip(data.classes, result["per_class"])),
+              "confusion": result["confusion"], "classes": data.classes}
+    write_json(out / "evaluation.json", report)
+    plot_confusion(result["confusion"], data.classes, out / "confusion.png",
+                   title=f"{model.arch} on {Path(str(source)).name} ({args.split}): "
+                         f"top-1 {100 * result['top1']:.2f}%")
+    if args.json:
+        print(json.dumps({k: v for k, v in report.items() if k != "confusion"}, indent=2))
+        return
+    print(f"{model.arch} on {source} ({args.split}, {result['n']} images): "
+          f"top-1 {100 * result['top1']:.2f}%  top-5 {100 * result['top5']:.2f}%  "
+          f"loss {result['loss']:.4f}")
+    width = max(len(c) for c in data.classes)
+    for name, acc in report["per_class"].items():
+        print(f"  {name:<{width}}  {100 * acc:6.2f}%")
+    print(f"report: {out / 'evaluation.json'}; confusion matrix: {out / 'confusion.png'}")
+
+
+def _register_evaluate(sub) -> None:
+    p = sub.add_parser("evaluate", help="top-1/top-5, per-class accuracy and confusion matrix")
+    p.add_argument("checkpoint", help="a run directory or a .safetensors checkpoint")
+    p.add_argument("--data", help="data set (default: the one the checkpoint was trained on)")
+    p.add_argument("--data-root", help="where cifar10/cifar100 live")
+    p.add_argument("--split", choices=["test", "train"], default="test")
+    p.add_argument("--limit", type=int, help="evaluate on this many images (class-stratified)")
+    p.add_argument("--batch-size", type=int, default=500)
+    p.add_argument("--tta", action="store_true", help="average with horizontally flipped images")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    p.add_argument("--out", help="folder for evaluation.json and confusion.png (default: the run)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=_cmd_evaluate)
+
+
+# --- predict --------------------------------------------------------------------------------
+
+def _cmd_predict(args) -> None:
+    from .engine.train import pick_device
+    from .inference.images import ImageReadError, find_images
+    from .inference.predict import Predictor
+
+    predictor = Predictor(args.checkpoint, device=pick_device(args.device))
+    try:
+        paths = find_images(args.images)
+    except ImageReadError as exc:
+        raise CLIError(str(exc)) from None
+    results = predictor.predict(paths, top_k=args.top_k)
+    failed = [r for r in results if r.error]
+    if args.json:
+        print(json.dumps([{"path": r.path, "error": r.error} if r.error else
+                          {"path": r.path, "top": [{"class": c, "probability": round(p, 6)}
+                                                   for c, p in r.top]} for r in results], indent=2))
+    else:
+        for r in results:
+            if r.error:
+                continue
+            best = ", ".join(f"{c} {100 * p:.1f}%" for c, p in r.top)
+            print(f"{r.path}: {best}")
+    for r in failed:
+        print(f"vggnet predict: error: {r.error}", file=sys.stderr)
+    if failed:
+        args.exit_code = 1
+
+
+def _register_predict(sub) -> None:
+    p = sub.add_parser("predict", help="classify images with a trained checkpoint")
+    p.add_argument("checkpoint", help="a run directory or a .safetensors checkpoint")
+    p.add_argument("images", nargs="+", help="image files or folders")
+    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=_cmd_predict)
+
+
+# --- samples --------------------------------------------------------------------------------
+
+def _cmd_samples(args) -> None:
+    from PIL import Image
+
+    from .data import load_splits
+
+    _, test = load_splits(args.data, root=args.data_root)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    data = test.subset(args.count, seed=1)
+    for i in range(len(data)):
+        arr = data.images[i].permute(1, 2, 0).numpy()
+        name = f"{i:03d}_{data.classes[int(data.labels[i])]}.png"
+        Image.fromarray(arr).resize((arr.shape[1] * 4, arr.shape[0] * 4), Image.NEAREST).save(out / name)
+    print(f"wrote {len(data)} test images to {out}")
+
+
+def _register_samples(sub) -> None:
+    p = sub.add_parser("samples", help="write a few test images of a data set as PNG files")
+    p.add_argument("data", help="cifar10, cifar100, digits or an ImageFolder path")
+    p.add_argument("--data-root")
+    p.add_argument("--out", required=True)
+    p.add_argument("--count", type=int, default=8)
+    p.set_defaults(func=_cmd_samples)
+
+
+_EXTRA_COMMANDS.extend([_register_train, _register_evaluate, _register_predict, _register_samples])

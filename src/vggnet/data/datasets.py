@@ -1,0 +1,341 @@
+"""Data sets as decoded uint8 tensors held in memory.
+
+Small images are decoded once (JPEG/PNG -> uint8 N x C x H x W) and cached on disk, so an
+epoch never decodes an image again. Supported sources:
+
+* ``cifar10`` / ``cifar100``: the official release through torchvision (downloaded with its
+  checksum verified when ``download=True``), or a local copy: the official python batches, an
+  ImageFolder tree with ``train/`` and ``test/``, or a ``.tar``/``.tar.gz`` of such a tree;
+* any ImageFolder tree (``train/`` + ``val/`` or ``test/``, or one folder of class folders
+  split by a seeded fraction), with images of any size, resized to ``image_size``;
+* ``digits``: scikit-learn's bundled handwritten digits (1,797 real 8x8 images), upscaled to
+  32x32: a real data set that needs no download.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tarfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm")
+BUILTIN = ("cifar10", "cifar100", "digits")
+
+
+class DataError(ValueError):
+    """A data set that cannot be found or read; the message says what to do."""
+
+
+@dataclass
+class ImageTensors:
+    """Images as uint8 (N, C, H, W), labels as int64 (N,), and the class names."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    classes: list[str]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, n: int | None, seed: int = 0) -> "ImageTensors":
+        """A seeded, class-stratified subset of ``n`` images (all of them if n is None)."""
+        if n is None or n >= len(self):
+            return self
+        g = torch.Generator().manual_seed(seed)
+        perm = torch.randperm(len(self), generator=g)
+        # stratify: take round-robin over classes in the shuffled order
+        by_class = [perm[self.labels[perm] == c] for c in range(len(self.classes))]
+        per = -(-n // len(self.classes))
+        idx = torch.cat([b[:per] for b in by_class])[:n]
+        idx = idx[torch.randperm(len(idx), generator=g)]
+        return ImageTensors(self.images[idx], self.labels[idx], self.classes)
+
+    def stats(self) -> tuple[list[float], list[float]]:
+        """Per-channel mean and std of the pixels, in [0, 1]."""
+        x = self.images.float().div_(255)
+        mean = x.mean(dim=(0, 2, 3))
+        std = x.std(dim=(0, 2, 3))
+        return [round(v, 4) for v in mean.tolist()], [round(v, 4) for v in std.tolist()]
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("VGGNET_CACHE", Path.home() / ".cache" / "vggnet"))
+
+
+def default_data_root() -> Path:
+    return Path(os.environ.get("VGGNET_DATA", cache_dir() / "data"))
+
+
+# --- decoding -----------------------------------------------------------------------------
+
+def decode_image(data: bytes | Path | str, size: int | None = None) -> np.ndarray:
+    """Decode one image to uint8 H x W x 3 RGB, resized so its shorter side is ``size`` and
+    centre-cropped to ``size`` x ``size`` (as is, when ``size`` is None)."""
+    from PIL import Image, ImageOps
+
+    from ..inference.images import to_rgb
+
+    src = io.BytesIO(data) if isinstance(data, bytes) else data
+    with Image.open(src) as im:
+        if size is not None:
+            im.draft("RGB", (size, size))  # let JPEG decode at a reduced scale when it can
+        im = to_rgb(ImageOps.exif_transpose(im))
+        if size is not None and im.size != (size, size):
+            im = resize_center_crop(im, size)
+        return np.asarray(im, dtype=np.uint8)
+
+
+def resize_center_crop(im, size: int):
+    from PIL import Image
+
+    w, h = im.size
+    scale = size / min(w, h)
+    nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+    im = im.resize((nw, nh), Image.BILINEAR, reducing_gap=3.0)
+    left, top = (nw - size) // 2, (nh - size) // 2
+    return im.crop((left, top, left + size, top + size))
+
+
+def _stack(arrays: list[np.ndarray], labels: list[int], classes: list[str]) -> ImageTensors:
+    shapes = {a.shape for a in arrays}
+    if len(shapes) > 1:
+        raise DataError(f"images have different sizes {sorted(shapes)[:3]}...: pass image_size "
+                        "(--image-size N) to resize them to N x N")
+    images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+    return ImageTensors(images, torch.tensor(labels, dtype=torch.long), classes)
+
+
+def _decode_all(items, classes, image_size, what) -> ImageTensors:
+    """items: iterable of (bytes-or-path, label, name). Unreadable files are skipped with a
+    warning naming them (one bad file must not stop a whole run)."""
+    from tqdm import tqdm
+
+    arrays, labels, bad = [], [], []
+    for src, label, name in tqdm(items, desc=f"decoding {what}", unit="img", leave=False,
+                                 disable=None, mininterval=1.0):
+        try:
+            arrays.append(decode_image(src, image_size))
+            labels.append(label)
+        except Exception as exc:  # PIL raises many types for broken files
+            bad.append(f"{name} ({exc.__class__.__name__})")
+    if bad:
+        warnings.warn(f"skipped {len(bad)} unreadable image(s) in {what}: {', '.join(bad[:5])}"
+                      + (" ..." if len(bad) > 5 else ""), stacklevel=2)
+    if not arrays:
+        raise DataError(f"no readable images in {what}")
+    return _stack(arrays, labels, classes)
+
+
+# --- ImageFolder trees (directories and tar archives) -------------------------------------
+
+def _is_image(name: str) -> bool:
+    return name.lower().endswith(IMAGE_EXTENSIONS) and not Path(name).name.startswith(".")
+
+
+def _folder_items(root: Path):
+    if not root.is_dir():
+        raise DataError(f"{root} is not a folder")
+    class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not class_dirs:
+        raise DataError(f"{root} has no class folders: expected {root}/<class>/<image> "
+                        "(the ImageFolder layout)")
+    classes = [d.name for d in class_dirs]
+    items = []
+    for label, d in enumerate(class_dirs):
+        files = sorted(p for p in d.rglob("*") if p.is_file() and _is_image(p.name))
+        if not files:
+            raise DataError(f"class folder {d} holds no images ({', '.join(IMAGE_EXTENSIONS)}); "
+                            "remove it or add images")
+        items += [(p, label, str(p)) for p in files]
+    return items, classes
+
+
+def _tar_split(tar_path: Path, image_size: int | None) -> dict[str, ImageTensors]:
+    """Every split (top-level folder) of a tar of ImageFolder trees, in one pass."""
+    per_split: dict[str, list] = {}
+    with tarfile.open(tar_path) as tf:
+        for member in tf:
+            parts = Path(member.name).parts
+            if parts and parts[0] == ".":
+                parts = parts[1:]
+            if not member.isfile() or len(parts) < 3 or not _is_image(parts[-1]):
+                continue
+            data = tf.extractfile(member).read()
+            per_split.setdefault(parts[-3], []).append((data, parts[-2], member.name))
+    if not per_split:
+        raise DataError(f"{tar_path} holds no images in the layout <split>/<class>/<image>")
+    out = {}
+    for split, items in per_split.items():
+        classes = sorted({c for _, c, _ in items})
+        index = {c: i for i, c in enumerate(classes)}
+        out[split] = _decode_all([(d, index[c], n) for d, c, n in items], classes, image_size,
+                                 f"{tar_path.name}:{split}")
+    return out
+
+
+# --- caching ------------------------------------------------------------------------------
+
+def _cache_key(*parts) -> str:
+    return hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
+
+
+def _source_fingerprint(path: Path):
+    st = path.stat()
+    return (str(path.resolve()), st.st_size, int(st.st_mtime))
+
+
+def _cached(key: str, build) -> dict[str, ImageTensors]:
+    """``build()`` -> {split: ImageTensors}, cached as a tensor file under cache_dir()."""
+    path = cache_dir() / "decoded" / f"{key}.pt"
+    if path.is_file():
+        try:
+            blob = torch.load(path, weights_only=True)
+            return {s: ImageTensors(v["images"], v["labels"], list(v["classes"]))
+                    for s, v in blob.items()}
+        except Exception:
+            path.unlink(missing_ok=True)  # a broken cache is rebuilt, never trusted
+    splits = build()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    torch.save({s: {"images": v.images, "labels": v.labels, "classes": v.classes}
+                for s, v in splits.items()}, tmp)
+    os.replace(tmp, path)
+    return splits
+
+
+# --- public entry point -------------------------------------------------------------------
+
+TEST_SPLITS = ("test", "val", "validation")
+
+
+def load_splits(source: str, *, root: str | Path | None = None, image_size: int | None = None,
+                download: bool = False, val_fraction: float = 0.1, seed: int = 0,
+                use_cache: bool = True) -> tuple[ImageTensors, ImageTensors]:
+    """(train, test) for a built-in name or a path (folder or tar archive).
+
+    ``image_size`` resizes every image (shorter side, then centre crop) and is required for
+    folders whose images differ in size.
+    """
+    name = str(source).lower()
+    if name == "digits":
+        return _digits(seed)
+    if name in ("cifar10", "cifar100"):
+        return _cifar(name, Path(root) if root else default_data_root(), download, image_size,
+                      use_cache)
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise DataError(f"data set {source!r} not found: give one of {', '.join(BUILTIN)}, "
+                        "a folder in the ImageFolder layout, or a .tar/.tar.gz of one")
+    return _from_path(path, image_size, val_fraction, seed, use_cache)
+
+
+def _from_path(path: Path, image_size, val_fraction, seed, use_cache):
+    if path.is_file():
+        if not tarfile.is_tarfile(path):
+            raise DataError(f"{path} is neither a folder nor a tar archive of images")
+        build = lambda: _tar_split(path, image_size)  # noqa: E731
+        key = _cache_key("tar", _source_fingerprint(path), image_size)
+        splits = _cached(key, build) if use_cache else build()
+        return _pick_splits(splits, path, val_fraction, seed)
+    subdirs = {d.name for d in path.iterdir() if d.is_dir()}
+    if "train" in subdirs and subdirs & set(TEST_SPLITS):
+        test_name = next(s for s in TEST_SPLITS if s in subdirs)
+
+        def build():
+            out = {}
+            for split in ("train", test_name):
+                items, classes = _folder_items(path / split)
+                out[split] = _decode_all(items, classes, image_size, f"{path / split}")
+            return out
+    else:
+        def build():
+            items, classes = _folder_items(path)
+            return {"all": _decode_all(items, classes, image_size, str(path))}
+    files = sorted(p for p in path.rglob("*") if p.is_file())
+    key = _cache_key("dir", str(path.resolve()), len(files),
+                     max((int(p.stat().st_mtime) for p in files), default=0), image_size)
+    splits = _cached(key, build) if use_cache else build()
+    return _pick_splits(splits, path, val_fraction, seed)
+
+
+def _pick_splits(splits, path, val_fraction, seed):
+    if "train" in splits:
+        test = next((splits[s] for s in TEST_SPLITS if s in splits), None)
+        if test is None:
+            return split_fraction(splits["train"], val_fraction, seed)
+        if test.classes != splits["train"].classes:
+            raise DataError(f"{path}: the class folders of train/ and the test split differ "
+                            f"({splits['train'].classes} vs {test.classes})")
+        return splits["train"], test
+    if "all" in splits:
+        return split_fraction(splits["all"], val_fraction, seed)
+    raise DataError(f"{path}: expected train/ and test/ (or val/) folders, or class folders; "
+                    f"found {sorted(splits)}")
+
+
+def split_fraction(data: ImageTensors, fraction: float, seed: int):
+    """Seeded split into (train, held-out), ``fraction`` of each class held out."""
+    if not 0 < fraction < 1:
+        raise DataError(f"val_fraction must be between 0 and 1; got {fraction}")
+    g = torch.Generator().manual_seed(seed)
+    held = []
+    for c in range(len(data.classes)):
+        idx = torch.nonzero(data.labels == c).flatten()
+        idx = idx[torch.randperm(len(idx), generator=g)]
+        held.append(idx[: max(1, int(round(len(idx) * fraction)))] if len(idx) > 1 else idx[:0])
+    held_idx = torch.cat(held)
+    mask = torch.ones(len(data), dtype=torch.bool)
+    mask[held_idx] = False
+    train_idx = torch.nonzero(mask).flatten()
+    pick = lambda i: ImageTensors(data.images[i], data.labels[i], data.classes)  # noqa: E731
+    return pick(train_idx), pick(held_idx.sort().values)
+
+
+def _cifar(name, root: Path, download, image_size, use_cache):
+    # A local ImageFolder copy (folder or tar) takes precedence: it needs no download.
+    for candidate in (root / name, root / f"{name}-jpeg", root / f"{name}-jpeg.tar.gz", root):
+        if candidate.is_file() and tarfile.is_tarfile(candidate):
+            return _from_path(candidate, image_size, 0.1, 0, use_cache)
+        if candidate.is_dir() and (candidate / "train").is_dir() and (candidate / "test").is_dir():
+            return _from_path(candidate, image_size, 0.1, 0, use_cache)
+    from torchvision import datasets
+
+    cls = datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100
+    try:
+        train = cls(str(root), train=True, download=download)
+        test = cls(str(root), train=False, download=download)
+    except RuntimeError as exc:  # torchvision: "Dataset not found or corrupted"
+        raise DataError(f"{name} not found under {root} ({exc}). Pass --download to fetch the "
+                        "official release (checksum verified), or --data-root pointing at a "
+                        "copy: the official python batches, or train/ and test/ folders") from None
+
+    def convert(ds):
+        images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
+        out = ImageTensors(images, torch.tensor(ds.targets, dtype=torch.long), list(ds.classes))
+        if image_size and image_size != images.shape[-1]:
+            out.images = torch.nn.functional.interpolate(
+                images.float(), size=(image_size, image_size), mode="bilinear",
+                antialias=True, align_corners=False).round().clamp(0, 255).to(torch.uint8)
+        return out
+
+    return convert(train), convert(test)
+
+
+def _digits(seed: int):
+    """scikit-learn's handwritten digits (real scans, 8x8, 17 grey levels) as 32x32 RGB."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    x = torch.from_numpy(bunch.images).float().div(16).unsqueeze(1)  # N x 1 x 8 x 8 in [0, 1]
+    x = torch.nn.functional.interpolate(x, size=(32, 32), mode="bilinear", align_corners=False)
+    images = (x * 255).round().clamp(0, 255).to(torch.uint8).expand(-1, 3, -1, -1).contiguous()
+    data = ImageTensors(images, torch.from_numpy(bunch.target).long(),
+                        [str(d) for d in range(10)])
+    return split_fraction(data, 0.2, seed)

@@ -1,0 +1,62 @@
+"""A loader over in-memory uint8 tensors: batches are indexed, augmented and normalised as
+whole tensors on the target device (no worker processes, no per-image decoding)."""
+
+from __future__ import annotations
+
+import torch
+
+from . import augment
+from .datasets import ImageTensors
+
+
+class TensorLoader:
+    def __init__(self, data: ImageTensors, batch_size: int, *, mean, std, train: bool = False,
+                 crop_padding: int = 0, flip: bool = False, cutout: int = 0,
+                 device: str | torch.device = "cpu", generator: torch.Generator | None = None,
+                 drop_last: bool = False, channels_last: bool = False,
+                 rank: int = 0, world_size: int = 1):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer; got {batch_size}")
+        self.device = torch.device(device)
+        self.images = data.images.to(self.device)  # uint8: 4x smaller than float
+        self.labels = data.labels.to(self.device)
+        self.classes = data.classes
+        self.batch_size, self.train, self.drop_last = batch_size, train, drop_last
+        self.mean, self.std = mean, std
+        self.crop_padding, self.flip, self.cutout = crop_padding, flip, cutout
+        self.generator = generator or torch.Generator().manual_seed(0)
+        self.channels_last = channels_last
+        self.rank, self.world_size = rank, world_size
+
+    def _indices(self) -> torch.Tensor:
+        n = len(self.labels)
+        idx = torch.randperm(n, generator=self.generator) if self.train else torch.arange(n)
+        if self.world_size > 1:  # each rank takes its own shard, equal sizes across ranks
+            per = n // self.world_size
+            idx = idx[self.rank * per:(self.rank + 1) * per]
+        return idx
+
+    def num_examples(self) -> int:
+        n = len(self.labels)
+        return n // self.world_size if self.world_size > 1 else n
+
+    def __len__(self) -> int:
+        n = self.num_examples()
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self):
+        idx = self._indices().to(self.device)
+        stop = len(self) * self.batch_size
+        for start in range(0, min(stop, len(idx)), self.batch_size):
+            b = idx[start:start + self.batch_size]
+            x, y = self.images[b], self.labels[b]
+            if self.train:
+                x = augment.random_crop(x, self.crop_padding, self.generator)
+                if self.flip:
+                    x = augment.random_flip(x, self.generator)
+            x = augment.normalize(x, self.mean, self.std)
+            if self.train and self.cutout:
+                x = augment.cutout(x, self.cutout, self.generator)
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            yield x, y

@@ -1,0 +1,199 @@
+"""Training configuration in layers: defaults < recipe file (TOML) < command-line flags.
+
+The resolved configuration is saved with every run (``config.json``) and in every checkpoint.
+"""
+
+from __future__ import annotations
+
+import difflib
+import tomllib
+import types
+import typing
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from pathlib import Path
+
+
+class ConfigError(ValueError):
+    """A recipe or flag that is not valid; the message names the key and what to do."""
+
+
+@dataclass
+class TrainConfig:
+    # --- model ---
+    model: str = "vgg11_bn"            # a name from `vggnet models`
+    width: float = 1.0                 # channel multiplier; 1.0 is the paper's
+    head: str = "linear"               # classifier (FC-4096 x2), conv (fully convolutional), linear
+    dropout: float | None = None       # None: 0.5 for the FC heads, 0 for the linear head
+    fc_dim: int = 4096                 # width of fc6/fc7
+    init: str = "kaiming"              # kaiming, paper (N(0, 1e-2)), xavier
+    weights: str | None = None         # initial weights: checkpoint, torchvision or timm file
+    init_from: str | None = None       # a trained shallower net (the paper's init from net A)
+    freeze: str = "none"               # none, or features (train the head only)
+    # --- data ---
+    data: str = "cifar10"              # cifar10, cifar100, digits, or an ImageFolder path / tar
+    data_root: str | None = None       # where cifar10/cifar100 live (default ~/.cache/vggnet/data)
+    download: bool = False             # fetch the official release if absent (checksum verified)
+    image_size: int | None = None      # resize images to this (None: the data set's own size)
+    val_fraction: float = 0.1          # held out when the data has no test/ or val/ split
+    train_subset: int | None = None    # use only this many training images (class-stratified)
+    test_subset: int | None = None     # evaluate on this many test images
+    crop_padding: int = 4              # random crop after reflect-padding by this many pixels
+    flip: bool = True                  # random horizontal flip
+    cutout: int = 0                    # side of the cutout square in pixels (0: off)
+    # --- optimisation ---
+    epochs: int = 30
+    batch_size: int = 128
+    optimizer: str = "sgd"             # sgd (Nesterov momentum) or adamw
+    lr: float = 0.05                   # peak learning rate for this batch_size
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4         # not applied to batch-norm and bias parameters
+    schedule: str = "onecycle"         # step (divide by 10), cosine, onecycle, constant, plateau
+    warmup_epochs: float = 0.0         # linear warm-up (cosine, step)
+    step_epochs: int = 30              # step schedule: divide lr by step_gamma every this many
+    step_gamma: float = 0.1
+    label_smoothing: float = 0.0
+    # --- execution ---
+    device: str = "auto"               # auto (cuda if available), cpu, cuda, cuda:N
+    precision: str = "auto"            # auto (bf16 on GPU, fp32 on CPU), fp32, bf16
+    channels_last: bool = True
+    compile: bool = False              # torch.compile the model (measure before turning on)
+    deterministic: bool = False        # deterministic kernels (slower); for exact resumes
+    seed: int = 0
+    eval_batch_size: int = 1000
+    tta: bool = False                  # evaluate with horizontal-flip averaging
+    out: str = "runs/train"            # run directory
+    resume: bool = False               # continue the run in `out` from its last checkpoint
+    stop_after: int | None = None      # stop (checkpointed) after this epoch, as if interrupted
+    progress: bool = True              # progress bar
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+CHOICES = {
+    "head": ("classifier", "conv", "linear"),
+    "init": ("kaiming", "paper", "xavier"),
+    "freeze": ("none", "features"),
+    "optimizer": ("sgd", "adamw"),
+    "schedule": ("step", "cosine", "onecycle", "constant", "plateau"),
+    "precision": ("auto", "fp32", "bf16"),
+}
+
+
+def _field_types() -> dict[str, tuple]:
+    hints = typing.get_type_hints(TrainConfig)
+    out = {}
+    for name, hint in hints.items():
+        args = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+        out[name] = tuple(a for a in args if a is not type(None)), type(None) in args
+    return out
+
+
+def _coerce(key: str, value):
+    types_, optional = _field_types()[key]
+    if value is None:
+        if optional:
+            return None
+        raise ConfigError(f"{key} cannot be empty")
+    base = types_[0]
+    if base is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "false", "0", "no"):
+            return value.lower() in ("true", "1", "yes")
+    elif base is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    elif base is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    elif base is str and isinstance(value, str):
+        return value
+    if isinstance(value, str) and base in (int, float):
+        try:
+            return base(value)
+        except ValueError:
+            pass
+    if isinstance(value, str) and optional and value.lower() == "none":
+        return None
+    raise ConfigError(f"{key} must be {base.__name__}{' or none' if optional else ''}; "
+                      f"got {value!r} ({type(value).__name__})")
+
+
+def validate(cfg: TrainConfig) -> TrainConfig:
+    for key, choices in CHOICES.items():
+        if getattr(cfg, key) not in choices:
+            raise ConfigError(f"{key} must be one of {', '.join(choices)}; got {getattr(cfg, key)!r}")
+    for key in ("epochs", "batch_size", "eval_batch_size"):
+        if getattr(cfg, key) < 1:
+            raise ConfigError(f"{key} must be at least 1; got {getattr(cfg, key)}")
+    if cfg.lr <= 0:
+        raise ConfigError(f"lr must be positive; got {cfg.lr}")
+    return cfg
+
+
+def merge(cfg: TrainConfig, values: dict, source: str) -> TrainConfig:
+    names = [f.name for f in fields(TrainConfig)]
+    for key, value in values.items():
+        key = key.replace("-", "_")
+        if key not in names:
+            close = difflib.get_close_matches(key, names, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"{source}: unknown key {key!r}{hint}; valid keys: {', '.join(names)}")
+        try:
+            setattr(cfg, key, _coerce(key, value))
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
+    return cfg
+
+
+def load_recipe(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"recipe file not found: {path}")
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    flat = {}
+    for key, value in data.items():  # sections ([model], [data]...) are only for reading
+        if isinstance(value, dict):
+            flat.update(value)
+        else:
+            flat[key] = value
+    return flat
+
+
+def resolve(recipe: str | Path | dict | None = None, overrides: dict | None = None) -> TrainConfig:
+    """Defaults, then the recipe (a TOML file, or a dict such as a run's saved config.json),
+    then ``overrides`` (e.g. parsed flags)."""
+    cfg = TrainConfig()
+    if isinstance(recipe, dict):
+        merge(cfg, recipe, "saved config")
+    elif recipe:
+        merge(cfg, load_recipe(recipe), str(recipe))
+    if overrides:
+        merge(cfg, overrides, "command line")
+    return validate(cfg)
+
+
+def add_flags(parser) -> None:
+    """One --flag per field, each overriding the recipe; unset flags leave it alone."""
+    for f in fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default if f.default is not MISSING else None
+        types_, _ = _field_types()[f.name]
+        if types_[0] is bool:
+            parser.add_argument(flag, dest=f.name, default=None, type=str, metavar="BOOL",
+                                nargs="?", const="true",
+                                help=f"true or false; alone means true (default {default})")
+        else:
+            parser.add_argument(flag, dest=f.name, default=None, type=str,
+                                metavar=types_[0].__name__.upper(),
+                                help=f"default {default}" + (
+                                    f"; one of {', '.join(CHOICES[f.name])}" if f.name in CHOICES else ""))
+
+
+def flags_to_overrides(args) -> dict:
+    return {f.name: getattr(args, f.name) for f in fields(TrainConfig)
+            if getattr(args, f.name, None) is not None}

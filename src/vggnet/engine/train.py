@@ -1,0 +1,285 @@
+"""The training loop: config -> data + model -> epochs -> checkpoints, read top to bottom.
+
+One precision path: every forward runs under an autocast context that is a no-op in fp32.
+Loss and accuracy are accumulated on the device and read back only when shown.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..data import DataError, ImageTensors, TensorLoader, load_splits
+from ..evaluation.metrics import evaluate
+from ..models import WeightsError, create_model, load_weights
+from .checkpoint import (git_commit, load_state, resolve_checkpoint, save_model_checkpoint,
+                         save_state, software_versions, write_json)
+from .config import TrainConfig, validate
+from .plots import plot_curves
+
+log = logging.getLogger("vggnet")
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (e.g. the loss became NaN); the message says what was kept."""
+
+
+# --- building blocks ------------------------------------------------------------------------
+
+def pick_device(spec: str = "auto") -> torch.device:
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(spec)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {spec!r} asked for, but no CUDA GPU is available; "
+                         "use --device cpu or auto")
+    return device
+
+
+def autocast_for(device: torch.device, precision: str):
+    """A factory of autocast contexts: bf16 when asked (or auto on a GPU), else a no-op."""
+    use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    if not use_bf16:
+        return contextlib.nullcontext
+    return partial(torch.autocast, device_type=device.type, dtype=torch.bfloat16)
+
+
+def build_data(cfg: TrainConfig) -> tuple[ImageTensors, ImageTensors]:
+    train, test = load_splits(cfg.data, root=cfg.data_root, image_size=cfg.image_size,
+                              download=cfg.download, val_fraction=cfg.val_fraction, seed=cfg.seed)
+    return train.subset(cfg.train_subset, cfg.seed), test.subset(cfg.test_subset, cfg.seed)
+
+
+def build_model(cfg: TrainConfig, num_classes: int, in_channels: int = 3) -> nn.Module:
+    model = create_model(cfg.model, num_classes=num_classes, in_channels=in_channels,
+                         width=cfg.width, head=cfg.head, dropout=cfg.dropout, fc_dim=cfg.fc_dim,
+                         init=cfg.init)
+    if cfg.weights:
+        path = cfg.weights
+        if Path(path).is_dir():
+            path = resolve_checkpoint(path)
+        report = load_weights(model, path)
+        log.info(f"loaded {len(report.loaded)} tensors from {cfg.weights} ({report.format} format)")
+    if cfg.init_from:
+        from ..models.weights import init_from_shallower
+
+        copied = init_from_shallower(model, resolve_checkpoint(cfg.init_from)
+                                     if Path(cfg.init_from).is_dir() else cfg.init_from)
+        log.info(f"initialised {', '.join(copied)} from {cfg.init_from}")
+    if cfg.freeze == "features":
+        for p in model.features.parameters():
+            p.requires_grad_(False)
+    return model
+
+
+def build_optimizer(cfg: TrainConfig, model: nn.Module, device: torch.device):
+    """SGD (Nesterov) or AdamW; no weight decay on batch-norm and bias parameters."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 else decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    fast = {"foreach": True} if device.type == "cpu" else {"fused": True}
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum,
+                               nesterov=cfg.nesterov and cfg.momentum > 0, **fast)
+    return torch.optim.AdamW(groups, lr=cfg.lr, **fast)
+
+
+def lr_factor(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
+    """Multiplier of cfg.lr at optimizer step ``step`` (the schedule, with warm-up)."""
+    total = cfg.epochs * steps_per_epoch
+    t = step / max(1, total)
+    if cfg.schedule == "onecycle":
+        # linear from 0.1 up to 1 over the warm-up (default a quarter of the run), then to 0
+        peak = (cfg.warmup_epochs / cfg.epochs) if cfg.warmup_epochs else 0.25
+        if t < peak:
+            return 0.1 + 0.9 * t / peak
+        return max(0.0, (1 - t) / (1 - peak))
+    warm = cfg.warmup_epochs * steps_per_epoch
+    if warm and step < warm:
+        return (step + 1) / warm
+    if cfg.schedule == "cosine":
+        t = (step - warm) / max(1, total - warm)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+    if cfg.schedule == "step":  # the paper's divide-by-10, at fixed epochs
+        return cfg.step_gamma ** (step // (cfg.step_epochs * steps_per_epoch))
+    return 1.0  # constant, and plateau (lowered by ReduceLROnPlateau after each epoch)
+
+
+# --- the run --------------------------------------------------------------------------------
+
+@dataclass
+class RunResult:
+    out: Path
+    history: list[dict]
+    best_top1: float
+    interrupted: bool = False
+
+
+def train(cfg: TrainConfig) -> RunResult:
+    validate(cfg)
+    out = Path(cfg.out)
+    device = pick_device(cfg.device)
+    if cfg.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=device.type == "cuda")
+        torch.backends.cudnn.benchmark = False
+    elif device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    torch.manual_seed(cfg.seed)
+    data_gen = torch.Generator().manual_seed(cfg.seed)  # shuffling and augmentation
+
+    # Data: decoded once into uint8 tensors, kept on the device.
+    train_set, test_set = build_data(cfg)
+    mean, std = train_set.stats()
+    num_classes = len(train_set.classes)
+    memory = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    loader = TensorLoader(train_set, cfg.batch_size, mean=mean, std=std, train=True,
+                          crop_padding=cfg.crop_padding, flip=cfg.flip, cutout=cfg.cutout,
+                          device=device, generator=data_gen, drop_last=len(train_set) > cfg.batch_size,
+                          channels_last=cfg.channels_last)
+    test_loader = TensorLoader(test_set, cfg.eval_batch_size, mean=mean, std=std, device=device,
+                               channels_last=cfg.channels_last)
+
+    model = build_model(cfg, num_classes, train_set.images.shape[1]).to(device, memory_format=memory)
+    optimizer = build_optimizer(cfg, model, device)
+    steps = len(loader)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(cfg, s, steps))
+    plateau = (torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max",
+                                                          factor=cfg.step_gamma, patience=2)
+               if cfg.schedule == "plateau" else None)
+    autocast = autocast_for(device, cfg.precision)
+    run_model = torch.compile(model) if cfg.compile else model
+
+    history: list[dict] = []
+    best, start_epoch = -1.0, 0
+    if cfg.resume:
+        state = load_state(out / "last.state.pt")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if plateau is not None and "plateau" in state:
+            plateau.load_state_dict(state["plateau"])
+        torch.set_rng_state(state["torch_rng"])
+        if device.type == "cuda" and "cuda_rng" in state:
+            torch.cuda.set_rng_state(state["cuda_rng"], device)
+        data_gen.set_state(state["data_rng"])
+        start_epoch, best, history = state["epoch"], state["best_top1"], state["history"]
+        log.info(f"resuming {out} after epoch {start_epoch}")
+        if start_epoch >= cfg.epochs:
+            log.info(f"{out} already finished its {cfg.epochs} epochs")
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "config.json", cfg.to_dict())
+
+    meta_base = {
+        "classes": train_set.classes,
+        "preprocessing": {"mean": mean, "std": std, "input_size": int(train_set.images.shape[-1]),
+                          "resize": "shorter side to input_size, then centre crop",
+                          "channels": int(train_set.images.shape[1])},
+        "data": {"source": cfg.data, "train_images": len(train_set), "test_images": len(test_set)},
+        "config": cfg.to_dict(), "versions": software_versions(), "git_commit": git_commit(),
+    }
+    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    sync_every = 1 if device.type == "cpu" else 50  # reading a GPU value stalls the pipeline
+
+    for epoch in range(start_epoch, cfg.epochs):
+        model.train()
+        if cfg.freeze == "features":
+            model.features.eval()  # frozen backbone: keep its batch-norm statistics
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device)
+        seen, t0 = 0, time.perf_counter()
+        bar = _progress(loader, cfg, f"epoch {epoch + 1}/{cfg.epochs}")
+        for i, (x, y) in enumerate(bar):
+            with autocast():
+                logits = run_model(x)
+                loss = criterion(logits.float(), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            loss_sum += loss.detach() * len(y)
+            correct += (logits.argmax(1) == y).sum()
+            seen += len(y)
+            if (i + 1) % sync_every == 0 or i + 1 == steps:
+                current = loss.item()
+                if not math.isfinite(current):
+                    raise TrainingError(
+                        f"the loss became {current} at epoch {epoch + 1}, step {i + 1}; the last "
+                        f"good checkpoint (epoch {epoch}) is kept in {out}. Lower --lr, or use "
+                        "warm-up (--warmup-epochs)")
+                if hasattr(bar, "set_postfix"):
+                    bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}",
+                                    acc=f"{correct.item() / seen:.3f}",
+                                    ips=f"{seen / (time.perf_counter() - t0):.0f}")
+        train_time = time.perf_counter() - t0
+
+        result = evaluate(run_model, test_loader, num_classes, autocast=autocast, tta=cfg.tta)
+        if plateau is not None:
+            plateau.step(result["top1"])
+        record = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"],
+                  "train_loss": loss_sum.item() / seen, "train_acc": correct.item() / seen,
+                  "test_loss": result["loss"], "test_top1": result["top1"],
+                  "test_top5": result["top5"], "train_seconds": round(train_time, 2),
+                  "images_per_second": round(seen / train_time, 1)}
+        history.append(record)
+        log.info(f"epoch {epoch + 1}/{cfg.epochs}: train loss {record['train_loss']:.4f} "
+                 f"acc {100 * record['train_acc']:.2f}% | test loss {record['test_loss']:.4f} "
+                 f"top-1 {100 * record['test_top1']:.2f}% top-5 {100 * record['test_top5']:.2f}% "
+                 f"| {record['images_per_second']:.0f} img/s")
+
+        # Checkpoints: resume state first, then the weights for evaluation; each atomic.
+        improved = result["top1"] > best
+        best = max(best, result["top1"])
+        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                 "scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state(),
+                 "data_rng": data_gen.get_state(), "epoch": epoch + 1, "best_top1": best,
+                 "history": history}
+        if plateau is not None:
+            state["plateau"] = plateau.state_dict()
+        if device.type == "cuda":
+            state["cuda_rng"] = torch.cuda.get_rng_state(device)
+        save_state(out / "last.state.pt", state)
+        meta = {**meta_base, "epoch": epoch + 1, "metrics": {k: v for k, v in record.items()}}
+        save_model_checkpoint(model, out / "last.safetensors", meta)
+        if improved:
+            save_model_checkpoint(model, out / "best.safetensors", meta)
+        _write_history(out, history)
+        if cfg.stop_after is not None and epoch + 1 >= cfg.stop_after and epoch + 1 < cfg.epochs:
+            log.info(f"stopped after epoch {epoch + 1} as asked; continue with --resume")
+            return RunResult(out, history, best, interrupted=True)
+    return RunResult(out, history, best)
+
+
+def _progress(loader, cfg: TrainConfig, desc: str):
+    if not cfg.progress:
+        return loader
+    from tqdm import tqdm
+
+    return tqdm(loader, desc=desc, unit="batch", leave=False, dynamic_ncols=True, disable=None)
+
+
+def _write_history(out: Path, history: list[dict]) -> None:
+    from .checkpoint import atomic_write
+
+    text = "".join(json.dumps(h) + "\n" for h in history)
+    atomic_write(out / "metrics.jsonl", lambda p: p.write_text(text))
+    keys = list(history[0])
+    csv = ",".join(keys) + "\n" + "".join(",".join(str(h[k]) for k in keys) + "\n" for h in history)
+    atomic_write(out / "metrics.csv", lambda p: p.write_text(csv))
+    try:
+        plot_curves(history, out / "curves.png")
+    except Exception as exc:  # a plot must never stop a run
+        log.warning(f"could not draw curves.png: {exc}")

@@ -1,0 +1,72 @@
+"""Prediction from a checkpoint alone: the preprocessing comes with the weights."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..data.augment import normalize
+from ..data.datasets import resize_center_crop
+from ..engine.checkpoint import load_checkpoint
+from .images import ImageReadError, open_image
+
+
+@dataclass
+class Prediction:
+    path: str
+    top: list[tuple[str, float]] | None = None  # (class name, probability), best first
+    error: str | None = None
+
+
+class Predictor:
+    """Loads a checkpoint once and classifies images of any size and mode."""
+
+    def __init__(self, checkpoint, device: str | torch.device = "cpu"):
+        self.device = torch.device(device)
+        self.model, self.meta = load_checkpoint(checkpoint, device=self.device)
+        pre = self.meta.get("preprocessing", {})
+        self.input_size = int(pre.get("input_size", 224))
+        self.mean = pre.get("mean", [0.485, 0.456, 0.406])
+        self.std = pre.get("std", [0.229, 0.224, 0.225])
+        n = self.model.num_classes
+        self.classes = list(self.meta.get("classes") or [str(i) for i in range(n)])
+
+    def preprocess(self, image) -> torch.Tensor:
+        """A PIL RGB image -> normalised 1 x C x S x S tensor."""
+        im = resize_center_crop(image, self.input_size)
+        x = torch.from_numpy(np.asarray(im, dtype=np.uint8).copy()).permute(2, 0, 1)[None]
+        return normalize(x, self.mean, self.std)
+
+    @torch.inference_mode()
+    def probabilities(self, batch: torch.Tensor) -> torch.Tensor:
+        return self.model(batch.to(self.device)).float().softmax(1).cpu()
+
+    def predict(self, paths, top_k: int = 5, batch_size: int = 64) -> list[Prediction]:
+        """One :class:`Prediction` per path; unreadable files get an error, the rest go on."""
+        top_k = max(1, min(top_k, len(self.classes)))
+        results: list[Prediction] = []
+        pending: list[tuple[Prediction, torch.Tensor]] = []
+
+        def flush():
+            if not pending:
+                return
+            probs = self.probabilities(torch.cat([x for _, x in pending]))
+            values, indices = probs.topk(top_k, dim=1)
+            for (pred, _), v, i in zip(pending, values, indices):
+                pred.top = [(self.classes[j], float(p)) for p, j in zip(v.tolist(), i.tolist())]
+            pending.clear()
+
+        for path in paths:
+            pred = Prediction(path=str(path))
+            results.append(pred)
+            try:
+                pending.append((pred, self.preprocess(open_image(path))))
+            except ImageReadError as exc:
+                pred.error = str(exc)
+            if len(pending) >= batch_size:
+                flush()
+        flush()
+        return results

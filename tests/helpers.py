@@ -1,0 +1,30 @@
+"""Small real images of every awkward kind, written on the fly."""
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+
+def write_image(path: Path, mode: str = "RGB", size=(40, 30), seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    w, h = size
+    if mode == "I;16":
+        arr = rng.integers(0, 65535, (h, w), dtype=np.uint16)
+        Image.fromarray(arr).save(path)
+        return path
+    base = Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8), "RGB")
+    if mode == "P":
+        base = base.convert("P", palette=Image.ADAPTIVE)
+    elif mode != "RGB":
+        base = base.convert(mode)
+    base.save(path)
+    return path
+
+
+def make_folder_dataset(root: Path, classes=("cat", "dog"), per_class=6, sizes=((40, 30), (24, 24))):
+    for ci, c in enumerate(classes):
+        for i in range(per_class):
+            write_image(root / c / f"{i}.png", size=sizes[i % len(sizes)], seed=ci * 100 + i)
+    return root

@@ -1,0 +1,147 @@
+"""Data sets as tensors, batch augmentation, and clear errors for bad folders."""
+
+import tarfile
+
+import pytest
+import torch
+
+from vggnet.data import DataError, TensorLoader, load_splits, split_fraction
+from vggnet.data import augment
+from vggnet.data.datasets import ImageTensors
+
+from helpers import make_folder_dataset, write_image
+
+
+def _images(n=8, size=8):
+    return torch.arange(n * 3 * size * size, dtype=torch.float32).reshape(n, 3, size, size)
+
+
+def test_random_crop_is_a_translation_of_the_reflect_padded_image():
+    x = _images()
+    g = torch.Generator().manual_seed(0)
+    out = augment.random_crop(x, 2, g)
+    assert out.shape == x.shape
+    padded = torch.nn.functional.pad(x, (2,) * 4, mode="reflect")
+    for i in range(len(x)):  # every output is one of the 25 windows of its own image
+        windows = [padded[i, :, dy:dy + 8, dx:dx + 8] for dy in range(5) for dx in range(5)]
+        assert any(torch.equal(out[i], w) for w in windows)
+    u8 = augment.random_crop(torch.randint(0, 255, (4, 3, 8, 8), dtype=torch.uint8), 2, g)
+    assert u8.dtype == torch.uint8
+
+
+def test_flip_mirrors_about_half_and_cutout_zeroes_a_square():
+    x = _images(200)
+    g = torch.Generator().manual_seed(0)
+    out = augment.random_flip(x, g)
+    flipped = [torch.equal(out[i], x[i].flip(2)) for i in range(len(x))]
+    assert all(f or torch.equal(out[i], x[i]) for i, f in enumerate(flipped))
+    assert 60 < sum(flipped) < 140
+    x = torch.ones(50, 3, 16, 16)
+    cut = augment.cutout(x, 4, g)
+    zeros = (cut[:, 0] == 0).sum(dim=(1, 2))
+    assert zeros.max() == 16 and zeros.min() >= 4  # 4x4, clipped at the border
+
+
+def test_lighting_shifts_each_image_by_a_constant_colour():
+    x = torch.rand(4, 3, 8, 8)
+    out = augment.lighting(x, 0.1, torch.Generator().manual_seed(0))
+    d = out - x
+    assert torch.allclose(d, d[:, :, :1, :1].expand_as(d), atol=1e-6)
+    assert d.abs().max() > 0
+
+
+def test_loader_yields_normalised_batches_covering_every_image():
+    data = ImageTensors(torch.randint(0, 255, (10, 3, 8, 8), dtype=torch.uint8),
+                        torch.arange(10), [str(i) for i in range(10)])
+    loader = TensorLoader(data, 4, mean=[0.5] * 3, std=[0.5] * 3, train=True, crop_padding=1,
+                          flip=True)
+    seen = torch.cat([y for _, y in loader])
+    assert sorted(seen.tolist()) == list(range(10)) and len(loader) == 3
+    x, _ = next(iter(TensorLoader(data, 10, mean=[0.5] * 3, std=[0.5] * 3)))
+    assert torch.allclose(x, data.images.float() / 255 * 2 - 1)
+
+
+def test_folder_with_mixed_sizes_and_modes(tmp_path, monkeypatch):
+    monkeypatch.setenv("VGGNET_CACHE", str(tmp_path / "cache"))
+    root = make_folder_dataset(tmp_path / "ds", per_class=10)
+    write_image(root / "cat" / "grey.png", "L")
+    write_image(root / "dog" / "rgba.png", "RGBA")
+    write_image(root / "dog" / "pal.png", "P")
+    with pytest.raises(DataError, match="--image-size"):
+        load_splits(str(root))
+    train, test = load_splits(str(root), image_size=16, val_fraction=0.25)
+    assert train.images.shape[1:] == (3, 16, 16) and train.classes == ["cat", "dog"]
+    assert len(train) + len(test) == 23 and len(test) == 6
+    assert len(list((tmp_path / "cache" / "decoded").glob("*.pt"))) == 1  # cached once
+    again, _ = load_splits(str(root), image_size=16, val_fraction=0.25)
+    assert torch.equal(again.images, train.images)
+
+
+def test_train_and_test_folders_and_a_tar(tmp_path, monkeypatch):
+    monkeypatch.setenv("VGGNET_CACHE", str(tmp_path / "cache"))
+    for split in ("train", "test"):
+        make_folder_dataset(tmp_path / "ds" / split, per_class=3, sizes=((12, 12),))
+    train, test = load_splits(str(tmp_path / "ds"))
+    assert len(train) == 6 and len(test) == 6 and train.images.shape[-1] == 12
+    with tarfile.open(tmp_path / "ds.tar.gz", "w:gz") as tf:
+        tf.add(tmp_path / "ds", arcname=".")
+    t_train, t_test = load_splits(str(tmp_path / "ds.tar.gz"))
+    assert torch.equal(t_train.images, train.images) and t_test.classes == test.classes
+
+
+@pytest.mark.parametrize("case", ["no_classes", "empty_class", "missing"])
+def test_bad_folders_are_clear(tmp_path, case, monkeypatch):
+    monkeypatch.setenv("VGGNET_CACHE", str(tmp_path / "cache"))
+    root = tmp_path / "ds"
+    root.mkdir()
+    if case == "no_classes":
+        (root / "readme.txt").write_text("nothing")
+        match = "no class folders"
+    elif case == "empty_class":
+        make_folder_dataset(root, per_class=2, sizes=((8, 8),))
+        (root / "bird").mkdir()
+        match = "bird holds no images"
+    else:
+        root = tmp_path / "nope"
+        match = "not found"
+    with pytest.raises(DataError, match=match):
+        load_splits(str(root), image_size=8)
+
+
+def test_corrupt_files_in_a_folder_are_skipped_with_a_warning(tmp_path, monkeypatch):
+    monkeypatch.setenv("VGGNET_CACHE", str(tmp_path / "cache"))
+    root = make_folder_dataset(tmp_path / "ds", per_class=4, sizes=((8, 8),))
+    (root / "cat" / "bad.jpg").write_text("not a jpeg")
+    (root / "dog" / "empty.png").write_bytes(b"")
+    with pytest.warns(UserWarning, match="skipped 2 unreadable"):
+        train, test = load_splits(str(root), val_fraction=0.25)
+    assert len(train) + len(test) == 8
+
+
+def test_split_fraction_is_seeded_and_stratified():
+    data = ImageTensors(torch.zeros(100, 3, 2, 2, dtype=torch.uint8), torch.arange(100) % 4,
+                        list("abcd"))
+    a_train, a_test = split_fraction(data, 0.2, seed=3)
+    b_train, b_test = split_fraction(data, 0.2, seed=3)
+    assert torch.equal(a_test.labels, b_test.labels) and len(a_test) == 20
+    assert torch.bincount(a_test.labels).tolist() == [5, 5, 5, 5]
+
+
+def test_digits_is_real_and_offline():
+    train, test = load_splits("digits")
+    assert len(train) + len(test) == 1797 and train.images.shape[1:] == (3, 32, 32)
+    assert train.classes == [str(d) for d in range(10)]
+
+
+def test_cifar10_from_the_shared_jpeg_copy(cifar_tar, monkeypatch):
+    monkeypatch.setenv("VGGNET_DATA", str(cifar_tar.parent))
+    train, test = load_splits("cifar10")
+    assert train.images.shape == (50000, 3, 32, 32) and test.images.shape == (10000, 3, 32, 32)
+    assert torch.bincount(test.labels).tolist() == [1000] * 10
+    mean, _ = train.stats()
+    assert mean == pytest.approx([0.4913, 0.4821, 0.4465], abs=2e-4)  # shared/data/README.md
+
+
+def test_cifar10_absent_says_how_to_get_it(tmp_path):
+    with pytest.raises(DataError, match="--download"):
+        load_splits("cifar10", root=tmp_path)

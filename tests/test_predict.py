@@ -1,0 +1,98 @@
+"""Prediction on every awkward kind of image file, and errors that name the file."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from vggnet.cli import main
+from vggnet.engine.train import train
+from vggnet.engine.config import resolve
+from vggnet.inference.images import ImageReadError, open_image
+from vggnet.inference.predict import Predictor
+
+from helpers import write_image
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("predict") / "run"
+    train(resolve(None, dict(data="digits", width=0.125, epochs=1, flip=False, progress=False,
+                             out=str(out))))
+    return out
+
+
+def _awkward(folder):
+    write_image(folder / "rgb.jpg", size=(300, 200))
+    write_image(folder / "grey.png", "L")
+    write_image(folder / "rgba.png", "RGBA")
+    write_image(folder / "palette.gif", "P")
+    write_image(folder / "cmyk.jpg", "CMYK")
+    write_image(folder / "deep.png", "I;16")
+    write_image(folder / "tiny.png", size=(3, 5))
+    im = Image.fromarray(np.zeros((10, 20, 3), np.uint8))
+    exif = im.getexif()
+    exif[0x0112] = 6  # rotate 90 degrees on display
+    im.save(folder / "rotated.jpg", exif=exif)
+    return folder
+
+
+def test_every_image_mode_is_read_as_rgb(tmp_path):
+    folder = _awkward(tmp_path)
+    for path in folder.iterdir():
+        im = open_image(path)
+        assert im.mode == "RGB", path
+    assert open_image(folder / "rotated.jpg").size == (10, 20)  # EXIF orientation applied
+
+
+@pytest.mark.parametrize("kind", ["text", "empty", "truncated", "missing"])
+def test_unreadable_files_get_one_line_errors(tmp_path, kind):
+    path = tmp_path / "bad.jpg"
+    if kind == "text":
+        path.write_text("hello, I am not a JPEG")
+    elif kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "truncated":
+        write_image(tmp_path / "good.jpg", size=(64, 64))
+        path.write_bytes((tmp_path / "good.jpg").read_bytes()[:200])
+    with pytest.raises(ImageReadError) as err:
+        open_image(path)
+    assert "\n" not in str(err.value) and "bad.jpg" in str(err.value)
+
+
+def test_decompression_bomb_is_refused(tmp_path, monkeypatch):
+    import vggnet.inference.images as images
+
+    monkeypatch.setattr(images, "MAX_PIXELS", 1000)
+    write_image(tmp_path / "big.png", size=(100, 100))
+    with pytest.raises(ImageReadError, match="too many pixels"):
+        open_image(tmp_path / "big.png")
+
+
+def test_predict_keeps_going_past_bad_files(run, tmp_path, capsys):
+    folder = _awkward(tmp_path / "imgs")
+    (folder / "notes.jpg").write_text("not an image")
+    predictor = Predictor(run)
+    results = predictor.predict(sorted(folder.iterdir()), top_k=3)
+    assert len(results) == 9
+    bad = [r for r in results if r.error]
+    assert [r.path.endswith("notes.jpg") for r in bad] == [True]
+    assert all(len(r.top) == 3 and abs(sum(p for _, p in r.top)) <= 1.0001 for r in results if not r.error)
+    code = main(["predict", str(run), str(folder), "--json"])
+    captured = capsys.readouterr()
+    assert code == 1  # something failed, and says so
+    assert len(json.loads(captured.out)) == 9
+    assert captured.err.count("\n") == 1 and "notes.jpg" in captured.err
+
+
+def test_predict_table_output(run, tmp_path, capsys):
+    write_image(tmp_path / "a.png")
+    assert main(["predict", str(run), str(tmp_path / "a.png"), "--top-k", "2"]) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith(str(tmp_path / "a.png")) and line.count("%") == 2
+
+
+def test_missing_checkpoint_is_one_line(tmp_path, capsys):
+    assert main(["predict", str(tmp_path / "nope"), "x.png"]) == 2
+    assert "checkpoint not found" in capsys.readouterr().err

@@ -1,0 +1,137 @@
+"""Training end to end on real data: accuracy, checkpoints, resume, evaluate and predict."""
+
+import json
+
+import pytest
+import torch
+
+from vggnet.cli import main
+from vggnet.engine.checkpoint import load_checkpoint
+from vggnet.engine.config import ConfigError, TrainConfig, resolve
+from vggnet.engine.train import TrainingError, lr_factor, train
+
+DIGITS = dict(data="digits", model="vgg11_bn", width=0.25, head="linear", batch_size=64,
+              lr=0.05, crop_padding=2, flip=False, progress=False)
+
+
+def _cfg(tmp_path, **kw):
+    return resolve(None, {**DIGITS, "out": str(tmp_path / "run"), **kw})
+
+
+def test_digits_trains_well_and_writes_a_complete_run(tmp_path):
+    result = train(_cfg(tmp_path, epochs=4, label_smoothing=0.1))
+    assert result.best_top1 > 0.9  # 10 classes: chance is 0.1
+    run = tmp_path / "run"
+    for name in ("best.safetensors", "best.json", "last.safetensors", "last.json",
+                 "last.state.pt", "metrics.jsonl", "metrics.csv", "curves.png", "config.json"):
+        assert (run / name).is_file(), name
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["epoch"] for x in lines] == [1, 2, 3, 4]
+    meta = json.loads((run / "best.json").read_text())
+    assert meta["classes"] == [str(d) for d in range(10)]
+    assert meta["preprocessing"]["input_size"] == 32 and len(meta["preprocessing"]["mean"]) == 3
+    assert meta["versions"]["torch"] == torch.__version__ and meta["config"]["epochs"] == 4
+    model, _ = load_checkpoint(run)
+    assert model.model_config["width"] == 0.25 and not model.training
+
+
+def test_resume_continues_exactly(tmp_path):
+    """Interrupted after epoch 1 and resumed == uninterrupted (CPU, deterministic)."""
+    full = train(_cfg(tmp_path / "a", epochs=3, deterministic=True, dropout=0.1))
+    first = train(_cfg(tmp_path / "b", epochs=3, deterministic=True, dropout=0.1, stop_after=1))
+    assert first.interrupted and len(first.history) == 1
+    resumed = train(_cfg(tmp_path / "b", epochs=3, deterministic=True, dropout=0.1, resume=True))
+    assert [h["test_loss"] for h in resumed.history] == [h["test_loss"] for h in full.history]
+    a, _ = load_checkpoint(tmp_path / "a" / "run", which="last")
+    b, _ = load_checkpoint(tmp_path / "b" / "run", which="last")
+    for key, value in a.state_dict().items():
+        assert torch.equal(value, b.state_dict()[key]), key
+
+
+def test_cli_resume_reads_the_runs_own_config(tmp_path, capsys):
+    out = str(tmp_path / "run")
+    args = ["train", "--data", "digits", "--width", "0.125", "--epochs", "2", "--stop-after", "1",
+            "--flip", "false", "--progress", "false", "--out", out]
+    assert main(args) == 0
+    assert "stopped early" in capsys.readouterr().out
+    assert main(["train", "--resume", "--out", out]) == 0
+    assert "after 2 epochs" in capsys.readouterr().out
+
+
+def test_non_finite_loss_stops_with_a_clear_message(tmp_path):
+    with pytest.raises(TrainingError, match=r"epoch \d+, step \d+.*--lr"):
+        train(_cfg(tmp_path, epochs=2, lr=1e12, weight_decay=0.0, label_smoothing=0.0,
+                   optimizer="sgd", momentum=0.0))
+
+
+def test_transfer_learning_with_frozen_features(tmp_path):
+    train(_cfg(tmp_path / "src", epochs=1))
+    src, _ = load_checkpoint(tmp_path / "src" / "run")
+    cfg = _cfg(tmp_path / "dst", epochs=1, weights=str(tmp_path / "src" / "run"),
+               freeze="features", lr=0.01)
+    train(cfg)
+    dst, _ = load_checkpoint(tmp_path / "dst" / "run", which="last")
+    sd_src, sd_dst = src.state_dict(), dst.state_dict()
+    assert all(torch.equal(sd_src[k], sd_dst[k]) for k in sd_src if k.startswith("features."))
+    assert not torch.equal(sd_src["head.fc.weight"], sd_dst["head.fc.weight"])
+
+
+def test_schedules():
+    cfg = TrainConfig(epochs=10, schedule="onecycle")
+    f = [lr_factor(cfg, s, 10) for s in range(100)]
+    assert f[0] == pytest.approx(0.1) and max(f) == pytest.approx(1.0, abs=0.05) and f[-1] < 0.02
+    cfg = TrainConfig(epochs=10, schedule="step", step_epochs=4, step_gamma=0.1)
+    assert [lr_factor(cfg, e * 10, 10) for e in (0, 3, 4, 8)] == pytest.approx([1, 1, 0.1, 0.01])
+    cfg = TrainConfig(epochs=10, schedule="cosine", warmup_epochs=1)
+    assert lr_factor(cfg, 0, 10) == pytest.approx(0.1) and lr_factor(cfg, 99, 10) < 0.01
+
+
+def test_recipe_errors_name_the_key(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('epochs = 3\nlearning_rate = 0.1\n')
+    with pytest.raises(ConfigError, match="unknown key 'learning_rate'"):
+        resolve(bad)
+    bad.write_text('epochs = "many"\n')
+    with pytest.raises(ConfigError, match="epochs must be int"):
+        resolve(bad)
+    bad.write_text('schedule = "linear"\n')
+    with pytest.raises(ConfigError, match="schedule must be one of"):
+        resolve(bad)
+    good = tmp_path / "good.toml"
+    good.write_text('[optim]\nepochs = 3\nlr = 0.2\n')
+    cfg = resolve(good, {"lr": "0.3"})
+    assert cfg.epochs == 3 and cfg.lr == 0.3  # flags override the recipe
+
+
+def test_shipped_recipes_are_valid():
+    from pathlib import Path
+
+    recipes = sorted((Path(__file__).resolve().parents[1] / "configs").rglob("*.toml"))
+    assert len(recipes) >= 4
+    for recipe in recipes:
+        resolve(recipe)
+
+
+def test_real_cifar10_subset_train_evaluate_predict(cifar_tar, tmp_path, monkeypatch, capsys):
+    """A short run on real CIFAR-10 images, then evaluate and predict from the checkpoint."""
+    monkeypatch.setenv("VGGNET_DATA", str(cifar_tar.parent))
+    out = tmp_path / "run"
+    assert main(["train", "--data", "cifar10", "--model", "vgg11_bn", "--width", "0.25",
+                 "--epochs", "3", "--train-subset", "6000", "--test-subset", "1000",
+                 "--batch-size", "128", "--lr", "0.1", "--label-smoothing", "0.1",
+                 "--progress", "false", "--out", str(out)]) == 0
+    meta = json.loads((out / "best.json").read_text())
+    assert meta["metrics"]["test_top1"] > 0.35  # chance is 0.10
+    capsys.readouterr()
+    assert main(["evaluate", str(out), "--limit", "1000", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["top1"] > 0.35 and report["images"] == 1000 and len(report["per_class"]) == 10
+    assert (out / "confusion.png").stat().st_size > 1000
+    assert main(["samples", "cifar10", "--out", str(tmp_path / "imgs"), "--count", "5"]) == 0
+    capsys.readouterr()
+    assert main(["predict", str(out), str(tmp_path / "imgs"), "--json", "--top-k", "3"]) == 0
+    preds = json.loads(capsys.readouterr().out)
+    assert len(preds) == 5 and all(len(p["top"]) == 3 for p in preds)
+    hits = sum(p["top"][0]["class"] in p["path"] for p in preds)
+    assert all(0 <= q["probability"] <= 1 for p in preds for q in p["top"])
+    assert hits >= 1
