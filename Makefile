@@ -19,7 +19,8 @@ test-slow: $(BIN)/vggnet
 demo: $(BIN)/vggnet
 	$(BIN)/vggnet train --config configs/demo_digits.toml --out runs/demo
 	$(BIN)/vggnet evaluate runs/demo
-	$(BIN)/vggnet predict runs/demo runs/demo/samples
+	$(BIN)/vggnet samples digits --out runs/demo/samples --count 6
+	$(BIN)/vggnet predict runs/demo runs/demo/samples --top-k 3
 
 bench: $(BIN)/vggnet
 	$(BIN)/vggnet bench

@@ -7,8 +7,7 @@ import logging
 import sys
 
 
-class CLIError(Exception):
-    """An error to print as one line, without a traceback."""
+from .commands import CLIError, register_commands
 
 
 def _cmd_models(args) -> None:
@@ -57,19 +56,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--head", choices=["classifier", "conv", "linear"])
     p.set_defaults(func=_cmd_summary)
 
-    for register in _EXTRA_COMMANDS:
-        register(sub)
+    register_commands(sub)  # train, evaluate, predict, samples, ...
     return parser
-
-
-# Other modules add their sub-commands here (train, evaluate, predict, export, bench).
-_EXTRA_COMMANDS: list = []
 
 
 def main(argv: list[str] | None = None) -> int:
     from .models import UnknownModelError, WeightsError
 
-    from . import commands  # noqa: F401  (registers train, evaluate, predict, samples)
     from .data import DataError
     from .engine.config import ConfigError
     from .engine.train import TrainingError

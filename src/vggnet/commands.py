@@ -7,9 +7,11 @@ import logging
 import sys
 from pathlib import Path
 
-from .cli import _EXTRA_COMMANDS, CLIError
-
 log = logging.getLogger("vggnet")
+
+
+class CLIError(Exception):
+    """An error to print as one line, without a traceback."""
 
 
 # --- train ----------------------------------------------------------------------------------
@@ -49,13 +51,11 @@ def _register_train(sub) -> None:
 # --- evaluate -------------------------------------------------------------------------------
 
 def _cmd_evaluate(args) -> None:
-    import torch
-
-    from .data import TensorLoader, load_splits
+    from .data import load_splits
     from .engine.checkpoint import load_checkpoint, resolve_checkpoint, write_json
     from .engine.plots import plot_confusion
     from .engine.train import autocast_for, pick_device
-    from .evaluation.metrics import evaluate
+    from .evaluation.protocols import evaluate_protocol
 
     device = pick_device(args.device)
     ckpt = resolve_checkpoint(args.checkpoint)
@@ -66,7 +66,8 @@ def _cmd_evaluate(args) -> None:
     if not source:
         raise CLIError("no data set recorded in the checkpoint: pass --data")
     root = args.data_root or cfg.get("data_root")
-    train_set, test_set = load_splits(source, root=root, image_size=pre["input_size"],
+    image_size = cfg.get("image_size") if not args.data else args.image_size
+    train_set, test_set = load_splits(source, root=root, image_size=image_size,
                                       val_fraction=cfg.get("val_fraction", 0.1),
                                       seed=cfg.get("seed", 0))
     data = train_set if args.split == "train" else test_set
@@ -76,17 +77,18 @@ def _cmd_evaluate(args) -> None:
                        f"{classes[:5]}...: evaluate on data with the same class folders")
     if args.limit:
         data = data.subset(args.limit)
-    loader = TensorLoader(data, args.batch_size, mean=pre["mean"], std=pre["std"], device=device,
-                          channels_last=device.type == "cuda")
-    model = model.to(memory_format=torch.channels_last) if device.type == "cuda" else model
-    result = evaluate(model, loader, model.num_classes,
-                      autocast=autocast_for(device, args.precision), tta=args.tta)
-    out = Path(args.out) if args.out else (ckpt.parent)
+    crop = int(pre["input_size"])
+    scales = args.scales or [int(pre.get("test_scale", crop))]
+    result = evaluate_protocol(model, data.images, data.labels, protocol=args.protocol,
+                               scales=scales, crop=crop, flip=args.flip, grid=args.grid,
+                               mean=pre["mean"], std=pre["std"], batch_size=args.batch_size,
+                               device=device, autocast=autocast_for(device, args.precision))
+    out = Path(args.out) if args.out else ckpt.parent
     out.mkdir(parents=True, exist_ok=True)
     report = {"checkpoint": str(ckpt), "data": str(source), "split": args.split,
-              "images": result["n"], "tta": args.tta, "top1": result["top1"],
-              "top5": result["top5"], "loss": result["loss"],
-              "per_class": dict(zip(data.classes, result["per_class"])),
+              "images": result["n"], "protocol": args.protocol, "scales": scales,
+              "flip": args.flip, "top1": result["top1"], "top5": result["top5"],
+              "loss": result["loss"], "per_class": dict(zip(data.classes, result["per_class"])),
               "confusion": result["confusion"], "classes": data.classes}
     write_json(out / "evaluation.json", report)
     plot_confusion(result["confusion"], data.classes, out / "confusion.png",
@@ -95,7 +97,8 @@ def _cmd_evaluate(args) -> None:
     if args.json:
         print(json.dumps({k: v for k, v in report.items() if k != "confusion"}, indent=2))
         return
-    print(f"{model.arch} on {source} ({args.split}, {result['n']} images): "
+    views = f"{args.protocol}, Q={','.join(map(str, scales))}{', flip' if args.flip else ''}"
+    print(f"{model.arch} on {source} ({args.split}, {result['n']} images, {views}): "
           f"top-1 {100 * result['top1']:.2f}%  top-5 {100 * result['top5']:.2f}%  "
           f"loss {result['loss']:.4f}")
     width = max(len(c) for c in data.classes)
@@ -111,8 +114,16 @@ def _register_evaluate(sub) -> None:
     p.add_argument("--data-root", help="where cifar10/cifar100 live")
     p.add_argument("--split", choices=["test", "train"], default="test")
     p.add_argument("--limit", type=int, help="evaluate on this many images (class-stratified)")
-    p.add_argument("--batch-size", type=int, default=500)
-    p.add_argument("--tta", action="store_true", help="average with horizontally flipped images")
+    p.add_argument("--image-size", type=int, help="resize --data images to this first")
+    p.add_argument("--batch-size", type=int, default=250)
+    p.add_argument("--protocol", default="single",
+                   choices=["single", "dense", "multicrop", "dense+multicrop"],
+                   help="the paper's test protocols (Section 3.2); default single (centre crop)")
+    p.add_argument("--scales", type=int, nargs="+", metavar="Q",
+                   help="test scales Q (shorter side); default: the checkpoint's test scale")
+    p.add_argument("--grid", type=int, default=5, help="multicrop: grid x grid crops per scale")
+    p.add_argument("--flip", "--tta", dest="flip", action="store_true",
+                   help="also average over horizontally flipped images")
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     p.add_argument("--out", help="folder for evaluation.json and confusion.png (default: the run)")
@@ -187,4 +198,6 @@ def _register_samples(sub) -> None:
     p.set_defaults(func=_cmd_samples)
 
 
-_EXTRA_COMMANDS.extend([_register_train, _register_evaluate, _register_predict, _register_samples])
+def register_commands(sub) -> None:
+    for register in (_register_train, _register_evaluate, _register_predict, _register_samples):
+        register(sub)

@@ -14,19 +14,51 @@ def _rand(n: int, high: int, g: torch.Generator, device) -> torch.Tensor:
     return torch.randint(0, high, (n,), generator=g, device=g.device).to(device)
 
 
+def crop_at(x: torch.Tensor, top: torch.Tensor, left: torch.Tensor, size: int) -> torch.Tensor:
+    """Per-image crops of ``size`` x ``size`` at offsets (top[i], left[i]), in one gather."""
+    n = x.shape[0]
+    rows = (top[:, None] + torch.arange(size, device=x.device))[:, :, None]  # N x S x 1
+    cols = (left[:, None] + torch.arange(size, device=x.device))[:, None, :]  # N x 1 x S
+    batch = torch.arange(n, device=x.device)[:, None, None]
+    return x.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2)
+
+
+def random_crop_to(x: torch.Tensor, size: int, g: torch.Generator) -> torch.Tensor:
+    """A random ``size`` x ``size`` crop of each image."""
+    n, _, h, w = x.shape
+    return crop_at(x, _rand(n, h - size + 1, g, x.device), _rand(n, w - size + 1, g, x.device), size)
+
+
 def random_crop(x: torch.Tensor, padding: int, g: torch.Generator) -> torch.Tensor:
     """Reflect-pad by ``padding`` and take a random crop of the original size per image."""
     if padding <= 0:
         return x
-    n, c, h, w = x.shape
     padded = F.pad(x.float() if x.dtype == torch.uint8 else x, (padding,) * 4, mode="reflect")
-    padded = padded.to(x.dtype)
-    dy = _rand(n, 2 * padding + 1, g, x.device)
-    dx = _rand(n, 2 * padding + 1, g, x.device)
-    rows = (dy[:, None] + torch.arange(h, device=x.device))[:, :, None]  # N x H x 1
-    cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, :]  # N x 1 x W
-    batch = torch.arange(n, device=x.device)[:, None, None]
-    return padded.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2)
+    return random_crop_to(padded.to(x.dtype), x.shape[-1], g)
+
+
+def resize_shorter(x: torch.Tensor, s: int) -> torch.Tensor:
+    """Isotropic resize so that the shorter side is ``s`` (uint8 in, uint8 out)."""
+    h, w = x.shape[-2:]
+    if min(h, w) == s:
+        return x
+    f = s / min(h, w)
+    size = (max(s, round(h * f)), max(s, round(w * f)))
+    y = F.interpolate(x.float(), size=size, mode="bilinear", align_corners=False, antialias=f < 1)
+    return y.round_().clamp_(0, 255).to(x.dtype) if x.dtype == torch.uint8 else y
+
+
+def random_scale_crop(x: torch.Tensor, s_min: int, s_max: int, crop: int,
+                      g: torch.Generator) -> torch.Tensor:
+    """The paper's training scale (Section 3.1): rescale each image so its shorter side is S,
+    S drawn per image from [s_min, s_max] (fixed S when equal), then a random crop."""
+    n = x.shape[0]
+    scales = _rand(n, s_max - s_min + 1, g, "cpu") + s_min
+    out = torch.empty(n, x.shape[1], crop, crop, dtype=x.dtype, device=x.device)
+    for s in scales.unique().tolist():  # images that share a scale are resized together
+        idx = torch.nonzero(scales == s).flatten().to(x.device)
+        out[idx] = random_crop_to(resize_shorter(x[idx], s), crop, g)
+    return out
 
 
 def random_flip(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:

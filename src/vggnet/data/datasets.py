@@ -92,15 +92,17 @@ def decode_image(data: bytes | Path | str, size: int | None = None) -> np.ndarra
         return np.asarray(im, dtype=np.uint8)
 
 
-def resize_center_crop(im, size: int):
+def resize_center_crop(im, size: int, crop: int | None = None):
+    """Shorter side to ``size``, then a centre crop of ``crop`` (default ``size``) pixels."""
     from PIL import Image
 
+    crop = crop or size
     w, h = im.size
     scale = size / min(w, h)
     nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
     im = im.resize((nw, nh), Image.BILINEAR, reducing_gap=3.0)
-    left, top = (nw - size) // 2, (nh - size) // 2
-    return im.crop((left, top, left + size, top + size))
+    left, top = (nw - crop) // 2, (nh - crop) // 2
+    return im.crop((left, top, left + crop, top + crop))
 
 
 def _stack(arrays: list[np.ndarray], labels: list[int], classes: list[str]) -> ImageTensors:

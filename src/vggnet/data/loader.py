@@ -14,7 +14,8 @@ class TensorLoader:
                  crop_padding: int = 0, flip: bool = False, cutout: int = 0,
                  device: str | torch.device = "cpu", generator: torch.Generator | None = None,
                  drop_last: bool = False, channels_last: bool = False,
-                 rank: int = 0, world_size: int = 1):
+                 rank: int = 0, world_size: int = 1, scale: tuple[int, int] | None = None,
+                 crop_size: int | None = None, lighting: float = 0.0, shuffle_seed: int = 0):
         if batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer; got {batch_size}")
         self.device = torch.device(device)
@@ -27,10 +28,23 @@ class TensorLoader:
         self.generator = generator or torch.Generator().manual_seed(0)
         self.channels_last = channels_last
         self.rank, self.world_size = rank, world_size
+        # the paper's scale augmentation: shorter side to S in [S_min, S_max], random crop
+        self.scale, self.lighting = scale, lighting
+        self.crop_size = crop_size or int(self.images.shape[-1])
+        # The order of each epoch depends only on (shuffle_seed, epoch), so an interrupted
+        # epoch can be replayed from any batch; augmentation draws from `generator`.
+        self.shuffle_seed, self.epoch = shuffle_seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
 
     def _indices(self) -> torch.Tensor:
         n = len(self.labels)
-        idx = torch.randperm(n, generator=self.generator) if self.train else torch.arange(n)
+        if self.train:
+            g = torch.Generator().manual_seed(self.shuffle_seed * 1_000_003 + self.epoch)
+            idx = torch.randperm(n, generator=g)
+        else:
+            idx = torch.arange(n)
         if self.world_size > 1:  # each rank takes its own shard, equal sizes across ranks
             per = n // self.world_size
             idx = idx[self.rank * per:(self.rank + 1) * per]
@@ -45,15 +59,24 @@ class TensorLoader:
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def __iter__(self):
+        return self.batches()
+
+    def batches(self, skip: int = 0):
+        """The batches of the current epoch, starting after the first ``skip``."""
         idx = self._indices().to(self.device)
         stop = len(self) * self.batch_size
-        for start in range(0, min(stop, len(idx)), self.batch_size):
+        for start in range(skip * self.batch_size, min(stop, len(idx)), self.batch_size):
             b = idx[start:start + self.batch_size]
             x, y = self.images[b], self.labels[b]
             if self.train:
-                x = augment.random_crop(x, self.crop_padding, self.generator)
+                if self.scale:
+                    x = augment.random_scale_crop(x, *self.scale, self.crop_size, self.generator)
+                else:
+                    x = augment.random_crop(x, self.crop_padding, self.generator)
                 if self.flip:
                     x = augment.random_flip(x, self.generator)
+            if self.train and self.lighting:
+                x = augment.lighting(x.float().div_(255), self.lighting, self.generator)
             x = augment.normalize(x, self.mean, self.std)
             if self.train and self.cutout:
                 x = augment.cutout(x, self.cutout, self.generator)

@@ -40,6 +40,10 @@ class TrainConfig:
     crop_padding: int = 4              # random crop after reflect-padding by this many pixels
     flip: bool = True                  # random horizontal flip
     cutout: int = 0                    # side of the cutout square in pixels (0: off)
+    scale: int | None = None           # the paper's training scale S: shorter side to S, then a
+    scale_max: int | None = None       #   random crop; S jittered in [scale, scale_max] if set
+    crop_size: int | None = None       # network input size with `scale` (default: image size)
+    lighting: float = 0.0              # AlexNet's PCA colour shift, std of alpha (paper: 0.1)
     # --- optimisation ---
     epochs: int = 30
     batch_size: int = 128
@@ -126,6 +130,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     for key in ("epochs", "batch_size", "eval_batch_size"):
         if getattr(cfg, key) < 1:
             raise ConfigError(f"{key} must be at least 1; got {getattr(cfg, key)}")
+    if cfg.scale_max is not None and (cfg.scale is None or cfg.scale_max < cfg.scale):
+        raise ConfigError(f"scale_max ({cfg.scale_max}) needs scale set and at most scale_max")
     if cfg.lr <= 0:
         raise ConfigError(f"lr must be positive; got {cfg.lr}")
     return cfg

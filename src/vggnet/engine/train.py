@@ -10,6 +10,8 @@ import contextlib
 import json
 import logging
 import math
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from functools import partial
@@ -149,7 +151,12 @@ def train(cfg: TrainConfig) -> RunResult:
     loader = TensorLoader(train_set, cfg.batch_size, mean=mean, std=std, train=True,
                           crop_padding=cfg.crop_padding, flip=cfg.flip, cutout=cfg.cutout,
                           device=device, generator=data_gen, drop_last=len(train_set) > cfg.batch_size,
-                          channels_last=cfg.channels_last)
+                          channels_last=cfg.channels_last, lighting=cfg.lighting,
+                          scale=(cfg.scale, cfg.scale_max or cfg.scale) if cfg.scale else None,
+                          crop_size=cfg.crop_size, shuffle_seed=cfg.seed)
+    input_size = cfg.crop_size or int(train_set.images.shape[-1])
+    if cfg.scale and min(cfg.scale, input_size) < input_size:
+        raise ValueError(f"scale {cfg.scale} is smaller than the crop size {input_size}")
     test_loader = TensorLoader(test_set, cfg.eval_batch_size, mean=mean, std=std, device=device,
                                channels_last=cfg.channels_last)
 
@@ -164,7 +171,7 @@ def train(cfg: TrainConfig) -> RunResult:
     run_model = torch.compile(model) if cfg.compile else model
 
     history: list[dict] = []
-    best, start_epoch = -1.0, 0
+    best, start_epoch, start_step, partial = -1.0, 0, 0, None
     if cfg.resume:
         state = load_state(out / "last.state.pt")
         model.load_state_dict(state["model"])
@@ -177,15 +184,20 @@ def train(cfg: TrainConfig) -> RunResult:
             torch.cuda.set_rng_state(state["cuda_rng"], device)
         data_gen.set_state(state["data_rng"])
         start_epoch, best, history = state["epoch"], state["best_top1"], state["history"]
-        log.info(f"resuming {out} after epoch {start_epoch}")
+        start_step, partial = state.get("step", 0), state.get("partial")
+        log.info(f"resuming {out} after epoch {start_epoch}"
+                 + (f", step {start_step}" if start_step else ""))
         if start_epoch >= cfg.epochs:
             log.info(f"{out} already finished its {cfg.epochs} epochs")
     out.mkdir(parents=True, exist_ok=True)
+    for stale in out.glob(".*.tmp"):  # half-written files of a run that was killed
+        stale.unlink(missing_ok=True)
     write_json(out / "config.json", cfg.to_dict())
 
     meta_base = {
         "classes": train_set.classes,
-        "preprocessing": {"mean": mean, "std": std, "input_size": int(train_set.images.shape[-1]),
+        "preprocessing": {"mean": mean, "std": std, "input_size": input_size,
+                          "test_scale": test_scale(cfg, input_size),
                           "resize": "shorter side to input_size, then centre crop",
                           "channels": int(train_set.images.shape[1])},
         "data": {"source": cfg.data, "train_images": len(train_set), "test_images": len(test_set)},
@@ -194,81 +206,152 @@ def train(cfg: TrainConfig) -> RunResult:
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     sync_every = 1 if device.type == "cpu" else 50  # reading a GPU value stalls the pipeline
 
-    for epoch in range(start_epoch, cfg.epochs):
-        model.train()
-        if cfg.freeze == "features":
-            model.features.eval()  # frozen backbone: keep its batch-norm statistics
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device)
-        seen, t0 = 0, time.perf_counter()
-        bar = _progress(loader, cfg, f"epoch {epoch + 1}/{cfg.epochs}")
-        for i, (x, y) in enumerate(bar):
-            with autocast():
-                logits = run_model(x)
-                loss = criterion(logits.float(), y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            loss_sum += loss.detach() * len(y)
-            correct += (logits.argmax(1) == y).sum()
-            seen += len(y)
-            if (i + 1) % sync_every == 0 or i + 1 == steps:
-                current = loss.item()
-                if not math.isfinite(current):
-                    raise TrainingError(
-                        f"the loss became {current} at epoch {epoch + 1}, step {i + 1}; the last "
-                        f"good checkpoint (epoch {epoch}) is kept in {out}. Lower --lr, or use "
-                        "warm-up (--warmup-epochs)")
-                if hasattr(bar, "set_postfix"):
-                    bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}",
-                                    acc=f"{correct.item() / seen:.3f}",
-                                    ips=f"{seen / (time.perf_counter() - t0):.0f}")
-        train_time = time.perf_counter() - t0
-
-        result = evaluate(run_model, test_loader, num_classes, autocast=autocast, tta=cfg.tta)
-        if plateau is not None:
-            plateau.step(result["top1"])
-        record = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"],
-                  "train_loss": loss_sum.item() / seen, "train_acc": correct.item() / seen,
-                  "test_loss": result["loss"], "test_top1": result["top1"],
-                  "test_top5": result["top5"], "train_seconds": round(train_time, 2),
-                  "images_per_second": round(seen / train_time, 1)}
-        history.append(record)
-        log.info(f"epoch {epoch + 1}/{cfg.epochs}: train loss {record['train_loss']:.4f} "
-                 f"acc {100 * record['train_acc']:.2f}% | test loss {record['test_loss']:.4f} "
-                 f"top-1 {100 * record['test_top1']:.2f}% top-5 {100 * record['test_top5']:.2f}% "
-                 f"| {record['images_per_second']:.0f} img/s")
-
-        # Checkpoints: resume state first, then the weights for evaluation; each atomic.
-        improved = result["top1"] > best
-        best = max(best, result["top1"])
+    def snapshot(epoch: int, step: int = 0, partial_sums=None) -> dict:
         state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                  "scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state(),
-                 "data_rng": data_gen.get_state(), "epoch": epoch + 1, "best_top1": best,
-                 "history": history}
+                 "data_rng": data_gen.get_state(), "epoch": epoch, "step": step,
+                 "best_top1": best, "history": history}
+        if partial_sums is not None:
+            state["partial"] = partial_sums
         if plateau is not None:
             state["plateau"] = plateau.state_dict()
         if device.type == "cuda":
             state["cuda_rng"] = torch.cuda.get_rng_state(device)
-        save_state(out / "last.state.pt", state)
-        meta = {**meta_base, "epoch": epoch + 1, "metrics": {k: v for k, v in record.items()}}
-        save_model_checkpoint(model, out / "last.safetensors", meta)
-        if improved:
-            save_model_checkpoint(model, out / "best.safetensors", meta)
-        _write_history(out, history)
-        if cfg.stop_after is not None and epoch + 1 >= cfg.stop_after and epoch + 1 < cfg.epochs:
-            log.info(f"stopped after epoch {epoch + 1} as asked; continue with --resume")
-            return RunResult(out, history, best, interrupted=True)
-    return RunResult(out, history, best)
+        return state
+
+    stop = _GracefulStop()
+    with stop:  # Ctrl-C ends the current step, saves, and returns
+        for epoch in range(start_epoch, cfg.epochs):
+            model.train()
+            if cfg.freeze == "features":
+                model.features.eval()  # frozen backbone: keep its batch-norm statistics
+            loss_sum = torch.zeros((), device=device)
+            correct = torch.zeros((), device=device)
+            seen, skip = 0, 0
+            if epoch == start_epoch and start_step:  # resuming in the middle of this epoch
+                skip = start_step
+                loss_sum += partial["loss_sum"]
+                correct += partial["correct"]
+                seen = int(partial["seen"])
+            seen0, t0 = seen, time.perf_counter()
+            loader.set_epoch(epoch)
+            bar = _progress(loader.batches(skip), cfg, f"epoch {epoch + 1}/{cfg.epochs}",
+                            total=steps, initial=skip)
+            for i, (x, y) in enumerate(bar, start=skip):
+                with autocast():
+                    logits = run_model(x)
+                    loss = criterion(logits.float(), y)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                loss_sum += loss.detach() * len(y)
+                correct += (logits.argmax(1) == y).sum()
+                seen += len(y)
+                if (i + 1) % sync_every == 0 or i + 1 == steps:
+                    current = loss.item()
+                    if not math.isfinite(current):
+                        raise TrainingError(
+                            f"the loss became {current} at epoch {epoch + 1}, step {i + 1}; the "
+                            f"last good checkpoint (epoch {epoch}) is kept in {out}. Lower --lr, "
+                            "or use warm-up (--warmup-epochs)")
+                    if hasattr(bar, "set_postfix"):
+                        bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}",
+                                        acc=f"{correct.item() / seen:.3f}",
+                                        ips=f"{(seen - seen0) / (time.perf_counter() - t0):.0f}")
+                if stop.requested and i + 1 < steps:
+                    # Ctrl-C: the step is finished; save where we are and leave cleanly.
+                    sums = {"loss_sum": loss_sum.cpu(), "correct": correct.cpu(), "seen": seen}
+                    save_state(out / "last.state.pt", snapshot(epoch, i + 1, sums))
+                    log.warning(f"interrupted at epoch {epoch + 1}, step {i + 1}: state saved "
+                                f"in {out}; continue with --resume")
+                    return RunResult(out, history, best, interrupted=True)
+            train_time = time.perf_counter() - t0
+            seen_now = seen - seen0
+
+            result = _evaluate_epoch(run_model, test_loader, test_set, cfg, input_size, mean, std,
+                                     device, autocast)
+            if plateau is not None:
+                plateau.step(result["top1"])
+            record = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"],
+                      "train_loss": loss_sum.item() / seen, "train_acc": correct.item() / seen,
+                      "test_loss": result["loss"], "test_top1": result["top1"],
+                      "test_top5": result["top5"], "train_seconds": round(train_time, 2),
+                      "images_per_second": round(seen_now / train_time, 1)}
+            history.append(record)
+            log.info(f"epoch {epoch + 1}/{cfg.epochs}: train loss {record['train_loss']:.4f} "
+                     f"acc {100 * record['train_acc']:.2f}% | test loss {record['test_loss']:.4f} "
+                     f"top-1 {100 * record['test_top1']:.2f}% top-5 {100 * record['test_top5']:.2f}% "
+                     f"| {record['images_per_second']:.0f} img/s")
+
+            # Checkpoints: resume state first, then the weights for evaluation; each atomic.
+            improved = result["top1"] > best
+            best = max(best, result["top1"])
+            save_state(out / "last.state.pt", snapshot(epoch + 1))
+            meta = {**meta_base, "epoch": epoch + 1, "metrics": {k: v for k, v in record.items()}}
+            save_model_checkpoint(model, out / "last.safetensors", meta)
+            if improved:
+                save_model_checkpoint(model, out / "best.safetensors", meta)
+            _write_history(out, history)
+            if stop.requested and epoch + 1 < cfg.epochs:
+                log.warning(f"interrupted after epoch {epoch + 1}: checkpoint saved in {out}; "
+                            "continue with --resume")
+                return RunResult(out, history, best, interrupted=True)
+            if cfg.stop_after is not None and epoch + 1 >= cfg.stop_after and epoch + 1 < cfg.epochs:
+                log.info(f"stopped after epoch {epoch + 1} as asked; continue with --resume")
+                return RunResult(out, history, best, interrupted=True)
+        return RunResult(out, history, best)
 
 
-def _progress(loader, cfg: TrainConfig, desc: str):
+def test_scale(cfg: TrainConfig, input_size: int) -> int:
+    """The paper's single test scale: Q = S for fixed S, Q = (S_min + S_max) / 2 if jittered."""
+    if not cfg.scale:
+        return input_size
+    return (cfg.scale + (cfg.scale_max or cfg.scale)) // 2
+
+
+def _evaluate_epoch(model, loader, test_set, cfg, input_size, mean, std, device, autocast):
+    if not cfg.scale:
+        return evaluate(model, loader, len(test_set.classes), autocast=autocast, tta=cfg.tta)
+    from ..evaluation.protocols import evaluate_protocol
+
+    return evaluate_protocol(model, test_set.images, test_set.labels, protocol="single",
+                             scales=[test_scale(cfg, input_size)], crop=input_size, flip=cfg.tta,
+                             mean=mean, std=std, batch_size=cfg.eval_batch_size, device=device,
+                             autocast=autocast)
+
+
+class _GracefulStop:
+    """While active, the first Ctrl-C (SIGINT) only sets ``requested``; the loop finishes its
+    step and saves. A second Ctrl-C interrupts at once. Outside the main thread: a no-op."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def _handler(self, signum, frame):
+        self.requested = True
+        signal.signal(signal.SIGINT, self._previous or signal.default_int_handler)
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+        return False
+
+
+def _progress(batches, cfg: TrainConfig, desc: str, total: int, initial: int = 0):
     if not cfg.progress:
-        return loader
+        return batches
     from tqdm import tqdm
 
-    return tqdm(loader, desc=desc, unit="batch", leave=False, dynamic_ncols=True, disable=None)
+    return tqdm(batches, desc=desc, unit="batch", leave=False, dynamic_ncols=True, disable=None,
+                total=total, initial=initial)
 
 
 def _write_history(out: Path, history: list[dict]) -> None:

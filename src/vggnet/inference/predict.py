@@ -29,6 +29,7 @@ class Predictor:
         self.model, self.meta = load_checkpoint(checkpoint, device=self.device)
         pre = self.meta.get("preprocessing", {})
         self.input_size = int(pre.get("input_size", 224))
+        self.test_scale = int(pre.get("test_scale", self.input_size))
         self.mean = pre.get("mean", [0.485, 0.456, 0.406])
         self.std = pre.get("std", [0.229, 0.224, 0.225])
         n = self.model.num_classes
@@ -36,7 +37,7 @@ class Predictor:
 
     def preprocess(self, image) -> torch.Tensor:
         """A PIL RGB image -> normalised 1 x C x S x S tensor."""
-        im = resize_center_crop(image, self.input_size)
+        im = resize_center_crop(image, self.test_scale, self.input_size)
         x = torch.from_numpy(np.asarray(im, dtype=np.uint8).copy()).permute(2, 0, 1)[None]
         return normalize(x, self.mean, self.std)
 

@@ -1,0 +1,113 @@
+"""The paper's test protocols (Section 3.2), on batches of image tensors.
+
+* ``single``: a centre crop of the network's input size from the image rescaled to Q;
+* ``dense``: the fully convolutional net applied to the whole image rescaled to Q, its
+  class-score map averaged (FC layers as convolutions, the exact same weights);
+* ``multicrop``: a grid x grid of crops (5 x 5 in the paper) per scale;
+* ``dense+multicrop``: the average of the two.
+
+Every protocol takes several scales Q and optional horizontal flips; the softmax outputs of
+all views are averaged. Images are rescaled isotropically (shorter side to Q).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+
+import torch
+import torch.nn.functional as F
+
+from ..data.augment import normalize
+
+PROTOCOLS = ("single", "dense", "multicrop", "dense+multicrop")
+
+
+def rescale(x: torch.Tensor, q: int) -> torch.Tensor:
+    """Isotropic rescale of float images so that the shorter side is ``q``."""
+    h, w = x.shape[-2:]
+    if min(h, w) == q:
+        return x
+    s = q / min(h, w)
+    size = (max(q, round(h * s)), max(q, round(w * s)))
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False,
+                         antialias=s < 1)
+
+
+def grid_positions(length: int, crop: int, grid: int) -> list[int]:
+    """``grid`` evenly spaced crop offsets along one side (repeats where the side is short)."""
+    if grid == 1:
+        return [(length - crop) // 2]
+    return [round(i * (length - crop) / (grid - 1)) for i in range(grid)]
+
+
+def dense_model(model):
+    """A copy of ``model`` whose FC layers are convolutions (a no-op for conv/linear heads)."""
+    if getattr(model, "head_kind", None) == "classifier":
+        model = copy.deepcopy(model).set_head("conv")
+    return model
+
+
+def _softmax(model, x, flip: bool) -> torch.Tensor:
+    p = model(x).float().softmax(1)
+    if flip:
+        p = p + model(x.flip(3)).float().softmax(1)
+    return p
+
+
+def protocol_probs(model, x: torch.Tensor, protocol: str, scales, crop: int, *, flip=False,
+                   grid: int = 5, dense=None) -> torch.Tensor:
+    """Averaged class probabilities of float images ``x`` (N x C x H x W, normalised)."""
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}; got {protocol!r}")
+    dense = dense if dense is not None else (
+        dense_model(model) if "dense" in protocol else None)
+    total, views = 0.0, 0
+    for q in scales:
+        xq = rescale(x, q)
+        h, w = xq.shape[-2:]
+        if h < crop or w < crop:
+            raise ValueError(f"scale {q} is smaller than the crop size {crop}; use scales >= {crop}")
+        if protocol == "single":
+            top, left = (h - crop) // 2, (w - crop) // 2
+            total = total + _softmax(model, xq[..., top:top + crop, left:left + crop], flip)
+            views += 2 if flip else 1
+        if "dense" in protocol:
+            total = total + _softmax(dense, xq, flip)
+            views += 2 if flip else 1
+        if "multicrop" in protocol:
+            crops = [xq[..., t:t + crop, l:l + crop]
+                     for t in grid_positions(h, crop, grid) for l in grid_positions(w, crop, grid)]
+            n = x.shape[0]
+            batch = torch.cat(crops)  # all crops of the batch in one forward
+            p = _softmax(model, batch, flip).reshape(len(crops), n, -1).sum(0)
+            # dense and multi-crop are weighted equally in the combination, as in the paper
+            weight = 1.0 if protocol == "multicrop" else 1.0 / len(crops)
+            total = total + p * weight
+            views += (2 if flip else 1) * (len(crops) if protocol == "multicrop" else 1)
+    return total / views
+
+
+@torch.inference_mode()
+def evaluate_protocol(model, images: torch.Tensor, labels: torch.Tensor, *, protocol="single",
+                      scales=None, crop: int | None = None, flip=False, grid=5, mean, std,
+                      batch_size=200, device="cpu", autocast=contextlib.nullcontext):
+    """Top-1/top-5 (and more, see :func:`classification_metrics`) of ``model`` on uint8
+    ``images`` under a protocol of the paper."""
+    from .metrics import classification_metrics
+
+    device = torch.device(device)
+    crop = crop or images.shape[-1]
+    scales = list(scales or [crop])
+    model.eval()
+    dense = dense_model(model) if "dense" in protocol else None
+    outs = []
+    for start in range(0, len(images), batch_size):
+        # normalising commutes with rescaling (both are linear, the weights sum to one)
+        x = normalize(images[start:start + batch_size].to(device), mean, std)
+        with autocast():
+            p = protocol_probs(model, x, protocol, scales, crop, flip=flip, grid=grid,
+                               dense=dense)
+        outs.append(p.clamp_min(1e-12).log())
+    log_probs = torch.cat(outs)
+    return classification_metrics(log_probs, labels.to(log_probs.device), model.num_classes)

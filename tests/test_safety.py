@@ -1,0 +1,170 @@
+"""Crash safety and safe loading: real kills of real training processes, hostile files."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from vggnet.engine.checkpoint import atomic_write, load_checkpoint
+from vggnet.engine.config import resolve
+from vggnet.engine.train import train
+from vggnet.models import WeightsError, create_model
+
+TRAIN = ["--data", "digits", "--width", "0.125", "--flip", "false", "--batch-size", "32",
+         "--deterministic", "true", "--progress", "false", "--seed", "3"]
+
+
+class _Evil:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_malicious_pth_is_refused_and_never_runs(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "weights.pth"
+    torch.save({"features.0.weight": torch.zeros(1), "payload": _Evil(marker)}, path)
+    with pytest.raises(WeightsError, match="refused"):
+        create_model("vgg11", weights=path)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("content", [b"", b"\x00" * 64, b"PK\x03\x04garbage"])
+def test_broken_weight_files_are_one_line_errors(tmp_path, content):
+    for suffix in (".pth", ".safetensors"):
+        path = tmp_path / f"w{suffix}"
+        path.write_bytes(content)
+        with pytest.raises(WeightsError) as err:
+            create_model("vgg11", weights=path)
+        assert "\n" not in str(err.value) and path.name in str(err.value)
+
+
+def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
+    target = tmp_path / "ckpt.json"
+    target.write_text("old")
+
+    def explode(p):
+        p.write_text("half")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        atomic_write(target, explode)
+    assert target.read_text() == "old" and list(tmp_path.iterdir()) == [target]
+
+
+def _spawn(out, *extra):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "vggnet", "train", *TRAIN, "--out",
+                             str(out), *extra], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+def _wait_for(predicate, proc, timeout=120):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return
+        if proc.poll() is not None:
+            output = proc.stdout.read()
+            proc.stdout.close()
+            raise AssertionError(f"training exited early:\n{output}")
+        time.sleep(0.02)
+    raise AssertionError("timed out")
+
+
+def _reference(tmp_path, epochs):
+    cfg = resolve(None, dict(data="digits", width=0.125, flip=False, batch_size=32,
+                             deterministic=True, progress=False, seed=3, epochs=epochs,
+                             out=str(tmp_path / "ref")))
+    train(cfg)
+    return load_checkpoint(tmp_path / "ref", which="last")[0].state_dict()
+
+
+def test_sigkill_during_training_loses_nothing_and_resume_is_exact(tmp_path):
+    out = tmp_path / "run"
+    proc = _spawn(out, "--epochs", "4")
+    # kill while epoch 2's files are being written or soon after: any moment must be safe
+    _wait_for(lambda: (out / "metrics.jsonl").is_file()
+              and len((out / "metrics.jsonl").read_text().splitlines()) >= 2, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    model, meta = load_checkpoint(out, which="last")  # the previous checkpoint loads
+    assert meta["epoch"] >= 2
+    resumed = _spawn(out, "--epochs", "4", "--resume")
+    assert resumed.wait(timeout=300) == 0, resumed.stdout.read()
+    assert not list(out.glob(".*.tmp"))  # temporary files of the killed run are cleaned up
+    got = load_checkpoint(out, which="last")[0].state_dict()
+    expected = _reference(tmp_path, 4)
+    for key, value in expected.items():
+        assert torch.equal(value, got[key]), key
+
+
+def test_sigkill_in_the_middle_of_a_checkpoint_write(tmp_path):
+    """Kill at many moments around the checkpoint writes; the run is always loadable."""
+    out = tmp_path / "run"
+    proc = _spawn(out, "--epochs", "30")
+    _wait_for(lambda: (out / "last.safetensors").is_file(), proc)
+    # the next writes happen every ~0.3 s; kill at an arbitrary moment among them
+    time.sleep(0.37)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    model, meta = load_checkpoint(out, which="last")
+    state = torch.load(out / "last.state.pt", weights_only=True)
+    assert state["epoch"] >= 1 and model(torch.zeros(1, 3, 32, 32)).shape == (1, 10)
+
+
+def test_sigint_finishes_the_step_saves_and_resumes_exactly(tmp_path):
+    out = tmp_path / "run"
+    proc = _spawn(out, "--epochs", "3")
+    _wait_for(lambda: (out / "last.state.pt").is_file(), proc)
+    time.sleep(0.15)  # somewhere inside epoch 2
+    proc.send_signal(signal.SIGINT)
+    code = proc.wait(timeout=120)
+    log = proc.stdout.read()
+    assert code == 0, log
+    assert "interrupted" in log and "Traceback" not in log
+    state = torch.load(out / "last.state.pt", weights_only=True)
+    assert state["epoch"] >= 1
+    resumed = _spawn(out, "--epochs", "3", "--resume")
+    assert resumed.wait(timeout=300) == 0
+    got = load_checkpoint(out, which="last")[0].state_dict()
+    expected = _reference(tmp_path, 3)
+    for key, value in expected.items():
+        assert torch.equal(value, got[key]), key
+
+
+def test_ctrl_c_in_the_middle_of_an_epoch_resumes_exactly(tmp_path, monkeypatch):
+    """Ctrl-C after step 5 of epoch 2 (in-process, deterministic): the resumed run replays the
+    rest of that epoch and ends with the same weights as an uninterrupted run."""
+    from vggnet.data.loader import TensorLoader
+
+    original = TensorLoader.batches
+
+    def batches(self, skip=0):
+        for i, batch in enumerate(original(self, skip), start=skip):
+            if self.train and self.epoch == 1 and i == 5 and not getattr(self, "_hit", False):
+                self._hit = True
+                os.kill(os.getpid(), signal.SIGINT)  # handled: the step still completes
+            yield batch
+
+    monkeypatch.setattr(TensorLoader, "batches", batches)
+    cfg = dict(data="digits", width=0.125, flip=False, batch_size=32, deterministic=True,
+               progress=False, seed=3, epochs=3, out=str(tmp_path / "run"))
+    first = train(resolve(None, cfg))
+    assert first.interrupted and len(first.history) == 1
+    state = torch.load(tmp_path / "run" / "last.state.pt", weights_only=True)
+    assert (state["epoch"], state["step"]) == (1, 6)
+    monkeypatch.setattr(TensorLoader, "batches", original)
+    resumed = train(resolve(None, {**cfg, "resume": True}))
+    got = load_checkpoint(tmp_path / "run", which="last")[0].state_dict()
+    expected = _reference(tmp_path, 3)
+    for key, value in expected.items():
+        assert torch.equal(value, got[key]), key
+    assert len(resumed.history) == 3
