@@ -40,23 +40,20 @@ class TensorLoader:
 
     def _indices(self) -> torch.Tensor:
         n = len(self.labels)
-        if self.train:
-            g = torch.Generator().manual_seed(self.shuffle_seed * 1_000_003 + self.epoch)
-            idx = torch.randperm(n, generator=g)
-        else:
-            idx = torch.arange(n)
-        if self.world_size > 1:  # each rank takes its own shard, equal sizes across ranks
-            per = n // self.world_size
-            idx = idx[self.rank * per:(self.rank + 1) * per]
-        return idx
+        if not self.train:
+            return torch.arange(n)
+        g = torch.Generator().manual_seed(self.shuffle_seed * 1_000_003 + self.epoch)
+        return torch.randperm(n, generator=g)
 
-    def num_examples(self) -> int:
-        n = len(self.labels)
-        return n // self.world_size if self.world_size > 1 else n
+    @property
+    def global_batch(self) -> int:
+        return self.batch_size * self.world_size
 
     def __len__(self) -> int:
-        n = self.num_examples()
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        n = len(self.labels)
+        if self.drop_last or self.world_size > 1:  # every rank needs a full batch
+            return n // self.global_batch
+        return -(-n // self.global_batch)
 
     def __iter__(self):
         return self.batches()
@@ -64,9 +61,10 @@ class TensorLoader:
     def batches(self, skip: int = 0):
         """The batches of the current epoch, starting after the first ``skip``."""
         idx = self._indices().to(self.device)
-        stop = len(self) * self.batch_size
-        for start in range(skip * self.batch_size, min(stop, len(idx)), self.batch_size):
-            b = idx[start:start + self.batch_size]
+        step = self.global_batch
+        for start in range(skip * step, min(len(self) * step, len(idx)), step):
+            # with several processes, each takes its own slice of the global batch
+            b = idx[start:start + step][self.rank * self.batch_size:(self.rank + 1) * self.batch_size]
             x, y = self.images[b], self.labels[b]
             if self.train:
                 if self.scale:

@@ -62,6 +62,7 @@ class TrainConfig:
     precision: str = "auto"            # auto (bf16 on GPU, fp32 on CPU), fp32, bf16
     channels_last: bool = True
     compile: bool = False              # torch.compile the model (measure before turning on)
+    sync_bn: bool = False              # SyncBatchNorm across processes (torchrun only)
     deterministic: bool = False        # deterministic kernels (slower); for exact resumes
     seed: int = 0
     eval_batch_size: int = 1000

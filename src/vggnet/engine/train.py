@@ -13,7 +13,7 @@ import math
 import signal
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 
@@ -27,6 +27,7 @@ from ..models import WeightsError, create_model, load_weights
 from .checkpoint import (git_commit, load_state, resolve_checkpoint, save_model_checkpoint,
                          save_state, software_versions, write_json)
 from .config import TrainConfig, validate
+from .distributed import DistContext, init_distributed, shutdown
 from .plots import plot_curves
 
 log = logging.getLogger("vggnet")
@@ -131,9 +132,21 @@ class RunResult:
 
 
 def train(cfg: TrainConfig) -> RunResult:
+    """Run (or resume) a training run; with torchrun, one process per device."""
     validate(cfg)
+    ctx, device = init_distributed(pick_device(cfg.device))
+    try:
+        return _train(cfg, ctx, device)
+    finally:
+        shutdown()
+
+
+def _train(cfg: TrainConfig, ctx: DistContext, device: torch.device) -> RunResult:
     out = Path(cfg.out)
-    device = pick_device(cfg.device)
+    main = ctx.is_main  # only rank 0 logs and writes files
+    if ctx.world_size > 1 and cfg.batch_size % ctx.world_size:
+        raise ValueError(f"batch_size {cfg.batch_size} (the global batch) must be divisible by "
+                         f"the {ctx.world_size} processes")
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=device.type == "cuda")
         torch.backends.cudnn.benchmark = False
@@ -148,7 +161,8 @@ def train(cfg: TrainConfig) -> RunResult:
     mean, std = train_set.stats()
     num_classes = len(train_set.classes)
     memory = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    loader = TensorLoader(train_set, cfg.batch_size, mean=mean, std=std, train=True,
+    loader = TensorLoader(train_set, cfg.batch_size // ctx.world_size, mean=mean, std=std,
+                          train=True, rank=ctx.rank, world_size=ctx.world_size,
                           crop_padding=cfg.crop_padding, flip=cfg.flip, cutout=cfg.cutout,
                           device=device, generator=data_gen, drop_last=len(train_set) > cfg.batch_size,
                           channels_last=cfg.channels_last, lighting=cfg.lighting,
@@ -161,6 +175,8 @@ def train(cfg: TrainConfig) -> RunResult:
                                channels_last=cfg.channels_last)
 
     model = build_model(cfg, num_classes, train_set.images.shape[1]).to(device, memory_format=memory)
+    if ctx.enabled and cfg.sync_bn:  # before the optimizer: the BN parameters are replaced
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     optimizer = build_optimizer(cfg, model, device)
     steps = len(loader)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(cfg, s, steps))
@@ -168,7 +184,14 @@ def train(cfg: TrainConfig) -> RunResult:
                                                           factor=cfg.step_gamma, patience=2)
                if cfg.schedule == "plateau" else None)
     autocast = autocast_for(device, cfg.precision)
-    run_model = torch.compile(model) if cfg.compile else model
+    run_model = model
+    if ctx.enabled:
+        run_model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    run_model = torch.compile(run_model) if cfg.compile else run_model
+    if not main:
+        cfg = replace(cfg, progress=False)
+        log.setLevel(logging.WARNING)
 
     history: list[dict] = []
     best, start_epoch, start_step, partial = -1.0, 0, 0, None
@@ -189,10 +212,11 @@ def train(cfg: TrainConfig) -> RunResult:
                  + (f", step {start_step}" if start_step else ""))
         if start_epoch >= cfg.epochs:
             log.info(f"{out} already finished its {cfg.epochs} epochs")
-    out.mkdir(parents=True, exist_ok=True)
-    for stale in out.glob(".*.tmp"):  # half-written files of a run that was killed
-        stale.unlink(missing_ok=True)
-    write_json(out / "config.json", cfg.to_dict())
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        for stale in out.glob(".*.tmp"):  # half-written files of a run that was killed
+            stale.unlink(missing_ok=True)
+        write_json(out / "config.json", cfg.to_dict())
 
     meta_base = {
         "classes": train_set.classes,
@@ -262,7 +286,8 @@ def train(cfg: TrainConfig) -> RunResult:
                 if stop.requested and i + 1 < steps:
                     # Ctrl-C: the step is finished; save where we are and leave cleanly.
                     sums = {"loss_sum": loss_sum.cpu(), "correct": correct.cpu(), "seen": seen}
-                    save_state(out / "last.state.pt", snapshot(epoch, i + 1, sums))
+                    if main:
+                        save_state(out / "last.state.pt", snapshot(epoch, i + 1, sums))
                     log.warning(f"interrupted at epoch {epoch + 1}, step {i + 1}: state saved "
                                 f"in {out}; continue with --resume")
                     return RunResult(out, history, best, interrupted=True)
@@ -287,12 +312,13 @@ def train(cfg: TrainConfig) -> RunResult:
             # Checkpoints: resume state first, then the weights for evaluation; each atomic.
             improved = result["top1"] > best
             best = max(best, result["top1"])
-            save_state(out / "last.state.pt", snapshot(epoch + 1))
-            meta = {**meta_base, "epoch": epoch + 1, "metrics": {k: v for k, v in record.items()}}
-            save_model_checkpoint(model, out / "last.safetensors", meta)
-            if improved:
-                save_model_checkpoint(model, out / "best.safetensors", meta)
-            _write_history(out, history)
+            if main:
+                save_state(out / "last.state.pt", snapshot(epoch + 1))
+                meta = {**meta_base, "epoch": epoch + 1, "metrics": dict(record)}
+                save_model_checkpoint(model, out / "last.safetensors", meta)
+                if improved:
+                    save_model_checkpoint(model, out / "best.safetensors", meta)
+                _write_history(out, history)
             if stop.requested and epoch + 1 < cfg.epochs:
                 log.warning(f"interrupted after epoch {epoch + 1}: checkpoint saved in {out}; "
                             "continue with --resume")

@@ -1,0 +1,49 @@
+"""Data-parallel training with torchrun: NCCL on GPUs, gloo on CPUs.
+
+``torchrun --nproc_per_node N -m vggnet train ...`` runs the same command in N processes;
+each takes its slice of every global batch (``batch_size`` is the global batch), gradients
+are averaged by DDP, and only rank 0 logs and writes files.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass
+class DistContext:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def init_distributed(device: torch.device) -> tuple[DistContext, torch.device]:
+    """Join the process group that torchrun set up (a no-op when run as one process)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistContext(), device
+    ctx = DistContext(rank=int(os.environ["RANK"]), world_size=world,
+                      local_rank=int(os.environ.get("LOCAL_RANK", "0")))
+    if device.type == "cuda":
+        torch.cuda.set_device(ctx.local_rank)
+        device = torch.device("cuda", ctx.local_rank)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return ctx, device
+
+
+def shutdown() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
