@@ -198,6 +198,53 @@ def _register_samples(sub) -> None:
     p.set_defaults(func=_cmd_samples)
 
 
+# --- export ---------------------------------------------------------------------------------
+
+def _cmd_export(args) -> None:
+    from .engine.checkpoint import load_checkpoint, resolve_checkpoint
+    from .inference.export import export_onnx, export_torchscript
+
+    ckpt = resolve_checkpoint(args.checkpoint)
+    model, meta = load_checkpoint(ckpt)
+    size = args.input_size or int(meta.get("preprocessing", {}).get("input_size", 224))
+    out = Path(args.out) if args.out else ckpt.with_suffix(".onnx" if args.format == "onnx" else ".pt")
+    if args.format == "onnx":
+        export_onnx(model, out, size, check=not args.no_check)
+    else:
+        export_torchscript(model, out, size, check=not args.no_check)
+    checked = "" if args.no_check else (" (checked against ONNX Runtime)" if args.format == "onnx"
+                                        else " (reloaded and checked)")
+    print(f"wrote {out}{checked}")
+
+
+def _register_export(sub) -> None:
+    p = sub.add_parser("export", help="export a checkpoint to ONNX or TorchScript")
+    p.add_argument("checkpoint", help="a run directory or a .safetensors checkpoint")
+    p.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
+    p.add_argument("--out", help="output file (default: beside the checkpoint)")
+    p.add_argument("--input-size", type=int, help="example input size (default: the checkpoint's)")
+    p.add_argument("--no-check", action="store_true", help="skip the parity check")
+    p.set_defaults(func=_cmd_export)
+
+
+# --- bench ----------------------------------------------------------------------------------
+
+def _cmd_bench(args) -> None:
+    from .bench import run_all
+
+    run_all(out=args.out, data_root=args.data_root, quick_run=args.run, skip_int8=args.no_int8)
+
+
+def _register_bench(sub) -> None:
+    p = sub.add_parser("bench", help="CPU benchmarks against torchvision baselines (ratios)")
+    p.add_argument("--data-root", help="where cifar10 lives")
+    p.add_argument("--run", help="a finished CIFAR run: int8 agreement and time to 85%%")
+    p.add_argument("--no-int8", action="store_true", help="skip the ONNX Runtime int8 part")
+    p.add_argument("--out", help="write the results as JSON here")
+    p.set_defaults(func=_cmd_bench)
+
+
 def register_commands(sub) -> None:
-    for register in (_register_train, _register_evaluate, _register_predict, _register_samples):
+    for register in (_register_train, _register_evaluate, _register_predict, _register_samples,
+                     _register_export, _register_bench):
         register(sub)

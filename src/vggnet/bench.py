@@ -1,0 +1,266 @@
+"""CPU benchmarks, each against a named baseline measured in the same process.
+
+1. training throughput: vggnet's engine vs the common tutorial loop (torchvision ``vgg16_bn``
+   features + Linear head, ``DataLoader`` with PIL transforms), same model, same batch;
+2. inference latency of VGG16 at 224 (batch 1 and 32): vggnet optimized vs torchvision eager,
+   and ONNX Runtime int8 vs torchvision fp32, with top-1 agreement on CIFAR-10;
+3. time to accuracy of a finished run (from its metrics).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+
+def environment() -> dict:
+    import torchvision
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+            "torch": torch.__version__, "torchvision": torchvision.__version__,
+            "python": platform.python_version()}
+
+
+def cpu_has_bf16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+# --- 1. training throughput -----------------------------------------------------------------
+
+def _tutorial_loop_throughput(train_set, mean, std, batch: int, steps: int, warmup: int,
+                              workers: int) -> float:
+    """The loop of the common tutorials: PIL transforms in DataLoader workers, eager fp32."""
+    import torchvision
+    from PIL import Image
+    from torchvision import transforms
+
+    tf = transforms.Compose([transforms.RandomCrop(32, padding=4),
+                             transforms.RandomHorizontalFlip(), transforms.ToTensor(),
+                             transforms.Normalize(mean, std)])
+
+    class PILDataset(torch.utils.data.Dataset):  # as torchvision.datasets.CIFAR10 serves items
+        def __init__(self, images, labels):
+            self.images = images.permute(0, 2, 3, 1).numpy()
+            self.labels = labels.tolist()
+
+        def __len__(self):
+            return len(self.labels)
+
+        def __getitem__(self, i):
+            return tf(Image.fromarray(self.images[i])), self.labels[i]
+
+    loader = torch.utils.data.DataLoader(PILDataset(train_set.images, train_set.labels),
+                                         batch_size=batch, shuffle=True, num_workers=workers,
+                                         drop_last=True, persistent_workers=workers > 0)
+    model = nn.Sequential(torchvision.models.vgg16_bn().features, nn.AdaptiveAvgPool2d(1),
+                          nn.Flatten(), nn.Linear(512, len(train_set.classes)))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    crit = nn.CrossEntropyLoss()
+    model.train()
+    it = iter(loader)
+    for i in range(warmup + steps):
+        if i == warmup:
+            t0 = time.perf_counter()
+        x, y = next(it)
+        loss = crit(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return steps * batch / (time.perf_counter() - t0)
+
+
+def _vggnet_engine_throughput(train_set, mean, std, batch: int, steps: int, warmup: int,
+                              precision: str) -> float:
+    from .data import TensorLoader
+    from .engine.config import TrainConfig
+    from .engine.train import autocast_for, build_optimizer
+    from .models import create_model
+
+    device = torch.device("cpu")
+    loader = TensorLoader(train_set, batch, mean=mean, std=std, train=True, crop_padding=4,
+                          flip=True, channels_last=True, drop_last=True)
+    model = create_model("vgg16_bn", num_classes=len(train_set.classes), head="linear")
+    model = model.to(memory_format=torch.channels_last).train()
+    opt = build_optimizer(TrainConfig(lr=0.01), model, device)
+    crit = nn.CrossEntropyLoss()
+    autocast = autocast_for(device, precision)
+    it = iter(loader)
+    for i in range(warmup + steps):
+        if i == warmup:
+            t0 = time.perf_counter()
+        x, y = next(it)
+        with autocast():
+            loss = crit(model(x).float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return steps * batch / (time.perf_counter() - t0)
+
+
+def bench_training(data: str = "cifar10", root=None, batch: int = 128, steps: int = 12,
+                   warmup: int = 3, workers: int = 2) -> dict:
+    from .data import load_splits
+
+    train_set, _ = load_splits(data, root=root)
+    mean, std = train_set.stats()
+    base = _tutorial_loop_throughput(train_set, mean, std, batch, steps, warmup, workers)
+    fp32 = _vggnet_engine_throughput(train_set, mean, std, batch, steps, warmup, "fp32")
+    row = {"model": "vgg16_bn (linear head), CIFAR-10 32x32", "batch": batch, "steps": steps,
+           "baseline": f"torchvision vgg16_bn + DataLoader({workers} workers, PIL transforms), fp32",
+           "baseline_images_per_s": round(base, 1), "vggnet_fp32_images_per_s": round(fp32, 1),
+           "ratio_fp32": round(fp32 / base, 2)}
+    if cpu_has_bf16():
+        bf16 = _vggnet_engine_throughput(train_set, mean, std, batch, steps, warmup, "bf16")
+        row.update(vggnet_bf16_images_per_s=round(bf16, 1), ratio_bf16=round(bf16 / base, 2))
+    return row
+
+
+# --- 2. inference latency -------------------------------------------------------------------
+
+def _latency(fn, x, reps: int) -> float:
+    with torch.inference_mode():
+        fn(x)  # warm-up
+        times = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            fn(x)
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def bench_inference(batches=(1, 32), reps: int = 5, int8: bool = True, cifar_run=None,
+                    data_root=None) -> dict:
+    import torchvision
+
+    from .inference.optimize import optimize_for_inference
+    from .models import create_model
+
+    ref = torchvision.models.vgg16().eval()
+    ours = optimize_for_inference(create_model("vgg16", weights=ref.state_dict()))
+    rows = []
+    int8_model = None
+    if int8:
+        int8_model = _int8_vgg16(ref)
+    for b in batches:
+        x = torch.randn(b, 3, 224, 224)
+        n = max(2, reps if b == 1 else reps // 2)
+        t_ref = _latency(ref, x, n)
+        t_ours = _latency(ours, x.contiguous(memory_format=torch.channels_last), n)
+        row = {"batch": b, "torchvision_fp32_ms": round(1000 * t_ref, 1),
+               "vggnet_optimized_fp32_ms": round(1000 * t_ours, 1),
+               "ratio_fp32": round(t_ours / t_ref, 2)}
+        if int8_model is not None:
+            t_q = _latency(int8_model, x, n)
+            row.update(onnxruntime_int8_ms=round(1000 * t_q, 1), ratio_int8=round(t_q / t_ref, 2))
+        rows.append(row)
+    out = {"model": "VGG16 (D), 224x224, random weights", "latency": rows}
+    if int8 and cifar_run:
+        out["int8_agreement"] = int8_agreement(cifar_run, data_root)
+    return out
+
+
+def _int8_vgg16(ref):
+    """torchvision's VGG16 as ONNX int8, calibrated on real (CIFAR-10, upscaled) images."""
+    from .data import load_splits
+    from .inference.export import export_onnx
+    from .inference.quantize import OnnxClassifier, quantize_onnx
+    from .models import create_model
+
+    model = create_model("vgg16", weights=ref.state_dict())
+    tmp = Path(tempfile.mkdtemp(prefix="vggnet-bench-"))
+    export_onnx(model, tmp / "fp32.onnx", 224, check=False)
+    try:
+        train_set, _ = load_splits("cifar10")
+        calib = train_set.subset(64).images
+        mean, std = train_set.stats()
+    except Exception:  # no CIFAR-10 here: calibrate on digits, also real images
+        train_set, _ = load_splits("digits")
+        calib = train_set.subset(64).images
+        mean, std = train_set.stats()
+    quantize_onnx(tmp / "fp32.onnx", tmp / "int8.onnx", calib, mean, std, batch_size=16,
+                  input_size=224)
+    return OnnxClassifier(tmp / "int8.onnx")
+
+
+def int8_agreement(run, data_root=None, calibration: int = 512) -> dict:
+    """Top-1 agreement of the int8 model with the fp32 model on the whole test set."""
+    from .data import load_splits
+    from .data.augment import normalize
+    from .engine.checkpoint import load_checkpoint
+    from .inference.export import export_onnx
+    from .inference.quantize import OnnxClassifier, quantize_onnx
+
+    model, meta = load_checkpoint(run)
+    pre = meta["preprocessing"]
+    cfg = meta.get("config", {})
+    train_set, test_set = load_splits(cfg.get("data", "cifar10"), root=data_root or cfg.get("data_root"))
+    tmp = Path(tempfile.mkdtemp(prefix="vggnet-int8-"))
+    export_onnx(model, tmp / "fp32.onnx", pre["input_size"])
+    quantize_onnx(tmp / "fp32.onnx", tmp / "int8.onnx", train_set.subset(calibration, seed=1).images,
+                  pre["mean"], pre["std"])
+    q = OnnxClassifier(tmp / "int8.onnx")
+    agree = correct_fp32 = correct_int8 = 0
+    with torch.inference_mode():
+        for i in range(0, len(test_set), 500):
+            x = normalize(test_set.images[i:i + 500], pre["mean"], pre["std"])
+            y = test_set.labels[i:i + 500]
+            a, b = model(x).argmax(1), q(x).argmax(1)
+            agree += (a == b).sum().item()
+            correct_fp32 += (a == y).sum().item()
+            correct_int8 += (b == y).sum().item()
+    n = len(test_set)
+    return {"run": str(run), "test_images": n, "top1_agreement": round(agree / n, 4),
+            "fp32_top1": round(correct_fp32 / n, 4), "int8_top1": round(correct_int8 / n, 4)}
+
+
+# --- 3. time to accuracy --------------------------------------------------------------------
+
+def time_to_accuracy(run, target: float) -> dict:
+    """Training seconds until the test top-1 first reached ``target`` (from metrics.jsonl)."""
+    history = [json.loads(line) for line in (Path(run) / "metrics.jsonl").read_text().splitlines()]
+    total = 0.0
+    for h in history:
+        total += h["train_seconds"]
+        if h["test_top1"] >= target:
+            return {"run": str(run), "target": target, "epoch": h["epoch"],
+                    "train_seconds": round(total, 1), "test_top1": h["test_top1"]}
+    return {"run": str(run), "target": target, "reached": False,
+            "best_top1": max(h["test_top1"] for h in history), "train_seconds": round(total, 1)}
+
+
+def run_all(out=None, data_root=None, quick_run=None, skip_int8: bool = False) -> dict:
+    results = {"environment": environment()}
+    print(json.dumps(results["environment"]), flush=True)
+    results["training"] = bench_training(root=data_root)
+    print(json.dumps(results["training"]), flush=True)
+    results["inference"] = bench_inference(int8=not skip_int8, cifar_run=quick_run,
+                                           data_root=data_root)
+    print(json.dumps(results["inference"]), flush=True)
+    if quick_run and (Path(quick_run) / "metrics.jsonl").is_file():
+        results["time_to_accuracy"] = time_to_accuracy(quick_run, 0.85)
+        print(json.dumps(results["time_to_accuracy"]), flush=True)
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps(results, indent=2) + "\n")
+    return results

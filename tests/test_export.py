@@ -1,0 +1,69 @@
+"""Inference optimisation and export: the same outputs from every path."""
+
+import numpy as np
+import pytest
+import torch
+
+from vggnet.cli import main
+from vggnet.engine.config import resolve
+from vggnet.engine.train import train
+from vggnet.inference.export import export_onnx, export_torchscript
+from vggnet.inference.optimize import fold_batchnorm, optimize_for_inference
+from vggnet.models import create_model
+
+SMALL = dict(width=0.125, fc_dim=64, num_classes=10)
+
+
+def _trained_bn_stats(model):
+    """Non-trivial batch-norm statistics, as after training."""
+    model.train()
+    with torch.no_grad():
+        for _ in range(3):
+            model(torch.randn(8, 3, 32, 32) * 2 + 0.5)
+    return model.eval()
+
+
+@pytest.mark.parametrize("name", ["vgg11_bn", "vgg16_c_bn", "vgg11_lrn_bn", "vgg19"])
+def test_folding_batchnorm_keeps_outputs(name):
+    model = _trained_bn_stats(create_model(name, **SMALL))
+    had_bn = any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    fast = optimize_for_inference(model)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.modules())
+    x = torch.randn(4, 3, 32, 32)
+    with torch.inference_mode():
+        assert torch.allclose(fast(x.contiguous(memory_format=torch.channels_last)), model(x),
+                              atol=1e-5, rtol=1e-4)
+    # the original is untouched
+    assert had_bn == name.endswith("_bn")
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules()) == had_bn
+
+
+@pytest.mark.parametrize("head", ["classifier", "conv", "linear"])
+def test_onnx_export_runs_in_onnxruntime_with_any_batch(tmp_path, head):
+    ort = pytest.importorskip("onnxruntime")
+    model = _trained_bn_stats(create_model("vgg11_bn", head=head, **SMALL))
+    path = export_onnx(model, tmp_path / "m.onnx", input_size=32)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x = torch.randn(5, 3, 32, 32)
+    got = session.run(None, {"images": x.numpy()})[0]
+    with torch.inference_mode():
+        assert np.abs(got - model(x).numpy()).max() < 1e-4
+
+
+def test_torchscript_export_round_trip(tmp_path):
+    model = _trained_bn_stats(create_model("vgg13_bn", **SMALL))
+    path = export_torchscript(model, tmp_path / "m.pt", input_size=32)
+    loaded = torch.jit.load(str(path))
+    x = torch.randn(3, 3, 32, 32)
+    with torch.inference_mode():
+        assert torch.allclose(loaded(x), model(x), atol=1e-5)
+
+
+def test_export_cli_from_a_run(tmp_path, capsys):
+    out = tmp_path / "run"
+    train(resolve(None, dict(data="digits", width=0.125, epochs=1, flip=False, progress=False,
+                             out=str(out))))
+    assert main(["export", str(out), "--format", "onnx", "--out", str(tmp_path / "d.onnx")]) == 0
+    assert "checked against ONNX Runtime" in capsys.readouterr().out
+    assert main(["export", str(out), "--format", "torchscript"]) == 0
+    assert (out / "best.pt").is_file()
