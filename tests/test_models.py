@@ -260,3 +260,16 @@ def test_in_channels_and_summary_cli(capsys):
     model = create_model("vgg11", in_channels=1, **SMALL)
     assert model(torch.randn(1, 1, 32, 32)).shape == (1, 1000)
     assert main(["summary", "nope"]) == 2
+
+
+@pytest.mark.parametrize("shape, match", [
+    ((3, 32, 32), "batch of images N x C x H x W"),
+    ((1, 1, 32, 32), "built for 3 input channel"),
+    ((1, 3, 31, 40), "at least 32x32 pixels"),
+])
+def test_inputs_the_network_cannot_take_are_one_line_errors(shape, match):
+    model = create_model("vgg11", width=0.125, fc_dim=16, num_classes=3)
+    with pytest.raises(ValueError, match=match) as err:
+        model(torch.randn(*shape))
+    assert "\n" not in str(err.value)
+    assert model(torch.randn(1, 3, 32, 40)).shape == (1, 3)

@@ -96,3 +96,44 @@ def test_predict_table_output(run, tmp_path, capsys):
 def test_missing_checkpoint_is_one_line(tmp_path, capsys):
     assert main(["predict", str(tmp_path / "nope"), "x.png"]) == 2
     assert "checkpoint not found" in capsys.readouterr().err
+
+
+def test_float_images_with_nan_are_refused_per_file(tmp_path):
+    arr = np.linspace(0, 1, 64 * 48, dtype=np.float32).reshape(48, 64)
+    Image.fromarray(arr, "F").save(tmp_path / "ok.tif")
+    arr[3, 4] = np.nan
+    Image.fromarray(arr, "F").save(tmp_path / "nan.tif")
+    assert open_image(tmp_path / "ok.tif").mode == "RGB"
+    with pytest.raises(ImageReadError, match="nan.tif: pixel values include NaN") as err:
+        open_image(tmp_path / "nan.tif")
+    assert "\n" not in str(err.value)
+
+
+def test_non_finite_tensors_are_refused_by_the_predictor(run):
+    import torch
+
+    predictor = Predictor(run)
+    x = torch.zeros(3, 3, 32, 32)
+    assert predictor.probabilities(x).shape == (3, 10)
+    x[1, 0, 5, 5] = float("inf")
+    with pytest.raises(ValueError, match=r"input images \[1\] hold NaN or infinite"):
+        predictor.probabilities(x)
+
+
+def test_corrupt_jpeg_gets_a_one_line_error_and_the_rest_go_on(run, tmp_path):
+    write_image(tmp_path / "good.jpg", size=(64, 64))
+    data = bytearray((tmp_path / "good.jpg").read_bytes())
+    start = data.index(b"\xff\xda")  # scrambling the header tables past the start of scan
+    data[20:start] = bytes(len(data[20:start]))
+    (tmp_path / "corrupt.jpg").write_bytes(bytes(data))
+    results = Predictor(run).predict([tmp_path / "corrupt.jpg", tmp_path / "good.jpg"], top_k=2)
+    assert results[0].error and "corrupt.jpg" in results[0].error and "\n" not in results[0].error
+    assert results[1].error is None and len(results[1].top) == 2
+
+
+def test_a_folder_without_images_is_one_line(run, tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("no images here")
+    assert main(["predict", str(run), str(tmp_path / "empty")]) != 0
+    err = capsys.readouterr().err.strip()
+    assert "holds no images" in err and "\n" not in err

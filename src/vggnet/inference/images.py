@@ -28,6 +28,8 @@ def to_rgb(im):
         im = Image.fromarray((arr / hi * 255).round().clip(0, 255).astype(np.uint8), "L")
     elif im.mode == "F":
         arr = np.asarray(im, dtype=np.float64)
+        if not np.isfinite(arr).all():
+            raise ImageReadError("pixel values include NaN or infinity; fix or drop the image")
         im = Image.fromarray((arr.clip(0, 1) * 255).round().astype(np.uint8), "L")
     if im.mode == "P":
         im = im.convert("RGBA" if "transparency" in im.info else "RGB")
@@ -38,8 +40,9 @@ def to_rgb(im):
     return im.convert("RGB") if im.mode != "RGB" else im
 
 
-def open_image(path: str | Path):
-    """Open, verify and decode one image as RGB (EXIF rotation applied)."""
+def open_image(path: str | Path, draft: int | None = None):
+    """Open, verify and decode one image as RGB (EXIF rotation applied). With ``draft``, a
+    JPEG may be decoded at a reduced scale whose shorter side is still at least ``draft``."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     Image.MAX_IMAGE_PIXELS = MAX_PIXELS
@@ -50,8 +53,14 @@ def open_image(path: str | Path):
         raise ImageReadError(f"{path}: empty file (0 bytes)")
     try:
         with Image.open(path) as im:
+            if draft is not None and im.format == "JPEG":
+                w, h = im.size
+                f = draft / min(w, h)
+                im.draft("RGB", (max(1, int(w * f)), max(1, int(h * f))))
             im.load()
             return to_rgb(ImageOps.exif_transpose(im))
+    except ImageReadError as exc:
+        raise ImageReadError(f"{path}: {exc}") from None
     except Image.DecompressionBombError as exc:
         raise ImageReadError(f"{path}: refused, too many pixels for a safe decode ({exc}); "
                              "downscale it first") from None

@@ -43,6 +43,11 @@ class Predictor:
 
     @torch.inference_mode()
     def probabilities(self, batch: torch.Tensor) -> torch.Tensor:
+        """Class probabilities of a normalised batch (N x C x H x W)."""
+        if batch.is_floating_point() and not torch.isfinite(batch).all():
+            bad = (~torch.isfinite(batch)).flatten(1).any(1).nonzero().flatten().tolist()
+            raise ValueError(f"input images {bad[:10]} hold NaN or infinite values; "
+                             "check how they were produced or normalised (is a std 0?)")
         return self.model(batch.to(self.device)).float().softmax(1).cpu()
 
     def predict(self, paths, top_k: int = 5, batch_size: int = 64) -> list[Prediction]:

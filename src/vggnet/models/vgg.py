@@ -217,6 +217,9 @@ class VGG(nn.Module):
         self.num_features = [m for m in self.features if isinstance(m, nn.Conv2d)][-1].out_channels
         self.num_classes = num_classes
         self.init = init
+        self.in_channels = in_channels
+        # each max-pooling halves the map (floor): the smallest input that survives them all
+        self.min_input_size = 2 ** sum(1 for token in self.cfg if token == "M")
         # Everything needed to build this model again: checkpoints carry it.
         self.model_config = dict(name=name, num_classes=num_classes, in_channels=in_channels,
                                  width=float(width), head=head, dropout=float(dropout),
@@ -283,7 +286,28 @@ class VGG(nn.Module):
         return self
 
     # --- forward ------------------------------------------------------------------------
+    def check_input(self, x: torch.Tensor) -> None:
+        """A one-line error for a batch the network cannot take, instead of one from deep
+        inside a convolution or pooling layer."""
+        if torch.jit.is_tracing() or torch.jit.is_scripting():
+            return
+        if not isinstance(x, torch.Tensor) or x.dim() != 4:
+            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"{self.arch} takes a batch of images N x C x H x W; got {shape} "
+                             "(add a batch dimension with x[None] for one image)")
+        if x.shape[1] != self.in_channels:
+            raise ValueError(f"{self.arch} was built for {self.in_channels} input channel(s); got "
+                             f"{x.shape[1]} (convert the images, or build it with "
+                             f"in_channels={x.shape[1]})")
+        h, w = x.shape[-2:]
+        if h < self.min_input_size or w < self.min_input_size:
+            raise ValueError(f"{self.arch} needs images of at least {self.min_input_size}x"
+                             f"{self.min_input_size} pixels (its max-pooling layers halve them "
+                             f"{self.min_input_size.bit_length() - 1} times); got {h}x{w}: "
+                             "resize them first (vggnet predict does this for you)")
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_input(x)
         return self.features(x)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
