@@ -17,7 +17,7 @@ test-slow: $(BIN)/vggnet
 	$(BIN)/python -m pytest -q -m slow
 
 demo: $(BIN)/vggnet
-	$(BIN)/vggnet train --config configs/demo_digits.toml --out runs/demo
+	$(BIN)/vggnet train --config configs/demo_digits.toml --out runs/demo --overwrite true
 	$(BIN)/vggnet evaluate runs/demo
 	$(BIN)/vggnet samples digits --out runs/demo/samples --count 6
 	$(BIN)/vggnet predict runs/demo runs/demo/samples --top-k 3

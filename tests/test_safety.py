@@ -1,5 +1,6 @@
 """Crash safety and safe loading: real kills of real training processes, hostile files."""
 
+import io
 import os
 import signal
 import subprocess
@@ -168,3 +169,109 @@ def test_ctrl_c_in_the_middle_of_an_epoch_resumes_exactly(tmp_path, monkeypatch)
     for key, value in expected.items():
         assert torch.equal(value, got[key]), key
     assert len(resumed.history) == 3
+
+
+def test_a_new_run_never_overwrites_an_old_one(tmp_path):
+    from vggnet.engine.config import resolve
+    from vggnet.engine.train import train
+
+    args = dict(data="digits", width=0.125, epochs=1, flip=False, progress=False,
+                train_subset=64, test_subset=50, out=str(tmp_path / "run"))
+    train(resolve(None, args))
+    before = {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir() if p.is_file()}
+    with pytest.raises(ValueError, match="already holds a run .* --resume, .* --overwrite true"):
+        train(resolve(None, {**args, "seed": 1}))
+    after = {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir() if p.is_file()}
+    assert after == before
+    train(resolve(None, {**args, "seed": 1, "overwrite": True}))
+    assert (tmp_path / "run" / "last.safetensors").read_bytes() != before["last.safetensors"]
+    with pytest.raises(ValueError, match="--resume: .* not found"):
+        train(resolve(None, {**args, "out": str(tmp_path / "nothing"), "resume": True}))
+
+
+# --- published weights: downloaded with their checksum verified ------------------------------
+
+class _FakeResponse(io.BytesIO):
+    """What urlopen returns, serving local bytes (no network here)."""
+
+    def info(self):
+        from email.message import Message
+
+        headers = Message()
+        headers["Content-Length"] = str(len(self.getvalue()))
+        return headers
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _serve(monkeypatch, payload: bytes):
+    import torch.hub
+
+    calls = []
+
+    def urlopen(request, *args, **kwargs):
+        calls.append(request.full_url)
+        return _FakeResponse(payload)
+
+    monkeypatch.setattr(torch.hub, "urlopen", urlopen)
+    return calls
+
+
+def _small_vgg11_bytes(tmp_path):
+    import torchvision
+
+    sd = torchvision.models.vgg11(num_classes=7).state_dict()
+    torch.save(sd, tmp_path / "w.pth")
+    return (tmp_path / "w.pth").read_bytes(), sd
+
+
+def test_published_weights_are_downloaded_once_and_verified(tmp_path, monkeypatch):
+    import hashlib
+
+    import vggnet.models.hub as hub
+    from vggnet.models import create_model, to_torchvision_state_dict
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    payload, sd = _small_vgg11_bytes(tmp_path)
+    digest = hashlib.sha256(payload).hexdigest()[:8]
+    monkeypatch.setitem(hub.URLS, "vgg11", f"https://example.org/vgg11-{digest}.pth")
+    calls = _serve(monkeypatch, payload)
+    model = create_model("vgg11", num_classes=7, weights="imagenet")
+    assert all(torch.equal(v, sd[k]) for k, v in to_torchvision_state_dict(model).items())
+    cached = tmp_path / "torch" / "hub" / "checkpoints" / f"vgg11-{digest}.pth"
+    assert cached.is_file() and len(calls) == 1
+    create_model("vgg11", num_classes=7, weights="imagenet")
+    assert len(calls) == 1  # the cached copy, verified again, no second download
+    # a cached copy altered afterwards is refused, never loaded
+    cached.write_bytes(payload[:-10] + b"0123456789")
+    with pytest.raises(WeightsError, match="corrupt or altered .* delete it"):
+        create_model("vgg11", num_classes=7, weights="imagenet")
+
+
+def test_a_corrupt_download_is_refused_and_leaves_nothing(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    payload, _ = _small_vgg11_bytes(tmp_path)
+    _serve(monkeypatch, payload)  # not the file whose hash torchvision publishes
+    with pytest.raises(WeightsError, match="download of .*vgg16-397923af.pth is corrupt"):
+        create_model("vgg16", weights="imagenet")
+    folder = tmp_path / "torch" / "hub" / "checkpoints"
+    assert not folder.exists() or list(folder.iterdir()) == []
+
+
+def test_no_published_weights_and_offline_are_one_line(tmp_path, monkeypatch):
+    import torch.hub
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    with pytest.raises(WeightsError, match="no published ImageNet weights for vgg16_c"):
+        create_model("vgg16_c", weights="imagenet")
+
+    def offline(*args, **kwargs):
+        raise OSError("Network is unreachable")
+
+    monkeypatch.setattr(torch.hub, "urlopen", offline)
+    with pytest.raises(WeightsError, match="cannot download .* offline, copy vgg13-19584684.pth"):
+        create_model("vgg13", weights="imagenet")

@@ -55,7 +55,7 @@ def _cmd_evaluate(args) -> None:
     from .engine.checkpoint import load_checkpoint, resolve_checkpoint, write_json
     from .engine.plots import plot_confusion
     from .engine.train import autocast_for, pick_device
-    from .evaluation.protocols import evaluate_protocol
+    from .evaluation.protocols import evaluate_protocol, evaluate_protocol_folder
 
     device = pick_device(args.device)
     ckpt = resolve_checkpoint(args.checkpoint)
@@ -65,33 +65,48 @@ def _cmd_evaluate(args) -> None:
     source = args.data or cfg.get("data")
     if not source:
         raise CLIError("no data set recorded in the checkpoint: pass --data")
-    root = args.data_root or cfg.get("data_root")
-    image_size = cfg.get("image_size") if not args.data else args.image_size
-    train_set, test_set = load_splits(source, root=root, image_size=image_size,
-                                      val_fraction=cfg.get("val_fraction", 0.1),
-                                      seed=cfg.get("seed", 0))
-    data = train_set if args.split == "train" else test_set
-    classes = meta.get("classes")
-    if classes and data.classes != classes:
-        raise CLIError(f"the data's classes {data.classes[:5]}... differ from the checkpoint's "
-                       f"{classes[:5]}...: evaluate on data with the same class folders")
-    if args.limit:
-        data = data.subset(args.limit)
     crop = int(pre["input_size"])
     scales = args.scales or [int(pre.get("test_scale", crop))]
-    result = evaluate_protocol(model, data.images, data.labels, protocol=args.protocol,
-                               scales=scales, crop=crop, flip=args.flip, grid=args.grid,
-                               mean=pre["mean"], std=pre["std"], batch_size=args.batch_size,
-                               device=device, autocast=autocast_for(device, args.precision))
+    common = dict(protocol=args.protocol, scales=scales, crop=crop, flip=args.flip,
+                  grid=args.grid, mean=pre["mean"], std=pre["std"], device=device,
+                  autocast=autocast_for(device, args.precision))
+    classes = meta.get("classes")
+    if args.stream or (cfg.get("stream") and not args.data):
+        # an ImageFolder tree too large for memory (ImageNet): image by image, whole images
+        from .data.stream import FolderImages, stream_splits
+
+        folder = stream_splits(source)[0 if args.split == "train" else 1]
+        data_classes = FolderImages(folder, train=False, crop=None).classes
+        if classes and data_classes != classes:
+            raise CLIError(f"the classes of {folder} {data_classes[:5]}... differ from the "
+                           f"checkpoint's {classes[:5]}...")
+        result = evaluate_protocol_folder(model, folder, workers=args.workers, limit=args.limit,
+                                          **common)
+    else:
+        root = args.data_root or cfg.get("data_root")
+        image_size = cfg.get("image_size") if not args.data else args.image_size
+        train_set, test_set = load_splits(source, root=root, image_size=image_size,
+                                          val_fraction=cfg.get("val_fraction", 0.1),
+                                          seed=cfg.get("seed", 0))
+        data = train_set if args.split == "train" else test_set
+        data_classes = data.classes
+        if classes and data.classes != classes:
+            raise CLIError(f"the data's classes {data.classes[:5]}... differ from the "
+                           f"checkpoint's {classes[:5]}...: evaluate on data with the same "
+                           "class folders")
+        if args.limit:
+            data = data.subset(args.limit)
+        result = evaluate_protocol(model, data.images, data.labels, batch_size=args.batch_size,
+                                   **common)
     out = Path(args.out) if args.out else ckpt.parent
     out.mkdir(parents=True, exist_ok=True)
     report = {"checkpoint": str(ckpt), "data": str(source), "split": args.split,
               "images": result["n"], "protocol": args.protocol, "scales": scales,
               "flip": args.flip, "top1": result["top1"], "top5": result["top5"],
-              "loss": result["loss"], "per_class": dict(zip(data.classes, result["per_class"])),
-              "confusion": result["confusion"], "classes": data.classes}
+              "loss": result["loss"], "per_class": dict(zip(data_classes, result["per_class"])),
+              "confusion": result["confusion"], "classes": data_classes}
     write_json(out / "evaluation.json", report)
-    plot_confusion(result["confusion"], data.classes, out / "confusion.png",
+    plot_confusion(result["confusion"], data_classes, out / "confusion.png",
                    title=f"{model.arch} on {Path(str(source)).name} ({args.split}): "
                          f"top-1 {100 * result['top1']:.2f}%")
     if args.json:
@@ -101,7 +116,7 @@ def _cmd_evaluate(args) -> None:
     print(f"{model.arch} on {source} ({args.split}, {result['n']} images, {views}): "
           f"top-1 {100 * result['top1']:.2f}%  top-5 {100 * result['top5']:.2f}%  "
           f"loss {result['loss']:.4f}")
-    width = max(len(c) for c in data.classes)
+    width = max(len(c) for c in data_classes)
     for name, acc in report["per_class"].items():
         print(f"  {name:<{width}}  {100 * acc:6.2f}%")
     print(f"report: {out / 'evaluation.json'}; confusion matrix: {out / 'confusion.png'}")
@@ -124,6 +139,10 @@ def _register_evaluate(sub) -> None:
     p.add_argument("--grid", type=int, default=5, help="multicrop: grid x grid crops per scale")
     p.add_argument("--flip", "--tta", dest="flip", action="store_true",
                    help="also average over horizontally flipped images")
+    p.add_argument("--stream", action="store_true",
+                   help="read an ImageFolder tree image by image (ImageNet); automatic for "
+                        "checkpoints trained with --stream")
+    p.add_argument("--workers", type=int, default=4, help="decoding processes with --stream")
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     p.add_argument("--out", help="folder for evaluation.json and confusion.png (default: the run)")

@@ -26,7 +26,7 @@ class TrainConfig:
     dropout: float | None = None       # None: 0.5 for the FC heads, 0 for the linear head
     fc_dim: int = 4096                 # width of fc6/fc7
     init: str = "kaiming"              # kaiming, paper (N(0, 1e-2)), xavier
-    weights: str | None = None         # initial weights: checkpoint, torchvision or timm file
+    weights: str | None = None         # initial weights: checkpoint, torchvision/timm file, or imagenet
     init_from: str | None = None       # a trained shallower net (the paper's init from net A)
     freeze: str = "none"               # none, or features (train the head only)
     # --- data ---
@@ -44,6 +44,9 @@ class TrainConfig:
     scale_max: int | None = None       #   random crop; S jittered in [scale, scale_max] if set
     crop_size: int | None = None       # network input size with `scale` (default: image size)
     lighting: float = 0.0              # AlexNet's PCA colour shift, std of alpha (paper: 0.1)
+    stream: bool = False               # decode a folder's images every epoch with worker
+                                       #   processes (ImageNet-sized sets that do not fit in RAM)
+    workers: int = 4                   # decoding processes when streaming
     # --- optimisation ---
     epochs: int = 30
     batch_size: int = 128
@@ -69,6 +72,7 @@ class TrainConfig:
     tta: bool = False                  # evaluate with horizontal-flip averaging
     out: str = "runs/train"            # run directory
     resume: bool = False               # continue the run in `out` from its last checkpoint
+    overwrite: bool = False            # start afresh in an `out` that already holds a run
     stop_after: int | None = None      # stop (checkpointed) after this epoch, as if interrupted
     progress: bool = True              # progress bar
 
@@ -133,6 +137,14 @@ def validate(cfg: TrainConfig) -> TrainConfig:
             raise ConfigError(f"{key} must be at least 1; got {getattr(cfg, key)}")
     if cfg.scale_max is not None and (cfg.scale is None or cfg.scale_max < cfg.scale):
         raise ConfigError(f"scale_max ({cfg.scale_max}) needs scale set and at most scale_max")
+    if cfg.stream and (cfg.data.lower() in ("cifar10", "cifar100", "digits")):
+        raise ConfigError(f"stream reads an ImageFolder tree from disk; {cfg.data} is held in "
+                          "memory instead: drop --stream, or give a folder path as data")
+    if cfg.stream and not cfg.crop_size:
+        raise ConfigError("stream needs crop_size (the network's input size, e.g. 224) and "
+                          "scale (the training scale S, e.g. 256)")
+    if cfg.workers < 0:
+        raise ConfigError(f"workers must be 0 or more; got {cfg.workers}")
     if cfg.lr <= 0:
         raise ConfigError(f"lr must be positive; got {cfg.lr}")
     return cfg

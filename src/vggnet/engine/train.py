@@ -63,13 +63,80 @@ def build_data(cfg: TrainConfig) -> tuple[ImageTensors, ImageTensors]:
     return train.subset(cfg.train_subset, cfg.seed), test.subset(cfg.test_subset, cfg.seed)
 
 
+@dataclass
+class Data:
+    """What the loop needs from the data: loaders and what the checkpoint records."""
+    loader: object
+    test_loader: object
+    classes: list[str]
+    mean: list[float]
+    std: list[float]
+    channels: int
+    input_size: int
+    n_train: int
+    n_test: int
+    test_set: ImageTensors | None = None  # in-memory test images, for the scale protocols
+
+
+def build_loaders(cfg: TrainConfig, ctx: DistContext, device: torch.device,
+                  data_gen: torch.Generator) -> Data:
+    """In-memory uint8 tensors on the device (the default), or a streamed ImageFolder."""
+    per_rank = cfg.batch_size // ctx.world_size
+    if cfg.stream:
+        from ..data.stream import IMAGENET_MEAN, IMAGENET_STD, FolderImages, StreamLoader, stream_splits
+
+        train_dir, test_dir = stream_splits(cfg.data)
+        crop = cfg.crop_size
+        s_min = cfg.scale or crop
+        s_max = cfg.scale_max or s_min
+        if s_min < crop:
+            raise ValueError(f"scale {s_min} is smaller than the crop size {crop}")
+        train_images = FolderImages(train_dir, train=True, crop=crop, scale=(s_min, s_max),
+                                    flip=cfg.flip)
+        test_images = FolderImages(test_dir, train=False, crop=crop,
+                                   test_scale=test_scale(cfg, crop))
+        if test_images.classes != train_images.classes:
+            raise DataError(f"{cfg.data}: the class folders of {train_dir.name}/ and "
+                            f"{test_dir.name}/ differ")
+        common = dict(mean=IMAGENET_MEAN, std=IMAGENET_STD, device=device,
+                      channels_last=cfg.channels_last, workers=cfg.workers)
+        loader = StreamLoader(train_images, per_rank, train=True, lighting=cfg.lighting,
+                              generator=data_gen, rank=ctx.rank, world_size=ctx.world_size,
+                              shuffle_seed=cfg.seed, **common)
+        test_loader = StreamLoader(test_images, cfg.eval_batch_size, **common)
+        return Data(loader, test_loader, train_images.classes, IMAGENET_MEAN, IMAGENET_STD, 3,
+                    crop, len(train_images), len(test_images))
+
+    # decoded once into uint8 tensors, kept on the device
+    train_set, test_set = build_data(cfg)
+    mean, std = train_set.stats()
+    loader = TensorLoader(train_set, per_rank, mean=mean, std=std,
+                          train=True, rank=ctx.rank, world_size=ctx.world_size,
+                          crop_padding=cfg.crop_padding, flip=cfg.flip, cutout=cfg.cutout,
+                          device=device, generator=data_gen, drop_last=len(train_set) > cfg.batch_size,
+                          channels_last=cfg.channels_last, lighting=cfg.lighting,
+                          scale=(cfg.scale, cfg.scale_max or cfg.scale) if cfg.scale else None,
+                          crop_size=cfg.crop_size, shuffle_seed=cfg.seed)
+    input_size = cfg.crop_size or int(train_set.images.shape[-1])
+    if cfg.scale and min(cfg.scale, input_size) < input_size:
+        raise ValueError(f"scale {cfg.scale} is smaller than the crop size {input_size}")
+    test_loader = TensorLoader(test_set, cfg.eval_batch_size, mean=mean, std=std, device=device,
+                               channels_last=cfg.channels_last)
+    return Data(loader, test_loader, train_set.classes, mean, std, int(train_set.images.shape[1]),
+                input_size, len(train_set), len(test_set), test_set)
+
+
 def build_model(cfg: TrainConfig, num_classes: int, in_channels: int = 3) -> nn.Module:
     model = create_model(cfg.model, num_classes=num_classes, in_channels=in_channels,
                          width=cfg.width, head=cfg.head, dropout=cfg.dropout, fc_dim=cfg.fc_dim,
                          init=cfg.init)
     if cfg.weights:
         path = cfg.weights
-        if Path(path).is_dir():
+        if path.lower() in ("imagenet", "torchvision"):  # published weights, verified
+            from ..models.hub import pretrained_file
+
+            path = pretrained_file(cfg.model)
+        elif Path(path).is_dir():
             path = resolve_checkpoint(path)
         report = load_weights(model, path)
         log.info(f"loaded {len(report.loaded)} tensors from {cfg.weights} ({report.format} format)")
@@ -144,6 +211,13 @@ def train(cfg: TrainConfig) -> RunResult:
 def _train(cfg: TrainConfig, ctx: DistContext, device: torch.device) -> RunResult:
     out = Path(cfg.out)
     main = ctx.is_main  # only rank 0 logs and writes files
+    existing = [p.name for p in (out / "last.safetensors", out / "last.state.pt") if p.is_file()]
+    if existing and not cfg.resume and not cfg.overwrite:
+        raise ValueError(f"{out} already holds a run ({', '.join(existing)}); continue it with "
+                         "--resume, start afresh with --overwrite true, or choose another --out")
+    if cfg.resume and not (out / "last.state.pt").is_file():
+        raise ValueError(f"--resume: {out / 'last.state.pt'} not found; is {out} a run that "
+                         "finished at least one epoch (or was interrupted)?")
     if ctx.world_size > 1 and cfg.batch_size % ctx.world_size:
         raise ValueError(f"batch_size {cfg.batch_size} (the global batch) must be divisible by "
                          f"the {ctx.world_size} processes")
@@ -156,25 +230,12 @@ def _train(cfg: TrainConfig, ctx: DistContext, device: torch.device) -> RunResul
     torch.manual_seed(cfg.seed)
     data_gen = torch.Generator().manual_seed(cfg.seed)  # shuffling and augmentation
 
-    # Data: decoded once into uint8 tensors, kept on the device.
-    train_set, test_set = build_data(cfg)
-    mean, std = train_set.stats()
-    num_classes = len(train_set.classes)
+    data = build_loaders(cfg, ctx, device, data_gen)
+    loader, test_loader, mean, std = data.loader, data.test_loader, data.mean, data.std
+    num_classes, input_size = len(data.classes), data.input_size
     memory = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    loader = TensorLoader(train_set, cfg.batch_size // ctx.world_size, mean=mean, std=std,
-                          train=True, rank=ctx.rank, world_size=ctx.world_size,
-                          crop_padding=cfg.crop_padding, flip=cfg.flip, cutout=cfg.cutout,
-                          device=device, generator=data_gen, drop_last=len(train_set) > cfg.batch_size,
-                          channels_last=cfg.channels_last, lighting=cfg.lighting,
-                          scale=(cfg.scale, cfg.scale_max or cfg.scale) if cfg.scale else None,
-                          crop_size=cfg.crop_size, shuffle_seed=cfg.seed)
-    input_size = cfg.crop_size or int(train_set.images.shape[-1])
-    if cfg.scale and min(cfg.scale, input_size) < input_size:
-        raise ValueError(f"scale {cfg.scale} is smaller than the crop size {input_size}")
-    test_loader = TensorLoader(test_set, cfg.eval_batch_size, mean=mean, std=std, device=device,
-                               channels_last=cfg.channels_last)
 
-    model = build_model(cfg, num_classes, train_set.images.shape[1]).to(device, memory_format=memory)
+    model = build_model(cfg, num_classes, data.channels).to(device, memory_format=memory)
     if ctx.enabled and cfg.sync_bn:  # before the optimizer: the BN parameters are replaced
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     optimizer = build_optimizer(cfg, model, device)
@@ -219,12 +280,12 @@ def _train(cfg: TrainConfig, ctx: DistContext, device: torch.device) -> RunResul
         write_json(out / "config.json", cfg.to_dict())
 
     meta_base = {
-        "classes": train_set.classes,
+        "classes": data.classes,
         "preprocessing": {"mean": mean, "std": std, "input_size": input_size,
                           "test_scale": test_scale(cfg, input_size),
                           "resize": "shorter side to input_size, then centre crop",
-                          "channels": int(train_set.images.shape[1])},
-        "data": {"source": cfg.data, "train_images": len(train_set), "test_images": len(test_set)},
+                          "channels": data.channels},
+        "data": {"source": cfg.data, "train_images": data.n_train, "test_images": data.n_test},
         "config": cfg.to_dict(), "versions": software_versions(), "git_commit": git_commit(),
     }
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
@@ -294,8 +355,8 @@ def _train(cfg: TrainConfig, ctx: DistContext, device: torch.device) -> RunResul
             train_time = time.perf_counter() - t0
             seen_now = seen - seen0
 
-            result = _evaluate_epoch(run_model, test_loader, test_set, cfg, input_size, mean, std,
-                                     device, autocast)
+            result = _evaluate_epoch(run_model, test_loader, data.test_set, cfg, input_size,
+                                     mean, std, device, autocast)
             if plateau is not None:
                 plateau.step(result["top1"])
             record = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"],
@@ -337,8 +398,8 @@ def test_scale(cfg: TrainConfig, input_size: int) -> int:
 
 
 def _evaluate_epoch(model, loader, test_set, cfg, input_size, mean, std, device, autocast):
-    if not cfg.scale:
-        return evaluate(model, loader, len(test_set.classes), autocast=autocast, tta=cfg.tta)
+    if not cfg.scale or test_set is None:  # streamed sets: the loader rescales to Q itself
+        return evaluate(model, loader, len(loader.classes), autocast=autocast, tta=cfg.tta)
     from ..evaluation.protocols import evaluate_protocol
 
     return evaluate_protocol(model, test_set.images, test_set.labels, protocol="single",

@@ -111,3 +111,45 @@ def evaluate_protocol(model, images: torch.Tensor, labels: torch.Tensor, *, prot
         outs.append(p.clamp_min(1e-12).log())
     log_probs = torch.cat(outs)
     return classification_metrics(log_probs, labels.to(log_probs.device), model.num_classes)
+
+
+@torch.inference_mode()
+def evaluate_protocol_folder(model, folder, *, protocol="single", scales, crop: int, flip=False,
+                             grid=5, mean, std, device="cpu", autocast=contextlib.nullcontext,
+                             workers: int = 4, limit: int | None = None):
+    """:func:`evaluate_protocol` on an ImageFolder split read from disk image by image (e.g.
+    ImageNet's validation set), each image whole at its own aspect ratio, as in the paper.
+
+    Worker processes decode each image (a JPEG at a reduced scale that is still at least the
+    largest Q, which is much faster for photographs); the protocol rescales it to every Q.
+    """
+    from torch.utils.data import DataLoader, Subset
+
+    from ..data.stream import FolderImages
+    from .metrics import classification_metrics
+
+    device = torch.device(device)
+    scales = list(scales)
+    data = FolderImages(folder, train=False, crop=None, test_scale=None, draft=max(scales))
+    classes = data.classes
+    if limit:
+        data = Subset(data, torch.linspace(0, len(data) - 1, limit).round().long().tolist())
+    model.eval()
+    dense = dense_model(model) if "dense" in protocol else None
+    outs, labels = [], []
+    loader = DataLoader(data, batch_size=None, num_workers=workers)
+    for item in loader:
+        if item is None:  # unreadable file: skipped with a warning by FolderImages
+            continue
+        x, y = item
+        x = normalize(x[None].to(device), mean, std)
+        with autocast():
+            p = protocol_probs(model, x, protocol, scales, crop, flip=flip, grid=grid, dense=dense)
+        outs.append(p.clamp_min(1e-12).log())
+        labels.append(int(y))
+    if not outs:
+        raise ValueError(f"{folder}: no readable images to evaluate")
+    result = classification_metrics(torch.cat(outs), torch.tensor(labels, device=device),
+                                    model.num_classes)
+    result["classes"] = classes
+    return result

@@ -48,9 +48,15 @@ def create_model(name: str, *, weights=None, strict_head: bool = False, **option
 
     ``options`` go to the builder (``num_classes``, ``in_channels``, ``width``, ``dropout``,
     ``head``, ``init``, ...). ``weights`` is a path (``.pth``, ``.pt``, ``.safetensors``) or a
-    state dict in torchvision's, timm's or vggnet's own format; see :func:`vggnet.models.load_weights`.
+    state dict in torchvision's, timm's or vggnet's own format; see :func:`vggnet.models.load_weights`;
+    or ``"imagenet"`` for torchvision's published ImageNet weights (downloaded once,
+    checksum-verified; see :mod:`vggnet.models.hub`).
     """
     model = get_builder(name)(**options)
+    if isinstance(weights, str) and weights.lower() in ("imagenet", "torchvision"):
+        from .hub import pretrained_file
+
+        weights = pretrained_file(name)
     if weights is not None:
         from .weights import load_weights
 
