@@ -76,11 +76,36 @@ def export_onnx(model, path, input_size: int = 224, *, opset: int = 17, check: b
         torch.onnx.export(model, (x,), str(path), dynamo=False, input_names=["images"],
                           output_names=["logits"], opset_version=opset,
                           dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}})
+    _undo_shared_initializers(path)
     if check:
         err = onnx_max_abs_diff(model, path, x)
         if err > atol:
             raise ExportError(f"{path}: ONNX Runtime differs from PyTorch by {err:.2e} (> {atol})")
     return path
+
+
+def _undo_shared_initializers(path: Path) -> None:
+    """The exporter stores equal tensors (e.g. all-zero biases of a fresh model) once and
+    feeds the other users through Identity nodes; quantizers and graph optimizers then no
+    longer see those biases as constants (ONNX Runtime leaves such layers in fp32). Give
+    every layer its own initializer again."""
+    import onnx
+    from onnx import numpy_helper
+
+    m = onnx.load(str(path))
+    inits = {t.name: t for t in m.graph.initializer}
+    keep = []
+    for node in m.graph.node:
+        if node.op_type == "Identity" and node.input[0] in inits:
+            copy = numpy_helper.from_array(numpy_helper.to_array(inits[node.input[0]]),
+                                           node.output[0])
+            m.graph.initializer.append(copy)
+        else:
+            keep.append(node)
+    if len(keep) != len(m.graph.node):
+        del m.graph.node[:]
+        m.graph.node.extend(keep)
+        onnx.save(m, str(path))
 
 
 def onnx_max_abs_diff(model, path, x: torch.Tensor) -> float:
