@@ -91,3 +91,19 @@ def test_scale_jitter_draws_every_scale_and_crops_to_the_input_size():
     # a constant image stays constant at any scale
     flat = torch.full((8, 3, 32, 32), 77, dtype=torch.uint8)
     assert (augment.random_scale_crop(flat, 36, 44, 32, g) == 77).all()
+
+
+def test_translate_and_shift_tta():
+    from vggnet.evaluation.metrics import tta_probs, translate
+
+    x = torch.arange(2 * 3 * 6 * 6, dtype=torch.float32).reshape(2, 3, 6, 6)
+    down = translate(x, 2, 1)
+    assert torch.equal(down[..., 2:, 1:], x[..., :-2, :-1])  # content moved down 2, right 1
+    assert torch.equal(down[..., 0, 1:], x[..., 2, :-1])     # border filled by reflection
+    assert torch.equal(translate(x, 0, 0), x)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 36, 4))
+    views = [x, translate(x, 1, 1), translate(x, -1, -1)]
+    views += [v.flip(3) for v in views]
+    expected = sum(model(v).softmax(1) for v in views) / 6
+    assert torch.allclose(tta_probs(model, x, flip=True, shift=1), expected)
+    assert torch.allclose(tta_probs(model, x), model(x).softmax(1))

@@ -70,6 +70,7 @@ class TrainConfig:
     seed: int = 0
     eval_batch_size: int = 1000
     tta: bool = False                  # evaluate with horizontal-flip averaging
+    tta_shift: int = 0                 # also average over views translated by +-N pixels
     out: str = "runs/train"            # run directory
     resume: bool = False               # continue the run in `out` from its last checkpoint
     overwrite: bool = False            # start afresh in an `out` that already holds a run
@@ -143,6 +144,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     if cfg.stream and not cfg.crop_size:
         raise ConfigError("stream needs crop_size (the network's input size, e.g. 224) and "
                           "scale (the training scale S, e.g. 256)")
+    if cfg.tta_shift < 0:
+        raise ConfigError(f"tta_shift must be 0 or more pixels; got {cfg.tta_shift}")
     if cfg.workers < 0:
         raise ConfigError(f"workers must be 0 or more; got {cfg.workers}")
     if cfg.lr <= 0:

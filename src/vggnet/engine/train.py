@@ -399,7 +399,8 @@ def test_scale(cfg: TrainConfig, input_size: int) -> int:
 
 def _evaluate_epoch(model, loader, test_set, cfg, input_size, mean, std, device, autocast):
     if not cfg.scale or test_set is None:  # streamed sets: the loader rescales to Q itself
-        return evaluate(model, loader, len(loader.classes), autocast=autocast, tta=cfg.tta)
+        return evaluate(model, loader, len(loader.classes), autocast=autocast, tta=cfg.tta,
+                        tta_shift=cfg.tta_shift)
     from ..evaluation.protocols import evaluate_protocol
 
     return evaluate_protocol(model, test_set.images, test_set.labels, protocol="single",
