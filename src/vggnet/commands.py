@@ -223,6 +223,13 @@ def _cmd_export(args) -> None:
     from .engine.checkpoint import load_checkpoint, resolve_checkpoint
     from .inference.export import export_onnx, export_torchscript
 
+    if args.format == "onnx":
+        try:
+            import onnx  # noqa: F401
+            import onnxruntime  # noqa: F401
+        except ImportError as exc:
+            raise CLIError(f"ONNX export needs the onnx and onnxruntime packages ({exc.name} is "
+                           "missing): pip install 'vggnet[export]'") from None
     ckpt = resolve_checkpoint(args.checkpoint)
     model, meta = load_checkpoint(ckpt)
     size = args.input_size or int(meta.get("preprocessing", {}).get("input_size", 224))

@@ -1,0 +1,122 @@
+"""Write benchmarks/RESULTS.md from the JSON files the benchmark scripts leave in results/.
+
+    python benchmarks/report.py
+
+Only measured figures appear; a benchmark that has not been run says so.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+
+
+def _load(name: str):
+    path = RESULTS / name
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _goal(value: float, goal: str, ok: bool) -> str:
+    return f"{value:.2f}x ({'meets' if ok else 'misses'} the goal {goal})"
+
+
+def cpu_section(cpu: dict) -> list[str]:
+    env = cpu["environment"]
+    out = ["## CPU (`vggnet bench`)", "",
+           "```bash",
+           "VGGNET_DATA=../shared/data vggnet bench --data-root ../shared/data \\",
+           "    --run runs/cifar10_quick --out benchmarks/results/cpu.json",
+           "```", "",
+           f"Hardware: {env['cpu']}, {env['cores']} cores ({env['torch_threads']} torch threads), "
+           f"no GPU. torch {env['torch']}, torchvision {env['torchvision']}, "
+           f"Python {env['python']}. One run of each benchmark; every ratio is measured in the "
+           "same process as its baseline.", ""]
+    t = cpu["training"]
+    out += ["### 1. Training throughput", "",
+            f"{t['model']}, batch {t['batch']}, {t['steps']} timed steps after warm-up. "
+            f"Baseline: {t['baseline']}.", "",
+            "| | images/s | ratio to baseline |", "|---|---|---|",
+            f"| baseline (tutorial loop) | {t['baseline_images_per_s']} | 1.00x |",
+            f"| vggnet engine, fp32 | {t['vggnet_fp32_images_per_s']} | {t['ratio_fp32']:.2f}x |"]
+    if "ratio_bf16" in t:
+        out.append(f"| vggnet engine, bf16 autocast | {t['vggnet_bf16_images_per_s']} | "
+                   f"{_goal(t['ratio_bf16'], '>= 2x', t['ratio_bf16'] >= 2)} |")
+    inf = cpu["inference"]
+    out += ["", "### 2. Inference latency", "",
+            f"{inf['model']}; median of several runs after a warm-up. Baseline: torchvision's "
+            "`vgg16()` in eager fp32. vggnet optimized: batch norm folded (a no-op for VGG16), "
+            "channels_last, inference mode. int8: ONNX Runtime static quantization (QDQ, "
+            "per-channel weights), calibrated on real CIFAR-10 images.", "",
+            "| batch | torchvision fp32 (ms) | vggnet optimized fp32 (ms) | ratio | ONNX Runtime int8 (ms) | ratio |",
+            "|---|---|---|---|---|---|"]
+    for r in inf["latency"]:
+        out.append(f"| {r['batch']} | {r['torchvision_fp32_ms']} | {r['vggnet_optimized_fp32_ms']} | "
+                   f"{_goal(r['ratio_fp32'], '<= 0.9x', r['ratio_fp32'] <= 0.9)} | "
+                   f"{r.get('onnxruntime_int8_ms', '-')} | "
+                   + (_goal(r['ratio_int8'], '<= 0.5x', r['ratio_int8'] <= 0.5)
+                      if 'ratio_int8' in r else "-") + " |")
+    agree = inf.get("int8_agreement")
+    if agree:
+        ok = agree["top1_agreement"] >= 0.99
+        out += ["", f"int8 vs fp32 on the CIFAR-10 test set ({agree['test_images']} images, the "
+                f"model of `{agree['run']}`): top-1 agreement **{100 * agree['top1_agreement']:.2f}%** "
+                f"({'meets' if ok else 'misses'} the goal >= 99%); top-1 accuracy fp32 "
+                f"{100 * agree['fp32_top1']:.2f}%, int8 {100 * agree['int8_top1']:.2f}%."]
+    tta = cpu.get("time_to_accuracy")
+    if tta:
+        out += ["", "### 3. Time to accuracy on the CPU", ""]
+        if tta.get("reached", True):
+            out.append(f"`configs/cifar10_quick.toml` (`{tta['run']}`) first reached "
+                       f"{100 * tta['target']:.0f}% test top-1 after epoch {tta['epoch']}: "
+                       f"**{tta['train_seconds']:.0f} s** of training "
+                       f"({100 * tta['test_top1']:.2f}% at that epoch).")
+        else:
+            out.append(f"`{tta['run']}` did not reach {100 * tta['target']:.0f}% "
+                       f"(best {100 * tta['best_top1']:.2f}%).")
+    return out
+
+
+def main() -> None:
+    lines = ["# Benchmark results", "",
+             "Written by `python benchmarks/report.py` from `benchmarks/results/*.json`; the "
+             "commands that produce those files are given with each section.", ""]
+    cpu = _load("cpu.json")
+    lines += cpu_section(cpu) if cpu else ["## CPU", "", "Not run yet: `vggnet bench`."]
+    lines += ["", "## GPU: time to 94% on CIFAR-10", ""]
+    gpu = _load("gpu.json")
+    if gpu:
+        env = gpu["environment"]
+        lines += [f"Hardware: {env['gpu']}; torch {env['torch']}.", "",
+                  "| recipe | one-time data load (s) | epochs | first epoch at >= 94% | training s to 94% | best top-1 |",
+                  "|---|---|---|---|---|---|"]
+        for r in gpu["recipes"]:
+            lines.append(f"| `{r['recipe']}` | {r['data_load_s']} | {r['epochs']} | "
+                         f"{r['epoch_reaching_94'] or 'not reached'} | {r['train_seconds_to_94'] or '-'} | "
+                         f"{100 * r['best_top1']:.2f}% |")
+        if gpu.get("airbench"):
+            a = gpu["airbench"]
+            lines += ["", f"Reference on the same GPU: {a['reference']} {a['seconds']} s "
+                      f"(warm-up {a['warmup_s']} s), accuracy {a['accuracy']}."]
+    else:
+        lines += ["Not measured: no GPU was available when this was written. The script is ready:",
+                  "", "```bash",
+                  "python benchmarks/gpu_time_to_94.py --data-root ../shared/data "
+                  "--out benchmarks/results/gpu.json",
+                  "python benchmarks/report.py", "```"]
+    protocols = RESULTS / "paper_protocols.md"
+    lines += ["", "## The paper's test protocols on CIFAR-10", ""]
+    if protocols.is_file():
+        lines += ["```bash",
+                  "python benchmarks/paper_protocols.py --data-root ../shared/data --epochs 12 --limit 2000",
+                  "```", "", protocols.read_text().strip()]
+    else:
+        lines.append("Not run yet: `python benchmarks/paper_protocols.py`.")
+    (HERE / "RESULTS.md").write_text("\n".join(lines) + "\n")
+    print((HERE / "RESULTS.md").read_text())
+
+
+if __name__ == "__main__":
+    main()
