@@ -23,6 +23,11 @@ def _goal(value: float, goal: str, ok: bool) -> str:
     return f"{value:.2f}x ({'meets' if ok else 'misses'} the goal {goal})"
 
 
+def _range(row: dict, name: str) -> str:
+    r = row.get("range_images_per_s", {}).get(name)
+    return f" [{r[0]}-{r[1]}]" if r else ""
+
+
 def cpu_section(cpu: dict) -> list[str]:
     env = cpu["environment"]
     out = ["## CPU (`vggnet bench`)", "",
@@ -36,13 +41,14 @@ def cpu_section(cpu: dict) -> list[str]:
            "same process as its baseline.", ""]
     t = cpu["training"]
     out += ["### 1. Training throughput", "",
-            f"{t['model']}, batch {t['batch']}, {t['steps']} timed steps after warm-up. "
+            f"{t['model']}, batch {t['batch']}, {t['steps']} timed steps after warm-up, "
+            f"median of {t.get('repeats', 1)} interleaved repeats (range in brackets). "
             f"Baseline: {t['baseline']}.", "",
             "| | images/s | ratio to baseline |", "|---|---|---|",
-            f"| baseline (tutorial loop) | {t['baseline_images_per_s']} | 1.00x |",
-            f"| vggnet engine, fp32 | {t['vggnet_fp32_images_per_s']} | {t['ratio_fp32']:.2f}x |"]
+            f"| baseline (tutorial loop) | {t['baseline_images_per_s']}{_range(t, 'baseline')} | 1.00x |",
+            f"| vggnet engine, fp32 | {t['vggnet_fp32_images_per_s']}{_range(t, 'fp32')} | {t['ratio_fp32']:.2f}x |"]
     if "ratio_bf16" in t:
-        out.append(f"| vggnet engine, bf16 autocast | {t['vggnet_bf16_images_per_s']} | "
+        out.append(f"| vggnet engine, bf16 autocast | {t['vggnet_bf16_images_per_s']}{_range(t, 'bf16')} | "
                    f"{_goal(t['ratio_bf16'], '>= 2x', t['ratio_bf16'] >= 2)} |")
     inf = cpu["inference"]
     out += ["", "### 2. Inference latency", "",

@@ -118,21 +118,36 @@ def _vggnet_engine_throughput(train_set, mean, std, batch: int, steps: int, warm
     return steps * batch / (time.perf_counter() - t0)
 
 
-def bench_training(data: str = "cifar10", root=None, batch: int = 128, steps: int = 12,
-                   warmup: int = 3, workers: int = 2) -> dict:
+def bench_training(data: str = "cifar10", root=None, batch: int = 128, steps: int = 20,
+                   warmup: int = 3, workers: int = 2, repeats: int = 3) -> dict:
+    """Each contender is timed ``repeats`` times, interleaved (so a slow spell of the machine
+    hits all of them); the medians are compared, the ranges reported."""
     from .data import load_splits
 
     train_set, _ = load_splits(data, root=root)
     mean, std = train_set.stats()
-    base = _tutorial_loop_throughput(train_set, mean, std, batch, steps, warmup, workers)
-    fp32 = _vggnet_engine_throughput(train_set, mean, std, batch, steps, warmup, "fp32")
-    row = {"model": "vgg16_bn (linear head), CIFAR-10 32x32", "batch": batch, "steps": steps,
-           "baseline": f"torchvision vgg16_bn + DataLoader({workers} workers, PIL transforms), fp32",
-           "baseline_images_per_s": round(base, 1), "vggnet_fp32_images_per_s": round(fp32, 1),
-           "ratio_fp32": round(fp32 / base, 2)}
+    contenders = {"baseline": lambda: _tutorial_loop_throughput(train_set, mean, std, batch, steps,
+                                                                warmup, workers),
+                  "fp32": lambda: _vggnet_engine_throughput(train_set, mean, std, batch, steps,
+                                                            warmup, "fp32")}
     if cpu_has_bf16():
-        bf16 = _vggnet_engine_throughput(train_set, mean, std, batch, steps, warmup, "bf16")
-        row.update(vggnet_bf16_images_per_s=round(bf16, 1), ratio_bf16=round(bf16 / base, 2))
+        contenders["bf16"] = lambda: _vggnet_engine_throughput(train_set, mean, std, batch, steps,
+                                                               warmup, "bf16")
+    runs = {name: [] for name in contenders}
+    for _ in range(repeats):
+        for name, fn in contenders.items():
+            runs[name].append(fn())
+    med = {name: statistics.median(v) for name, v in runs.items()}
+    spread = {name: [round(min(v), 1), round(max(v), 1)] for name, v in runs.items()}
+    row = {"model": "vgg16_bn (linear head), CIFAR-10 32x32", "batch": batch, "steps": steps,
+           "repeats": repeats,
+           "baseline": f"torchvision vgg16_bn + DataLoader({workers} workers, PIL transforms), fp32",
+           "baseline_images_per_s": round(med["baseline"], 1),
+           "vggnet_fp32_images_per_s": round(med["fp32"], 1),
+           "ratio_fp32": round(med["fp32"] / med["baseline"], 2), "range_images_per_s": spread}
+    if "bf16" in med:
+        row.update(vggnet_bf16_images_per_s=round(med["bf16"], 1),
+                   ratio_bf16=round(med["bf16"] / med["baseline"], 2))
     return row
 
 
