@@ -67,3 +67,20 @@ def test_export_cli_from_a_run(tmp_path, capsys):
     assert "checked against ONNX Runtime" in capsys.readouterr().out
     assert main(["export", str(out), "--format", "torchscript"]) == 0
     assert (out / "best.pt").is_file()
+
+
+def test_int8_export_calibrates_on_the_runs_images_and_agrees(tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    out = tmp_path / "run"
+    train(resolve(None, dict(data="digits", width=0.25, epochs=3, flip=False, progress=False,
+                             out=str(out))))
+    assert main(["export", str(out), "--out", str(tmp_path / "m.onnx"), "--int8",
+                 "--calibration", "64", "--check-images", "200"]) == 0
+    text = capsys.readouterr().out
+    assert (tmp_path / "m.int8.onnx").is_file()
+    agree = float(text.split("agrees with fp32 on ")[1].split("%")[0])
+    assert "calibrated on 64 training images" in text and agree >= 95.0
+    import onnx
+
+    ops = {n.op_type for n in onnx.load(str(tmp_path / "m.int8.onnx")).graph.node}
+    assert "QuantizeLinear" in ops and "DequantizeLinear" in ops

@@ -6,6 +6,7 @@ int8), in QDQ format, which ONNX Runtime runs with VNNI/AMX int8 kernels where t
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -38,9 +39,15 @@ def quantize_onnx(fp32_path, int8_path, calibration_images: torch.Tensor, mean, 
             batch = next(self.batches, None)
             return None if batch is None else {"images": batch.astype(np.float32)}
 
-    quantize_static(str(fp32_path), str(int8_path), Reader(), quant_format=QuantFormat.QDQ,
-                    per_channel=True, activation_type=QuantType.QUInt8,
-                    weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax)
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # ONNX Runtime's advice to pre-process is noise for VGG
+    try:
+        quantize_static(str(fp32_path), str(int8_path), Reader(), quant_format=QuantFormat.QDQ,
+                        per_channel=True, activation_type=QuantType.QUInt8,
+                        weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax)
+    finally:
+        root.setLevel(level)
     return Path(int8_path)
 
 
@@ -58,3 +65,40 @@ class OnnxClassifier:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         out = self.session.run(None, {"images": x.contiguous().numpy().astype(np.float32)})[0]
         return torch.from_numpy(out)
+
+
+def run_images(meta: dict, split: str, n: int, data_root=None, seed: int = 1):
+    """``n`` real uint8 images (and labels) of a run's own data set, at its input size: the
+    calibration set (``split="train"``) or an agreement check (``"test"``)."""
+    cfg = meta.get("config", {})
+    pre = meta.get("preprocessing", {})
+    size = int(pre.get("input_size", 224))
+    if cfg.get("stream"):
+        from ..data.stream import FolderImages, stream_splits
+
+        folder = stream_splits(cfg["data"])[0 if split == "train" else 1]
+        data = FolderImages(folder, train=False, crop=size,
+                            test_scale=int(pre.get("test_scale", size)))
+        g = torch.Generator().manual_seed(seed)
+        idx = torch.randperm(len(data), generator=g)[: 4 * n].tolist()
+        items = [data[i] for i in idx]
+        items = [it for it in items if it is not None][:n]
+        return torch.stack([x for x, _ in items]), torch.tensor([y for _, y in items])
+    from ..data import load_splits
+
+    train, test = load_splits(cfg.get("data", "cifar10"), root=data_root or cfg.get("data_root"),
+                              image_size=cfg.get("image_size"),
+                              val_fraction=cfg.get("val_fraction", 0.1), seed=cfg.get("seed", 0))
+    data = (train if split == "train" else test).subset(n, seed=seed)
+    return data.images, data.labels
+
+
+def top1_agreement(model, int8: "OnnxClassifier", images: torch.Tensor, mean, std,
+                   batch_size: int = 250) -> float:
+    """The fraction of ``images`` on which the int8 model's top class equals the fp32 one's."""
+    agree = 0
+    with torch.inference_mode():
+        for i in range(0, len(images), batch_size):
+            x = normalize(images[i:i + batch_size], mean, std)
+            agree += (model(x).argmax(1) == int8(x).argmax(1)).sum().item()
+    return agree / max(1, len(images))
