@@ -16,22 +16,16 @@ import contextlib
 import copy
 
 import torch
-import torch.nn.functional as F
 
-from ..data.augment import normalize
+from ..data.augment import normalize, resize_shorter
 
 PROTOCOLS = ("single", "dense", "multicrop", "dense+multicrop")
 
 
 def rescale(x: torch.Tensor, q: int) -> torch.Tensor:
-    """Isotropic rescale of float images so that the shorter side is ``q``."""
-    h, w = x.shape[-2:]
-    if min(h, w) == q:
-        return x
-    s = q / min(h, w)
-    size = (max(q, round(h * s)), max(q, round(w * s)))
-    return F.interpolate(x, size=size, mode="bilinear", align_corners=False,
-                         antialias=s < 1)
+    """Isotropic rescale of images so that the shorter side is ``q`` (bilinear, antialiased
+    when shrinking): the same resize as the training scale augmentation."""
+    return resize_shorter(x, q)
 
 
 def grid_positions(length: int, crop: int, grid: int) -> list[int]:
