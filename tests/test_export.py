@@ -1,5 +1,7 @@
 """Inference optimisation and export: the same outputs from every path."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -84,3 +86,26 @@ def test_int8_export_calibrates_on_the_runs_images_and_agrees(tmp_path, capsys):
 
     ops = {n.op_type for n in onnx.load(str(tmp_path / "m.int8.onnx")).graph.node}
     assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
+
+
+def test_predict_with_the_int8_onnx_model(tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    from helpers import write_image
+
+    out = tmp_path / "run"
+    train(resolve(None, dict(data="digits", width=0.25, epochs=2, flip=False, progress=False,
+                             out=str(out))))
+    assert main(["export", str(out), "--int8", "--calibration", "32", "--check-images", "50"]) == 0
+    int8 = out / "best.int8.onnx"
+    assert int8.is_file()
+    for i in range(3):
+        write_image(tmp_path / "imgs" / f"{i}.png", "L", size=(20 + i, 30), seed=i)
+    capsys.readouterr()
+    assert main(["predict", str(out), str(tmp_path / "imgs"), "--onnx", str(int8), "--json"]) == 0
+    onnx_out = json.loads(capsys.readouterr().out)
+    assert main(["predict", str(out), str(tmp_path / "imgs"), "--json"]) == 0
+    torch_out = json.loads(capsys.readouterr().out)
+    assert len(onnx_out) == 3
+    for a, b in zip(onnx_out, torch_out):
+        assert abs(sum(t["probability"] for t in a["top"]) - sum(t["probability"] for t in b["top"])) < 0.2
+    assert main(["predict", str(out), str(tmp_path / "imgs"), "--onnx", str(tmp_path / "no.onnx")]) == 2

@@ -157,7 +157,7 @@ def _cmd_predict(args) -> None:
     from .inference.images import ImageReadError, find_images
     from .inference.predict import Predictor
 
-    predictor = Predictor(args.checkpoint, device=pick_device(args.device))
+    predictor = Predictor(args.checkpoint, device=pick_device(args.device), onnx=args.onnx)
     try:
         paths = find_images(args.images)
     except ImageReadError as exc:
@@ -185,6 +185,8 @@ def _register_predict(sub) -> None:
     p.add_argument("checkpoint", help="a run directory or a .safetensors checkpoint")
     p.add_argument("images", nargs="+", help="image files or folders")
     p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--onnx", help="run this exported model in ONNX Runtime (e.g. the "
+                                  "best.int8.onnx of `vggnet export --int8`)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=_cmd_predict)

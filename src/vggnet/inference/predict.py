@@ -24,15 +24,24 @@ class Prediction:
 class Predictor:
     """Loads a checkpoint once and classifies images of any size and mode."""
 
-    def __init__(self, checkpoint, device: str | torch.device = "cpu"):
+    def __init__(self, checkpoint, device: str | torch.device = "cpu", onnx=None):
+        """``onnx``: run this exported model (e.g. ``best.int8.onnx`` from ``vggnet export
+        --int8``) in ONNX Runtime instead; names and preprocessing still come from
+        ``checkpoint``."""
         self.device = torch.device(device)
         self.model, self.meta = load_checkpoint(checkpoint, device=self.device)
+        n = self.model.num_classes
+        if onnx is not None:
+            from .quantize import OnnxClassifier
+
+            if not Path(onnx).is_file():
+                raise FileNotFoundError(f"ONNX model not found: {onnx}")
+            self.model, self.device = OnnxClassifier(onnx), torch.device("cpu")
         pre = self.meta.get("preprocessing", {})
         self.input_size = int(pre.get("input_size", 224))
         self.test_scale = int(pre.get("test_scale", self.input_size))
         self.mean = pre.get("mean", [0.485, 0.456, 0.406])
         self.std = pre.get("std", [0.229, 0.224, 0.225])
-        n = self.model.num_classes
         self.classes = list(self.meta.get("classes") or [str(i) for i in range(n)])
 
     def preprocess(self, image) -> torch.Tensor:
