@@ -34,7 +34,6 @@ def test_two_processes_one_step_equals_one_process_with_the_global_batch(tmp_pat
     ddp, meta = load_checkpoint(tmp_path / "ddp", which="last")
     single, _ = load_checkpoint(tmp_path / "single", which="last")
     start = resolve(None, ARGS)
-    changed = 0
     for key, value in single.state_dict().items():
         assert torch.allclose(ddp.state_dict()[key], value, atol=1e-6, rtol=1e-5), key
     # the step did move the weights (the comparison above is not between two initialisations)

@@ -176,7 +176,7 @@ def bench_inference(batches=(1, 32), reps: int = 5, int8: bool = True, cifar_run
     rows = []
     int8_model = None
     if int8:
-        int8_model = _int8_vgg16(ref)
+        int8_model = _int8_vgg16(ref, data_root)
     for b in batches:
         x = torch.randn(b, 3, 224, 224)
         n = max(2, reps if b == 1 else reps // 2)
@@ -195,9 +195,9 @@ def bench_inference(batches=(1, 32), reps: int = 5, int8: bool = True, cifar_run
     return out
 
 
-def _int8_vgg16(ref):
+def _int8_vgg16(ref, data_root=None):
     """torchvision's VGG16 as ONNX int8, calibrated on real (CIFAR-10, upscaled) images."""
-    from .data import load_splits
+    from .data import DataError, load_splits
     from .inference.export import export_onnx
     from .inference.quantize import OnnxClassifier, quantize_onnx
     from .models import create_model
@@ -206,10 +206,10 @@ def _int8_vgg16(ref):
     tmp = Path(tempfile.mkdtemp(prefix="vggnet-bench-"))
     export_onnx(model, tmp / "fp32.onnx", 224, check=False)
     try:
-        train_set, _ = load_splits("cifar10")
+        train_set, _ = load_splits("cifar10", root=data_root)
         calib = train_set.subset(64).images
         mean, std = train_set.stats()
-    except Exception:  # no CIFAR-10 here: calibrate on digits, also real images
+    except DataError:  # no CIFAR-10 here: calibrate on digits, also real images
         train_set, _ = load_splits("digits")
         calib = train_set.subset(64).images
         mean, std = train_set.stats()
@@ -220,33 +220,16 @@ def _int8_vgg16(ref):
 
 def int8_agreement(run, data_root=None, calibration: int = 512) -> dict:
     """Top-1 agreement of the int8 model with the fp32 model on the whole test set."""
-    from .data import load_splits
-    from .data.augment import normalize
     from .engine.checkpoint import load_checkpoint
     from .inference.export import export_onnx
-    from .inference.quantize import OnnxClassifier, quantize_onnx
+    from .inference.quantize import quantize_run
 
     model, meta = load_checkpoint(run)
-    pre = meta["preprocessing"]
-    cfg = meta.get("config", {})
-    train_set, test_set = load_splits(cfg.get("data", "cifar10"), root=data_root or cfg.get("data_root"))
     tmp = Path(tempfile.mkdtemp(prefix="vggnet-int8-"))
-    export_onnx(model, tmp / "fp32.onnx", pre["input_size"])
-    quantize_onnx(tmp / "fp32.onnx", tmp / "int8.onnx", train_set.subset(calibration, seed=1).images,
-                  pre["mean"], pre["std"])
-    q = OnnxClassifier(tmp / "int8.onnx")
-    agree = correct_fp32 = correct_int8 = 0
-    with torch.inference_mode():
-        for i in range(0, len(test_set), 500):
-            x = normalize(test_set.images[i:i + 500], pre["mean"], pre["std"])
-            y = test_set.labels[i:i + 500]
-            a, b = model(x).argmax(1), q(x).argmax(1)
-            agree += (a == b).sum().item()
-            correct_fp32 += (a == y).sum().item()
-            correct_int8 += (b == y).sum().item()
-    n = len(test_set)
-    return {"run": str(run), "test_images": n, "top1_agreement": round(agree / n, 4),
-            "fp32_top1": round(correct_fp32 / n, 4), "int8_top1": round(correct_int8 / n, 4)}
+    export_onnx(model, tmp / "fp32.onnx", meta["preprocessing"]["input_size"])
+    report = quantize_run(model, meta, tmp / "fp32.onnx", tmp / "int8.onnx",
+                          calibration=calibration, check_images=None, data_root=data_root)
+    return {"run": str(run), **{k: v for k, v in report.items() if k != "calibration_images"}}
 
 
 # --- 3. time to accuracy --------------------------------------------------------------------

@@ -67,9 +67,10 @@ class OnnxClassifier:
         return torch.from_numpy(out)
 
 
-def run_images(meta: dict, split: str, n: int, data_root=None, seed: int = 1):
-    """``n`` real uint8 images (and labels) of a run's own data set, at its input size: the
-    calibration set (``split="train"``) or an agreement check (``"test"``)."""
+def run_images(meta: dict, split: str, n: int | None, data_root=None, seed: int = 1):
+    """Real uint8 images (and labels) of a run's own data set, at its input size: ``n`` of
+    them, class-stratified (all with ``None``), for calibration (``split="train"``) or for
+    checking (``"test"``)."""
     cfg = meta.get("config", {})
     pre = meta.get("preprocessing", {})
     size = int(pre.get("input_size", 224))
@@ -80,9 +81,9 @@ def run_images(meta: dict, split: str, n: int, data_root=None, seed: int = 1):
         data = FolderImages(folder, train=False, crop=size,
                             test_scale=int(pre.get("test_scale", size)))
         g = torch.Generator().manual_seed(seed)
-        idx = torch.randperm(len(data), generator=g)[: 4 * n].tolist()
-        items = [data[i] for i in idx]
-        items = [it for it in items if it is not None][:n]
+        idx = torch.randperm(len(data), generator=g)
+        idx = (idx if n is None else idx[: 4 * n]).tolist()
+        items = [it for it in (data[i] for i in idx) if it is not None][:n]
         return torch.stack([x for x, _ in items]), torch.tensor([y for _, y in items])
     from ..data import load_splits
 
@@ -93,12 +94,32 @@ def run_images(meta: dict, split: str, n: int, data_root=None, seed: int = 1):
     return data.images, data.labels
 
 
-def top1_agreement(model, int8: "OnnxClassifier", images: torch.Tensor, mean, std,
-                   batch_size: int = 250) -> float:
-    """The fraction of ``images`` on which the int8 model's top class equals the fp32 one's."""
-    agree = 0
+def compare_int8(model, int8: "OnnxClassifier", images: torch.Tensor, labels: torch.Tensor,
+                 mean, std, batch_size: int = 500) -> dict:
+    """How often the int8 model's top class equals the fp32 model's, and both accuracies."""
+    agree = correct_fp32 = correct_int8 = 0
     with torch.inference_mode():
         for i in range(0, len(images), batch_size):
             x = normalize(images[i:i + batch_size], mean, std)
-            agree += (model(x).argmax(1) == int8(x).argmax(1)).sum().item()
-    return agree / max(1, len(images))
+            y = labels[i:i + batch_size]
+            a, b = model(x).argmax(1), int8(x).argmax(1)
+            agree += (a == b).sum().item()
+            correct_fp32 += (a == y).sum().item()
+            correct_int8 += (b == y).sum().item()
+    n = max(1, len(images))
+    return {"test_images": len(images), "top1_agreement": round(agree / n, 4),
+            "fp32_top1": round(correct_fp32 / n, 4), "int8_top1": round(correct_int8 / n, 4)}
+
+
+def quantize_run(model, meta: dict, fp32_onnx, int8_onnx, *, calibration: int = 512,
+                 check_images: int | None = 1000, data_root=None) -> dict:
+    """int8 ONNX model of a run's exported ``fp32_onnx``, calibrated on ``calibration`` of the
+    run's training images, compared with ``model`` on ``check_images`` test images."""
+    pre = meta["preprocessing"]
+    calib, _ = run_images(meta, "train", calibration, data_root=data_root)
+    quantize_onnx(fp32_onnx, int8_onnx, calib, pre["mean"], pre["std"],
+                  input_size=int(pre["input_size"]))
+    images, labels = run_images(meta, "test", check_images, data_root=data_root)
+    report = compare_int8(model.eval(), OnnxClassifier(int8_onnx), images, labels,
+                          pre["mean"], pre["std"])
+    return {"calibration_images": len(calib), **report}
