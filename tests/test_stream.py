@@ -61,6 +61,21 @@ def test_stream_loader_order_shards_and_normalises(tmp_path):
     assert b == a[1:]
 
 
+def test_stream_augmentation_is_a_function_of_seed_epoch_and_image(tmp_path):
+    """A resumed epoch (skip) sees the very pixels of an uninterrupted one, whichever worker
+    process decodes which image; a new epoch draws new augmentations."""
+    data = FolderImages(stream_splits(_tree(tmp_path))[0], train=True, crop=32, scale=(36, 48))
+    kwargs = dict(mean=[0.5] * 3, std=[0.25] * 3, train=True, shuffle_seed=5)
+    serial = [x for x, _ in StreamLoader(data, 4, workers=0, **kwargs).batches()]
+    parallel = StreamLoader(data, 4, workers=2, **kwargs)
+    assert all(torch.equal(a, b) for a, b in zip(serial, [x for x, _ in parallel.batches()]))
+    resumed = [x for x, _ in parallel.batches(skip=2)]
+    assert len(resumed) == len(serial) - 2
+    assert all(torch.equal(a, b) for a, b in zip(serial[2:], resumed))
+    parallel.set_epoch(1)
+    assert not torch.equal(serial[0], next(iter(parallel.batches()))[0])
+
+
 def test_streamed_training_writes_a_normal_run_and_evaluates_whole_images(tmp_path, capsys):
     root = _tree(tmp_path / "data")
     (root / "train" / "ant" / "broken.jpg").write_text("not an image")  # skipped, with a warning

@@ -66,12 +66,20 @@ class FolderImages(Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, i: int):
+    def __getitem__(self, item):
+        """``item``: an index, or (index, seed) to draw this image's augmentation from its own
+        generator, so that the pixels depend on (seed, index) and not on which worker
+        process decodes the image or in which order (exact resumes)."""
         from PIL import Image
 
         from ..inference.images import ImageReadError, open_image
 
-        s = random.randint(*self.scale) if self.train else self.test_scale
+        if isinstance(item, tuple):
+            i, seed = item
+            rng = random.Random(seed * 1_000_000_007 + i)
+        else:
+            i, rng = item, random
+        s = rng.randint(*self.scale) if self.train else self.test_scale
         try:
             im = open_image(self.paths[i], draft=s or self.draft)
         except ImageReadError as exc:
@@ -85,11 +93,11 @@ class FolderImages(Dataset):
         if self.crop is not None:
             w, h = im.size
             if self.train:
-                left, top = random.randint(0, w - self.crop), random.randint(0, h - self.crop)
+                left, top = rng.randint(0, w - self.crop), rng.randint(0, h - self.crop)
             else:
                 left, top = (w - self.crop) // 2, (h - self.crop) // 2
             im = im.crop((left, top, left + self.crop, top + self.crop))
-            if self.train and self.flip and random.random() < 0.5:
+            if self.train and self.flip and rng.random() < 0.5:
                 im = im.transpose(Image.FLIP_LEFT_RIGHT)
         x = torch.from_numpy(np.asarray(im, dtype=np.uint8).copy()).permute(2, 0, 1)
         return x, self.labels[i]
@@ -100,11 +108,6 @@ def _collate(batch):
     if not batch:
         return None
     return torch.stack([x for x, _ in batch]), torch.tensor([y for _, y in batch])
-
-
-def _seed_worker(worker_id: int) -> None:
-    # each worker's Python RNG (used for the augmentation) follows torch's per-worker seed
-    random.seed(torch.initial_seed() % 2**32)
 
 
 class StreamLoader:
@@ -143,11 +146,14 @@ class StreamLoader:
     def __iter__(self):
         return self.batches()
 
-    def _rank_batches(self, skip: int) -> list[list[int]]:
+    def _rank_batches(self, skip: int) -> list[list]:
+        """This rank's batches of the epoch, as (index, seed) items when training: the order
+        and every image's augmentation are functions of (shuffle_seed, epoch) alone."""
         n = len(self.data)
         if self.train:
-            g = torch.Generator().manual_seed(self.shuffle_seed * 1_000_003 + self.epoch)
-            order = torch.randperm(n, generator=g).tolist()
+            seed = self.shuffle_seed * 1_000_003 + self.epoch
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+            order = [(i, seed) for i in order]
         else:
             order = list(range(n))
         step, out = self.global_batch, []
@@ -157,14 +163,9 @@ class StreamLoader:
         return out
 
     def batches(self, skip: int = 0):
-        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=self.generator))
         loader = DataLoader(self.data, batch_sampler=self._rank_batches(skip),
                             num_workers=self.workers, collate_fn=_collate,
-                            pin_memory=self.device.type == "cuda", worker_init_fn=_seed_worker,
-                            generator=torch.Generator().manual_seed(seed),
-                            persistent_workers=False)
-        if self.workers == 0:
-            random.seed(seed)
+                            pin_memory=self.device.type == "cuda", persistent_workers=False)
         for batch in loader:
             if batch is None:  # a batch of unreadable files only
                 continue
