@@ -63,8 +63,20 @@ def random_scale_crop(x: torch.Tensor, s_min: int, s_max: int, crop: int,
 
 def random_flip(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     """Horizontal flip of a random half of the images."""
-    flip = _rand(x.shape[0], 2, g, x.device).bool()
-    return torch.where(flip[:, None, None, None], x.flip(3), x)
+    return flip_where(x, _rand(x.shape[0], 2, g, x.device).bool())
+
+
+def flip_where(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Horizontal flip of the images where ``mask`` (N booleans) is true."""
+    return torch.where(mask.to(x.device)[:, None, None, None], x.flip(3), x)
+
+
+def alternating_flip_mask(indices: torch.Tensor, epoch: int, seed: int, n: int) -> torch.Tensor:
+    """Alternating flip (Jordan, "94% on CIFAR-10 in 3.29 seconds", 2024): a random half of
+    the images is flipped in even epochs and the other half in odd ones, so that every image
+    is seen both ways in every two epochs instead of by chance."""
+    first = torch.randint(0, 2, (n,), generator=torch.Generator().manual_seed(seed + 7_919))
+    return first.to(indices.device)[indices].bool() ^ bool(epoch % 2)
 
 
 def cutout(x: torch.Tensor, size: int, g: torch.Generator) -> torch.Tensor:

@@ -15,7 +15,8 @@ class TensorLoader:
                  device: str | torch.device = "cpu", generator: torch.Generator | None = None,
                  drop_last: bool = False, channels_last: bool = False,
                  rank: int = 0, world_size: int = 1, scale: tuple[int, int] | None = None,
-                 crop_size: int | None = None, lighting: float = 0.0, shuffle_seed: int = 0):
+                 crop_size: int | None = None, lighting: float = 0.0, shuffle_seed: int = 0,
+                 alternate_flip: bool = False):
         if batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer; got {batch_size}")
         self.device = torch.device(device)
@@ -25,6 +26,7 @@ class TensorLoader:
         self.batch_size, self.train, self.drop_last = batch_size, train, drop_last
         self.mean, self.std = mean, std
         self.crop_padding, self.flip, self.cutout = crop_padding, flip, cutout
+        self.alternate_flip = alternate_flip
         self.generator = generator or torch.Generator().manual_seed(0)
         self.channels_last = channels_last
         self.rank, self.world_size = rank, world_size
@@ -71,7 +73,11 @@ class TensorLoader:
                     x = augment.random_scale_crop(x, *self.scale, self.crop_size, self.generator)
                 else:
                     x = augment.random_crop(x, self.crop_padding, self.generator)
-                if self.flip:
+                if self.flip and self.alternate_flip:
+                    mask = augment.alternating_flip_mask(b, self.epoch, self.shuffle_seed,
+                                                         len(self.labels))
+                    x = augment.flip_where(x, mask)
+                elif self.flip:
                     x = augment.random_flip(x, self.generator)
             if self.train and self.lighting:
                 x = augment.lighting(x.float().div_(255), self.lighting, self.generator)

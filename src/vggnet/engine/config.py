@@ -39,6 +39,8 @@ class TrainConfig:
     test_subset: int | None = None     # evaluate on this many test images
     crop_padding: int = 4              # random crop after reflect-padding by this many pixels
     flip: bool = True                  # random horizontal flip
+    alternate_flip: bool = False       # flip each image in every other epoch (random in the
+                                       #   first) instead of tossing a coin every epoch
     cutout: int = 0                    # side of the cutout square in pixels (0: off)
     scale: int | None = None           # the paper's training scale S: shorter side to S, then a
     scale_max: int | None = None       #   random crop; S jittered in [scale, scale_max] if set
@@ -60,6 +62,9 @@ class TrainConfig:
     step_epochs: int = 30              # step schedule: divide lr by step_gamma every this many
     step_gamma: float = 0.1
     label_smoothing: float = 0.0
+    ema: float = 0.0                   # decay per step of an exponential moving average of the
+                                       #   weights (e.g. 0.999), which is then what is evaluated
+                                       #   and saved; 0: off
     # --- execution ---
     device: str = "auto"               # auto (cuda if available), cpu, cuda, cuda:N
     precision: str = "auto"            # auto (bf16 on GPU, fp32 on CPU), fp32, bf16
@@ -148,6 +153,13 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise ConfigError(f"tta_shift must be 0 or more pixels; got {cfg.tta_shift}")
     if cfg.workers < 0:
         raise ConfigError(f"workers must be 0 or more; got {cfg.workers}")
+    if not 0 <= cfg.ema < 1:
+        raise ConfigError(f"ema is a decay per step in [0, 1), e.g. 0.999 (0: off); got {cfg.ema}")
+    if cfg.alternate_flip and not cfg.flip:
+        raise ConfigError("alternate_flip needs flip true (it changes how images are flipped)")
+    if cfg.alternate_flip and cfg.stream:
+        raise ConfigError("alternate_flip works with in-memory data sets only; drop it with "
+                          "--stream (streamed images are flipped at random)")
     if cfg.lr <= 0:
         raise ConfigError(f"lr must be positive; got {cfg.lr}")
     return cfg

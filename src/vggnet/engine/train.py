@@ -116,7 +116,8 @@ def build_loaders(cfg: TrainConfig, ctx: DistContext, device: torch.device,
                           device=device, generator=data_gen, drop_last=len(train_set) > cfg.batch_size,
                           channels_last=cfg.channels_last, lighting=cfg.lighting,
                           scale=(cfg.scale, cfg.scale_max or cfg.scale) if cfg.scale else None,
-                          crop_size=cfg.crop_size, shuffle_seed=cfg.seed)
+                          crop_size=cfg.crop_size, shuffle_seed=cfg.seed,
+                          alternate_flip=cfg.alternate_flip)
     input_size = cfg.crop_size or int(train_set.images.shape[-1])
     if cfg.scale and min(cfg.scale, input_size) < input_size:
         raise ValueError(f"scale {cfg.scale} is smaller than the crop size {input_size}")
@@ -165,6 +166,26 @@ def build_optimizer(cfg: TrainConfig, model: nn.Module, device: torch.device):
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum,
                                nesterov=cfg.nesterov and cfg.momentum > 0, **fast)
     return torch.optim.AdamW(groups, lr=cfg.lr, **fast)
+
+
+def build_ema(model: nn.Module, decay: float):
+    """An exponential moving average of the weights and batch-norm statistics
+    (``torch.optim.swa_utils.AveragedModel``). The decay ramps up as (1 + n) / (10 + n) until it
+    reaches ``decay``, so that the first, fast-moving steps are forgotten quickly."""
+    from torch.optim.swa_utils import AveragedModel
+
+    @torch.no_grad()
+    def update(averaged: list, current: list, n) -> None:
+        n = int(n)
+        d = min(decay, (1 + n) / (10 + n))
+        floats = [(a, c) for a, c in zip(averaged, current) if a.is_floating_point()]
+        if floats:
+            torch._foreach_lerp_([a for a, _ in floats], [c for _, c in floats], 1 - d)
+        for a, c in zip(averaged, current):
+            if not a.is_floating_point():  # num_batches_tracked
+                a.copy_(c)
+
+    return AveragedModel(model, multi_avg_fn=update, use_buffers=True)
 
 
 def lr_factor(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
@@ -245,6 +266,7 @@ def _train(cfg: TrainConfig, ctx: DistContext, device: torch.device) -> RunResul
                                                           factor=cfg.step_gamma, patience=2)
                if cfg.schedule == "plateau" else None)
     autocast = autocast_for(device, cfg.precision)
+    ema = build_ema(model, cfg.ema) if cfg.ema else None
     run_model = model
     if ctx.enabled:
         run_model = nn.parallel.DistributedDataParallel(
@@ -267,6 +289,11 @@ def _train(cfg: TrainConfig, ctx: DistContext, device: torch.device) -> RunResul
         if device.type == "cuda" and "cuda_rng" in state:
             torch.cuda.set_rng_state(state["cuda_rng"], device)
         data_gen.set_state(state["data_rng"])
+        if ema is not None:
+            if "ema" not in state:
+                raise ValueError(f"--resume with ema: {out} was trained without ema; resume it "
+                                 "with --ema 0")
+            ema.load_state_dict(state["ema"])
         start_epoch, best, history = state["epoch"], state["best_top1"], state["history"]
         start_step, partial = state.get("step", 0), state.get("partial")
         log.info(f"resuming {out} after epoch {start_epoch}"
@@ -298,6 +325,8 @@ def _train(cfg: TrainConfig, ctx: DistContext, device: torch.device) -> RunResul
                  "best_top1": best, "history": history}
         if partial_sums is not None:
             state["partial"] = partial_sums
+        if ema is not None:
+            state["ema"] = ema.state_dict()
         if plateau is not None:
             state["plateau"] = plateau.state_dict()
         if device.type == "cuda":
@@ -330,6 +359,8 @@ def _train(cfg: TrainConfig, ctx: DistContext, device: torch.device) -> RunResul
                 loss.backward()
                 optimizer.step()
                 scheduler.step()
+                if ema is not None:
+                    ema.update_parameters(model)
                 loss_sum += loss.detach() * len(y)
                 correct += (logits.argmax(1) == y).sum()
                 seen += len(y)
@@ -355,7 +386,9 @@ def _train(cfg: TrainConfig, ctx: DistContext, device: torch.device) -> RunResul
             train_time = time.perf_counter() - t0
             seen_now = seen - seen0
 
-            result = _evaluate_epoch(run_model, test_loader, data.test_set, cfg, input_size,
+            # with ema, the averaged weights are the run's model: evaluated and saved
+            final = ema.module if ema is not None else model
+            result = _evaluate_epoch(final if ema is not None else run_model, test_loader, data.test_set, cfg, input_size,
                                      mean, std, device, autocast)
             if plateau is not None:
                 plateau.step(result["top1"])
@@ -376,9 +409,9 @@ def _train(cfg: TrainConfig, ctx: DistContext, device: torch.device) -> RunResul
             if main:
                 save_state(out / "last.state.pt", snapshot(epoch + 1))
                 meta = {**meta_base, "epoch": epoch + 1, "metrics": dict(record)}
-                save_model_checkpoint(model, out / "last.safetensors", meta)
+                save_model_checkpoint(final, out / "last.safetensors", meta)
                 if improved:
-                    save_model_checkpoint(model, out / "best.safetensors", meta)
+                    save_model_checkpoint(final, out / "best.safetensors", meta)
                 _write_history(out, history)
             if stop.requested and epoch + 1 < cfg.epochs:
                 log.warning(f"interrupted after epoch {epoch + 1}: checkpoint saved in {out}; "

@@ -1,0 +1,99 @@
+"""Tricks of the fast-CIFAR literature, as training options: an exponential moving average of
+the weights (``ema``) and alternating flip (``alternate_flip``)."""
+
+import pytest
+import torch
+import torch.nn as nn
+
+from vggnet.data import load_splits
+from vggnet.data.augment import alternating_flip_mask
+from vggnet.data.loader import TensorLoader
+from vggnet.engine.checkpoint import load_checkpoint
+from vggnet.engine.config import ConfigError, resolve
+from vggnet.engine.train import build_ema, train
+
+DIGITS = dict(data="digits", model="vgg11_bn", width=0.125, head="linear", batch_size=64,
+              lr=0.05, crop_padding=2, flip=False, progress=False, deterministic=True)
+
+
+def test_alternating_flip_sees_every_image_both_ways_every_two_epochs():
+    idx = torch.randperm(1000)
+    e0, e1, e2 = (alternating_flip_mask(idx, e, seed=3, n=1000) for e in range(3))
+    assert torch.equal(e0, ~e1) and torch.equal(e0, e2)
+    assert 400 < int(e0.sum()) < 600  # a random half in the first epoch
+    assert not torch.equal(e0, alternating_flip_mask(idx, 0, seed=4, n=1000))  # seeded
+
+
+def test_loader_alternate_flip_flips_each_image_in_exactly_one_of_two_epochs():
+    train_set, _ = load_splits("digits")
+    data = train_set.subset(64)
+    loader = TensorLoader(data, 64, mean=[0.5], std=[0.5], train=True, flip=True,
+                          alternate_flip=True, shuffle_seed=1)
+    views = []
+    for epoch in range(2):
+        loader.set_epoch(epoch)
+        x, y = next(iter(loader.batches()))
+        order = loader._indices()
+        views.append(x[torch.argsort(order)])  # back in data-set order
+    original = (data.images.float() / 255 - 0.5) / 0.5
+    flipped = [torch.isclose(v, original.flip(3)).flatten(1).all(1) for v in views]
+    same = [torch.isclose(v, original).flatten(1).all(1) for v in views]
+    symmetric = same[0] & flipped[0]  # images equal to their mirror image (none, in practice)
+    assert torch.equal((flipped[0] ^ flipped[1]) | symmetric, torch.ones(64, dtype=torch.bool))
+    assert torch.equal(same[0] | flipped[0], torch.ones(64, dtype=torch.bool))
+
+
+def test_ema_averages_weights_and_batch_norm_statistics():
+    model = nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2))
+    ema = build_ema(model, decay=0.9)
+    history = []
+    for step in range(30):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(1.0)
+            model[1].running_mean.add_(1.0)
+            model[1].num_batches_tracked += 1
+        ema.update_parameters(model)
+        history.append({k: v.clone() for k, v in model.state_dict().items()})
+    # reference: first update copies, then decay min(0.9, (1 + n) / (10 + n)) for n averaged
+    expected = {k: v.clone().float() for k, v in history[0].items()}
+    for n, state in enumerate(history[1:], start=1):
+        d = min(0.9, (1 + n) / (10 + n))
+        for k, v in state.items():
+            expected[k] = v.float() if k.endswith("num_batches_tracked") else d * expected[k] + (1 - d) * v
+    got = ema.module.state_dict()
+    for k, v in expected.items():
+        assert torch.allclose(got[k].float(), v, atol=1e-5), k
+    assert int(got["1.num_batches_tracked"]) == 30
+
+
+def test_training_with_ema_saves_the_averaged_weights_and_resumes_exactly(tmp_path):
+    cfg = dict(DIGITS, epochs=3, ema=0.9, alternate_flip=True, flip=True)
+    full = train(resolve(None, {**cfg, "out": str(tmp_path / "a")}))
+    first = train(resolve(None, {**cfg, "out": str(tmp_path / "b"), "stop_after": 1}))
+    assert first.interrupted
+    resumed = train(resolve(None, {**cfg, "out": str(tmp_path / "b"), "resume": True}))
+    assert [h["test_loss"] for h in resumed.history] == [h["test_loss"] for h in full.history]
+    a, _ = load_checkpoint(tmp_path / "a", which="last")
+    b, _ = load_checkpoint(tmp_path / "b", which="last")
+    for key, value in a.state_dict().items():
+        assert torch.equal(value, b.state_dict()[key]), key
+    assert full.best_top1 > 0.8
+    # the saved weights are the average, not the last step's: they differ from a run without
+    raw = train(resolve(None, {**cfg, "ema": 0.0, "out": str(tmp_path / "c")}))
+    c, _ = load_checkpoint(tmp_path / "c", which="last")
+    assert not torch.equal(a.state_dict()["features.conv1_1.weight"], c.state_dict()["features.conv1_1.weight"])
+    assert raw.history[-1]["train_loss"] == full.history[-1]["train_loss"]  # same steps
+    # resuming with ema a run trained without it is refused, with the way out
+    with pytest.raises(ValueError, match="trained without ema; resume it with --ema 0"):
+        train(resolve(None, {**cfg, "out": str(tmp_path / "c"), "resume": True, "epochs": 4}))
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(ema=1.0), "ema is a decay per step in"),
+    (dict(ema=-0.1), "ema is a decay per step in"),
+    (dict(alternate_flip=True, flip=False), "alternate_flip needs flip true"),
+])
+def test_speed_options_are_checked(bad, message):
+    with pytest.raises(ConfigError, match=message):
+        resolve(None, {**DIGITS, **bad})
