@@ -3,7 +3,7 @@
 1. training throughput: vggnet's engine vs the common tutorial loop (torchvision ``vgg16_bn``
    features + Linear head, ``DataLoader`` with PIL transforms), same model, same batch;
 2. inference latency of VGG16 at 224 (batch 1 and 32): vggnet optimized vs torchvision eager,
-   and ONNX Runtime int8 vs torchvision fp32, with top-1 agreement on CIFAR-10;
+   ONNX Runtime fp32 and int8 vs torchvision fp32, with int8's top-1 agreement on CIFAR-10;
 3. time to accuracy of a finished run (from its metrics).
 """
 
@@ -174,9 +174,7 @@ def bench_inference(batches=(1, 32), reps: int = 5, int8: bool = True, cifar_run
     ref = torchvision.models.vgg16().eval()
     ours = optimize_for_inference(create_model("vgg16", weights=ref.state_dict()))
     rows = []
-    int8_model = None
-    if int8:
-        int8_model = _int8_vgg16(ref, data_root)
+    fp32_onnx, int8_model = _onnx_vgg16(ref, data_root, int8)
     for b in batches:
         x = torch.randn(b, 3, 224, 224)
         n = max(2, reps if b == 1 else reps // 2)
@@ -185,6 +183,10 @@ def bench_inference(batches=(1, 32), reps: int = 5, int8: bool = True, cifar_run
         row = {"batch": b, "torchvision_fp32_ms": round(1000 * t_ref, 1),
                "vggnet_optimized_fp32_ms": round(1000 * t_ours, 1),
                "ratio_fp32": round(t_ours / t_ref, 2)}
+        if fp32_onnx is not None:
+            t_ort = _latency(fp32_onnx, x, n)
+            row.update(onnxruntime_fp32_ms=round(1000 * t_ort, 1),
+                       ratio_onnxruntime_fp32=round(t_ort / t_ref, 2))
         if int8_model is not None:
             t_q = _latency(int8_model, x, n)
             row.update(onnxruntime_int8_ms=round(1000 * t_q, 1), ratio_int8=round(t_q / t_ref, 2))
@@ -195,8 +197,14 @@ def bench_inference(batches=(1, 32), reps: int = 5, int8: bool = True, cifar_run
     return out
 
 
-def _int8_vgg16(ref, data_root=None):
-    """torchvision's VGG16 as ONNX int8, calibrated on real (CIFAR-10, upscaled) images."""
+def _onnx_vgg16(ref, data_root=None, int8: bool = True):
+    """torchvision's VGG16 exported to ONNX and run by ONNX Runtime: fp32, and int8 calibrated
+    on real (CIFAR-10, upscaled) images. (None, None) without the onnx extra installed."""
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return None, None
     from .data import DataError, load_splits
     from .inference.export import export_onnx
     from .inference.quantize import OnnxClassifier, quantize_onnx
@@ -205,6 +213,9 @@ def _int8_vgg16(ref, data_root=None):
     model = create_model("vgg16", weights=ref.state_dict())
     tmp = Path(tempfile.mkdtemp(prefix="vggnet-bench-"))
     export_onnx(model, tmp / "fp32.onnx", 224, check=False)
+    fp32 = OnnxClassifier(tmp / "fp32.onnx")
+    if not int8:
+        return fp32, None
     try:
         train_set, _ = load_splits("cifar10", root=data_root)
         calib = train_set.subset(64).images
@@ -215,7 +226,7 @@ def _int8_vgg16(ref, data_root=None):
         mean, std = train_set.stats()
     quantize_onnx(tmp / "fp32.onnx", tmp / "int8.onnx", calib, mean, std, batch_size=16,
                   input_size=224)
-    return OnnxClassifier(tmp / "int8.onnx")
+    return fp32, OnnxClassifier(tmp / "int8.onnx")
 
 
 def int8_agreement(run, data_root=None, calibration: int = 512) -> dict:

@@ -1,0 +1,58 @@
+"""The benchmark harness itself: it measures what it says, against its baseline, and the
+report shows only measured figures (no timing thresholds here: those are for the bench)."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+from vggnet.bench import bench_training, time_to_accuracy
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _report_module():
+    spec = importlib.util.spec_from_file_location("report", ROOT / "benchmarks" / "report.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_training_bench_times_both_loops_and_reports_their_ratio():
+    row = bench_training(data="digits", batch=8, steps=2, warmup=1, workers=0, repeats=2)
+    assert row["batch"] == 8 and row["repeats"] == 2
+    assert row["baseline_images_per_s"] > 0 and row["vggnet_fp32_images_per_s"] > 0
+    ratio = row["vggnet_fp32_images_per_s"] / row["baseline_images_per_s"]
+    assert abs(row["ratio_fp32"] - ratio) < 0.01  # ratio of the medians, as reported
+    for name in ("baseline", "fp32"):
+        low, high = row["range_images_per_s"][name]
+        assert low <= high
+
+
+def test_time_to_accuracy_sums_training_time_until_the_target(tmp_path):
+    history = [{"epoch": 1, "train_seconds": 10.0, "test_top1": 0.5},
+               {"epoch": 2, "train_seconds": 11.0, "test_top1": 0.86},
+               {"epoch": 3, "train_seconds": 12.0, "test_top1": 0.9}]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(h) + "\n" for h in history))
+    reached = time_to_accuracy(tmp_path, 0.85)
+    assert (reached["epoch"], reached["train_seconds"]) == (2, 21.0)
+    missed = time_to_accuracy(tmp_path, 0.95)
+    assert missed["reached"] is False and missed["best_top1"] == 0.9
+
+
+def test_report_shows_measured_rows_and_says_what_was_not_measured():
+    report = _report_module()
+    cpu = {"environment": {"cpu": "test cpu", "cores": 2, "torch_threads": 2, "torch": "t",
+                           "torchvision": "tv", "python": "3"},
+           "training": {"model": "m", "batch": 8, "steps": 2, "repeats": 1, "baseline": "b",
+                        "baseline_images_per_s": 100.0, "vggnet_fp32_images_per_s": 150.0,
+                        "ratio_fp32": 1.5, "vggnet_bf16_images_per_s": 210.0, "ratio_bf16": 2.1},
+           "inference": {"model": "VGG16", "latency": [
+               {"batch": 1, "torchvision_fp32_ms": 100.0, "vggnet_optimized_fp32_ms": 80.0,
+                "ratio_fp32": 0.8, "onnxruntime_fp32_ms": 60.0, "ratio_onnxruntime_fp32": 0.6,
+                "onnxruntime_int8_ms": 20.0, "ratio_int8": 0.2},
+               {"batch": 32, "torchvision_fp32_ms": 3000.0, "vggnet_optimized_fp32_ms": 2900.0,
+                "ratio_fp32": 0.97}]}}
+    text = "\n".join(report.cpu_section(cpu))
+    assert "| vggnet engine, bf16 autocast | 210.0 | 2.10x (meets the goal >= 2x) |" in text
+    assert "| 1 | 100.0 | 80.0 | 0.80x (meets the goal <= 0.9x) | 60.0 | 0.60x | 20.0 | 0.20x" in text
+    assert "| 32 | 3000.0 | 2900.0 | 0.97x (misses the goal <= 0.9x) | not measured | - | - | - |" in text
