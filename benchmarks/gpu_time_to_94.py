@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-RECIPES = ["configs/cifar10_vgg16_bn.toml"]
+RECIPES = ["configs/cifar10_speed.toml", "configs/cifar10_vgg16_bn.toml"]
 
 
 def run_recipe(recipe: str, data_root: str, runs: Path) -> dict:
@@ -35,13 +35,17 @@ def run_recipe(recipe: str, data_root: str, runs: Path) -> dict:
     result = train(cfg)
     wall = time.perf_counter() - t0
     reached = next((h for h in result.history if h["test_top1"] >= 0.94), None)
-    train_to_94 = None
+    train_to_94 = total_to_94 = None
     if reached:
-        train_to_94 = sum(h["train_seconds"] for h in result.history if h["epoch"] <= reached["epoch"])
+        upto = [h for h in result.history if h["epoch"] <= reached["epoch"]]
+        train_to_94 = sum(h["train_seconds"] for h in upto)
+        total_to_94 = train_to_94 + sum(h.get("eval_seconds", 0.0) for h in upto)
     return {"recipe": recipe, "data_load_s": round(load_s, 1), "wall_s": round(wall, 1),
             "best_top1": result.best_top1, "epochs": len(result.history),
             "epoch_reaching_94": reached and reached["epoch"],
-            "train_seconds_to_94": train_to_94 and round(train_to_94, 1)}
+            "train_seconds_to_94": train_to_94 and round(train_to_94, 1),
+            # the measure: training plus the evaluations on the way
+            "train_eval_seconds_to_94": total_to_94 and round(total_to_94, 1)}
 
 
 def run_airbench() -> dict | None:

@@ -56,3 +56,23 @@ def test_report_shows_measured_rows_and_says_what_was_not_measured():
     assert "| vggnet engine, bf16 autocast | 210.0 | 2.10x (meets the goal >= 2x) |" in text
     assert "| 1 | 100.0 | 80.0 | 0.80x (meets the goal <= 0.9x) | 60.0 | 0.60x | 20.0 | 0.20x" in text
     assert "| 32 | 3000.0 | 2900.0 | 0.97x (misses the goal <= 0.9x) | not measured | - | - | - |" in text
+
+
+def test_gpu_time_to_94_script_runs_a_recipe_end_to_end_on_the_cpu(tmp_path):
+    """The GPU benchmark cannot be timed here, but its recipe runner is exercised on digits so
+    that it is ready to run on a GPU machine."""
+    spec = importlib.util.spec_from_file_location("gpu94", ROOT / "benchmarks" / "gpu_time_to_94.py")
+    gpu94 = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu94)
+    recipe = tmp_path / "tiny.toml"
+    recipe.write_text('data = "digits"\nmodel = "vgg11_bn"\nwidth = 0.25\nepochs = 3\n'
+                      'batch_size = 64\nflip = false\nema = 0.9\n')
+    row = gpu94.run_recipe(str(recipe), None, tmp_path / "runs")
+    assert row["epochs"] == 3 and 0.9 < row["best_top1"] <= 1.0
+    history = [json.loads(line) for line in
+               (tmp_path / "runs" / "tiny" / "metrics.jsonl").read_text().splitlines()]
+    assert all(h["eval_seconds"] > 0 for h in history)
+    if row["epoch_reaching_94"]:
+        upto = history[:row["epoch_reaching_94"]]
+        assert row["train_eval_seconds_to_94"] == round(
+            sum(h["train_seconds"] + h["eval_seconds"] for h in upto), 1)

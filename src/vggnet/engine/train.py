@@ -388,14 +388,16 @@ def _train(cfg: TrainConfig, ctx: DistContext, device: torch.device) -> RunResul
 
             # with ema, the averaged weights are the run's model: evaluated and saved
             final = ema.module if ema is not None else model
-            result = _evaluate_epoch(final if ema is not None else run_model, test_loader, data.test_set, cfg, input_size,
-                                     mean, std, device, autocast)
+            t_eval = time.perf_counter()
+            result = _evaluate_epoch(final if ema is not None else run_model, test_loader,
+                                     data.test_set, cfg, input_size, mean, std, device, autocast)
             if plateau is not None:
                 plateau.step(result["top1"])
             record = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"],
                       "train_loss": loss_sum.item() / seen, "train_acc": correct.item() / seen,
                       "test_loss": result["loss"], "test_top1": result["top1"],
                       "test_top5": result["top5"], "train_seconds": round(train_time, 2),
+                      "eval_seconds": round(time.perf_counter() - t_eval, 2),
                       "images_per_second": round(seen_now / train_time, 1)}
             history.append(record)
             log.info(f"epoch {epoch + 1}/{cfg.epochs}: train loss {record['train_loss']:.4f} "
