@@ -52,7 +52,7 @@ def cpu_section(cpu: dict) -> list[str]:
                    f"{_goal(t['ratio_bf16'], '>= 2x', t['ratio_bf16'] >= 2)} |")
     inf = cpu["inference"]
     out += ["", "### 2. Inference latency", "",
-            f"{inf['model']}; median of several runs after a warm-up. Baseline: torchvision's "
+            f"{inf['model']}; {inf.get('timing', 'median of several runs after a warm-up')}. Baseline: torchvision's "
             "`vgg16()` in eager fp32. vggnet optimized: batch norm folded (a no-op for VGG16), "
             "channels_last, inference mode. ONNX Runtime fp32: the model of `vggnet export`. int8: ONNX Runtime static quantization (QDQ, "
             "per-channel weights), calibrated on real CIFAR-10 images.", "",

@@ -12,12 +12,15 @@ from conftest import ROOT
 @pytest.mark.slow
 def test_quick_recipe_reaches_85_percent_on_cifar10(cifar_tar, tmp_path, monkeypatch):
     """The README's claim for configs/cifar10_quick.toml: >= 85% top-1 on the full CIFAR-10
-    test set (about 9 minutes on 2 CPU cores)."""
+    test set (about 9 minutes on 2 CPU cores), reached well before the last epoch."""
     monkeypatch.setenv("VGGNET_DATA", str(cifar_tar.parent))
     out = tmp_path / "quick"
     result = train(resolve(ROOT / "configs" / "cifar10_quick.toml",
                            {"progress": False, "out": str(out)}))
     assert len(result.history) == 20 and result.history[-1]["test_top1"] >= 0.85
+    # with the average of the weights (ema), 85% comes well before the end (epoch 12 measured)
+    first = next(h["epoch"] for h in result.history if h["test_top1"] >= 0.85)
+    assert first <= 14
     _, meta = load_checkpoint(out)
     assert meta["data"]["test_images"] == 10000
 

@@ -153,18 +153,22 @@ def bench_training(data: str = "cifar10", root=None, batch: int = 128, steps: in
 
 # --- 2. inference latency -------------------------------------------------------------------
 
-def _latency(fn, x, reps: int) -> float:
+def _latencies(contenders: dict, reps: int) -> dict:
+    """Median seconds per call of each ``name: (fn, input)``, timed interleaved (one call of
+    each in turn, ``reps`` rounds, after a warm-up) so that a slow spell hits all alike."""
+    times = {name: [] for name in contenders}
     with torch.inference_mode():
-        fn(x)  # warm-up
-        times = []
+        for fn, x in contenders.values():
+            fn(x)  # warm-up
         for _ in range(reps):
-            t0 = time.perf_counter()
-            fn(x)
-            times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+            for name, (fn, x) in contenders.items():
+                t0 = time.perf_counter()
+                fn(x)
+                times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(v) for name, v in times.items()}
 
 
-def bench_inference(batches=(1, 32), reps: int = 5, int8: bool = True, cifar_run=None,
+def bench_inference(batches=(1, 32), reps: int = 11, int8: bool = True, cifar_run=None,
                     data_root=None) -> dict:
     import torchvision
 
@@ -177,21 +181,25 @@ def bench_inference(batches=(1, 32), reps: int = 5, int8: bool = True, cifar_run
     fp32_onnx, int8_model = _onnx_vgg16(ref, data_root, int8)
     for b in batches:
         x = torch.randn(b, 3, 224, 224)
-        n = max(2, reps if b == 1 else reps // 2)
-        t_ref = _latency(ref, x, n)
-        t_ours = _latency(ours, x.contiguous(memory_format=torch.channels_last), n)
-        row = {"batch": b, "torchvision_fp32_ms": round(1000 * t_ref, 1),
-               "vggnet_optimized_fp32_ms": round(1000 * t_ours, 1),
-               "ratio_fp32": round(t_ours / t_ref, 2)}
+        contenders = {"ref": (ref, x), "ours": (ours, x.contiguous(memory_format=torch.channels_last))}
         if fp32_onnx is not None:
-            t_ort = _latency(fp32_onnx, x, n)
-            row.update(onnxruntime_fp32_ms=round(1000 * t_ort, 1),
-                       ratio_onnxruntime_fp32=round(t_ort / t_ref, 2))
+            contenders["ort"] = (fp32_onnx, x)
         if int8_model is not None:
-            t_q = _latency(int8_model, x, n)
-            row.update(onnxruntime_int8_ms=round(1000 * t_q, 1), ratio_int8=round(t_q / t_ref, 2))
+            contenders["int8"] = (int8_model, x)
+        t = _latencies(contenders, max(3, reps if b == 1 else reps // 2))
+        row = {"batch": b, "torchvision_fp32_ms": round(1000 * t["ref"], 1),
+               "vggnet_optimized_fp32_ms": round(1000 * t["ours"], 1),
+               "ratio_fp32": round(t["ours"] / t["ref"], 2)}
+        if "ort" in t:
+            row.update(onnxruntime_fp32_ms=round(1000 * t["ort"], 1),
+                       ratio_onnxruntime_fp32=round(t["ort"] / t["ref"], 2))
+        if "int8" in t:
+            row.update(onnxruntime_int8_ms=round(1000 * t["int8"], 1),
+                       ratio_int8=round(t["int8"] / t["ref"], 2))
         rows.append(row)
-    out = {"model": "VGG16 (D), 224x224, random weights", "latency": rows}
+    out = {"model": "VGG16 (D), 224x224, random weights",
+           "timing": f"median of {reps} interleaved calls at batch 1, {max(3, reps // 2)} at "
+                     "larger batches, after a warm-up", "latency": rows}
     if int8 and cifar_run:
         out["int8_agreement"] = int8_agreement(cifar_run, data_root)
     return out

@@ -52,14 +52,21 @@ def quantize_onnx(fp32_path, int8_path, calibration_images: torch.Tensor, mean, 
 
 
 class OnnxClassifier:
-    """Runs an ONNX model on float NCHW tensors, returning logits as a tensor."""
+    """Runs an ONNX model on float NCHW tensors, returning logits as a tensor.
 
-    def __init__(self, path, threads: int | None = None):
+    ONNX Runtime's worker threads busy-wait after each call unless ``spin`` is off (the
+    default here): spinning saves a little latency but takes the cores from whatever runs
+    next in the process (decoding, PyTorch), which on a small machine costs more.
+    """
+
+    def __init__(self, path, threads: int | None = None, spin: bool = False):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
+        if not spin:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
