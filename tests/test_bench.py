@@ -66,13 +66,15 @@ def test_gpu_time_to_94_script_runs_a_recipe_end_to_end_on_the_cpu(tmp_path):
     spec.loader.exec_module(gpu94)
     recipe = tmp_path / "tiny.toml"
     recipe.write_text('data = "digits"\nmodel = "vgg11_bn"\nwidth = 0.25\nepochs = 3\n'
-                      'batch_size = 64\nflip = false\nema = 0.9\n')
+                      'batch_size = 64\nflip = false\nema = 0.9\ndeterministic = true\n')
     row = gpu94.run_recipe(str(recipe), None, tmp_path / "runs")
     assert row["epochs"] == 3 and 0.9 < row["best_top1"] <= 1.0
     history = [json.loads(line) for line in
                (tmp_path / "runs" / "tiny" / "metrics.jsonl").read_text().splitlines()]
     assert all(h["eval_seconds"] > 0 for h in history)
-    if row["epoch_reaching_94"]:
-        upto = history[:row["epoch_reaching_94"]]
-        assert row["train_eval_seconds_to_94"] == round(
-            sum(h["train_seconds"] + h["eval_seconds"] for h in upto), 1)
+    reached = row["epoch_reaching_94"]  # digits is easy: 94% within the 3 epochs
+    assert reached and history[reached - 1]["test_top1"] >= 0.94
+    assert all(h["test_top1"] < 0.94 for h in history[:reached - 1])
+    upto = history[:reached]
+    total = sum(h["train_seconds"] + h["eval_seconds"] for h in upto)
+    assert abs(row["train_eval_seconds_to_94"] - total) <= 0.051  # rounded to 0.1 s

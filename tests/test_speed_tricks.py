@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 
 from vggnet.data import load_splits
-from vggnet.data.augment import alternating_flip_mask
+from vggnet.data.augment import alternating_flip_mask, alternating_flip_parity
 from vggnet.data.loader import TensorLoader
 from vggnet.engine.checkpoint import load_checkpoint
 from vggnet.engine.config import ConfigError, resolve
@@ -18,10 +18,12 @@ DIGITS = dict(data="digits", model="vgg11_bn", width=0.125, head="linear", batch
 
 def test_alternating_flip_sees_every_image_both_ways_every_two_epochs():
     idx = torch.randperm(1000)
-    e0, e1, e2 = (alternating_flip_mask(idx, e, seed=3, n=1000) for e in range(3))
+    parity = alternating_flip_parity(1000, seed=3)
+    e0, e1, e2 = (alternating_flip_mask(parity, idx, e) for e in range(3))
     assert torch.equal(e0, ~e1) and torch.equal(e0, e2)
     assert 400 < int(e0.sum()) < 600  # a random half in the first epoch
-    assert not torch.equal(e0, alternating_flip_mask(idx, 0, seed=4, n=1000))  # seeded
+    assert torch.equal(parity, alternating_flip_parity(1000, seed=3))  # seeded ...
+    assert not torch.equal(parity, alternating_flip_parity(1000, seed=4))  # ... by the seed
 
 
 def test_loader_alternate_flip_flips_each_image_in_exactly_one_of_two_epochs():

@@ -26,7 +26,9 @@ class TensorLoader:
         self.batch_size, self.train, self.drop_last = batch_size, train, drop_last
         self.mean, self.std = mean, std
         self.crop_padding, self.flip, self.cutout = crop_padding, flip, cutout
-        self.alternate_flip = alternate_flip
+        # alternating flip: which images are flipped in even epochs, drawn once
+        self.flip_parity = (augment.alternating_flip_parity(len(self.labels), shuffle_seed)
+                            .to(self.device) if alternate_flip else None)
         self.generator = generator or torch.Generator().manual_seed(0)
         self.channels_last = channels_last
         self.rank, self.world_size = rank, world_size
@@ -73,9 +75,8 @@ class TensorLoader:
                     x = augment.random_scale_crop(x, *self.scale, self.crop_size, self.generator)
                 else:
                     x = augment.random_crop(x, self.crop_padding, self.generator)
-                if self.flip and self.alternate_flip:
-                    mask = augment.alternating_flip_mask(b, self.epoch, self.shuffle_seed,
-                                                         len(self.labels))
+                if self.flip and self.flip_parity is not None:
+                    mask = augment.alternating_flip_mask(self.flip_parity, b, self.epoch)
                     x = augment.flip_where(x, mask)
                 elif self.flip:
                     x = augment.random_flip(x, self.generator)

@@ -389,7 +389,7 @@ def _train(cfg: TrainConfig, ctx: DistContext, device: torch.device) -> RunResul
             # with ema, the averaged weights are the run's model: evaluated and saved
             final = ema.module if ema is not None else model
             t_eval = time.perf_counter()
-            result = _evaluate_epoch(final if ema is not None else run_model, test_loader,
+            result = _evaluate_epoch(ema.module if ema is not None else run_model, test_loader,
                                      data.test_set, cfg, input_size, mean, std, device, autocast)
             if plateau is not None:
                 plateau.step(result["top1"])
