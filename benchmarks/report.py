@@ -47,8 +47,13 @@ def cpu_section(cpu: dict) -> list[str]:
             "| | images/s | ratio to baseline |", "|---|---|---|",
             f"| baseline (tutorial loop) | {t['baseline_images_per_s']}{_range(t, 'baseline')} | 1.00x |",
             f"| vggnet engine, fp32 | {t['vggnet_fp32_images_per_s']}{_range(t, 'fp32')} | {t['ratio_fp32']:.2f}x |"]
+    if "ratio_bf16_direct" in t:
+        out.append(f"| vggnet engine, bf16 autocast, direct convolutions only (`--conv-algorithm direct`) | "
+                   f"{t['vggnet_bf16_direct_images_per_s']}{_range(t, 'bf16_direct')} | {t['ratio_bf16_direct']:.2f}x |")
     if "ratio_bf16" in t:
-        out.append(f"| vggnet engine, bf16 autocast | {t['vggnet_bf16_images_per_s']}{_range(t, 'bf16')} | "
+        label = ("vggnet engine, bf16 autocast, Winograd F(2x2,3x3) for maps <= 8x8 (the default)"
+                 if "ratio_bf16_direct" in t else "vggnet engine, bf16 autocast")
+        out.append(f"| {label} | {t['vggnet_bf16_images_per_s']}{_range(t, 'bf16')} | "
                    f"{_goal(t['ratio_bf16'], '>= 2x', t['ratio_bf16'] >= 2)} |")
     inf = cpu["inference"]
     out += ["", "### 2. Inference latency", "",

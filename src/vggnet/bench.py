@@ -91,10 +91,10 @@ def _tutorial_loop_throughput(train_set, mean, std, batch: int, steps: int, warm
 
 
 def _vggnet_engine_throughput(train_set, mean, std, batch: int, steps: int, warmup: int,
-                              precision: str) -> float:
+                              precision: str, conv_algorithm: str = "auto") -> float:
     from .data import TensorLoader
     from .engine.config import TrainConfig
-    from .engine.train import autocast_for, build_optimizer
+    from .engine.train import apply_conv_algorithm, autocast_for, build_optimizer
     from .models import create_model
 
     device = torch.device("cpu")
@@ -102,7 +102,9 @@ def _vggnet_engine_throughput(train_set, mean, std, batch: int, steps: int, warm
                           flip=True, channels_last=True, drop_last=True)
     model = create_model("vgg16_bn", num_classes=len(train_set.classes), head="linear")
     model = model.to(memory_format=torch.channels_last).train()
-    opt = build_optimizer(TrainConfig(lr=0.01), model, device)
+    cfg = TrainConfig(lr=0.01, precision=precision, conv_algorithm=conv_algorithm)
+    apply_conv_algorithm(model, cfg, device)  # as `vggnet train` does
+    opt = build_optimizer(cfg, model, device)
     crit = nn.CrossEntropyLoss()
     autocast = autocast_for(device, precision)
     it = iter(loader)
@@ -130,9 +132,11 @@ def bench_training(data: str = "cifar10", root=None, batch: int = 128, steps: in
                                                                 warmup, workers),
                   "fp32": lambda: _vggnet_engine_throughput(train_set, mean, std, batch, steps,
                                                             warmup, "fp32")}
-    if cpu_has_bf16():
+    if cpu_has_bf16():  # the engine's default (winograd for small maps), and without it
         contenders["bf16"] = lambda: _vggnet_engine_throughput(train_set, mean, std, batch, steps,
                                                                warmup, "bf16")
+        contenders["bf16_direct"] = lambda: _vggnet_engine_throughput(
+            train_set, mean, std, batch, steps, warmup, "bf16", conv_algorithm="direct")
     runs = {name: [] for name in contenders}
     for _ in range(repeats):
         for name, fn in contenders.items():
@@ -147,7 +151,9 @@ def bench_training(data: str = "cifar10", root=None, batch: int = 128, steps: in
            "ratio_fp32": round(med["fp32"] / med["baseline"], 2), "range_images_per_s": spread}
     if "bf16" in med:
         row.update(vggnet_bf16_images_per_s=round(med["bf16"], 1),
-                   ratio_bf16=round(med["bf16"] / med["baseline"], 2))
+                   ratio_bf16=round(med["bf16"] / med["baseline"], 2),
+                   vggnet_bf16_direct_images_per_s=round(med["bf16_direct"], 1),
+                   ratio_bf16_direct=round(med["bf16_direct"] / med["baseline"], 2))
     return row
 
 
