@@ -93,7 +93,9 @@ def main() -> None:
             f"vggnet VGG-11-BN width 0.5 (linear head: dense = the whole image through the convolutions, "
             f"class scores averaged), {args.epochs} epochs, one run each. Single scale (the paper's "
             "Table 3): no flip; the multi-scale columns average softmax over the scales and horizontal flips "
-            f"(multi-crop: 5x5 crops x 2 flips per scale). {env}\n")
+            f"(multi-crop: 5x5 crops x 2 flips per scale). Measured on {env['cpu']} with "
+            f"{env['threads']} torch threads, torch {env['torch']}, Python {env['python']}, "
+            f"{env['minutes']} minutes in all.\n")
     (out / "paper_protocols.md").write_text("\n".join(lines) + "\n" + note)
     print("\n".join(lines) + "\n" + note)
 

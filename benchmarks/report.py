@@ -51,7 +51,7 @@ def cpu_section(cpu: dict) -> list[str]:
         out.append(f"| vggnet engine, bf16 autocast, direct convolutions only (`--conv-algorithm direct`) | "
                    f"{t['vggnet_bf16_direct_images_per_s']}{_range(t, 'bf16_direct')} | {t['ratio_bf16_direct']:.2f}x |")
     if "ratio_bf16" in t:
-        label = ("vggnet engine, bf16 autocast, Winograd F(2x2,3x3) for maps <= 8x8 (the default)"
+        label = ("vggnet engine, bf16 autocast, Winograd F(2x2,3x3) on maps <= 8x8 with >= 256 channels (the default)"
                  if "ratio_bf16_direct" in t else "vggnet engine, bf16 autocast")
         out.append(f"| {label} | {t['vggnet_bf16_images_per_s']}{_range(t, 'bf16')} | "
                    f"{_goal(t['ratio_bf16'], '>= 2x', t['ratio_bf16'] >= 2)} |")
