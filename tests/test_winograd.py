@@ -178,3 +178,11 @@ def test_training_with_winograd_learns(tmp_path, caplog):
                                "out": str(tmp_path / "w")}))
     assert "Winograd" in caplog.text
     assert run.best_top1 > 0.8
+
+
+def test_bf16_winograd_run_resumes_exactly(tmp_path):
+    cfg = dict(DIGITS, epochs=2, precision="bf16", conv_algorithm="winograd")
+    full = train(resolve(None, {**cfg, "out": str(tmp_path / "a")}))
+    train(resolve(None, {**cfg, "out": str(tmp_path / "b"), "stop_after": 1}))
+    resumed = train(resolve(None, {**cfg, "out": str(tmp_path / "b"), "resume": True}))
+    assert [h["test_loss"] for h in resumed.history] == [h["test_loss"] for h in full.history]
