@@ -107,3 +107,15 @@ def test_translate_and_shift_tta():
     expected = sum(model(v).softmax(1) for v in views) / 6
     assert torch.allclose(tta_probs(model, x, flip=True, shift=1), expected)
     assert torch.allclose(tta_probs(model, x), model(x).softmax(1))
+
+
+def test_single_protocol_shift_is_the_training_tta():
+    from vggnet.evaluation.metrics import tta_probs
+
+    model = create_model("vgg11_bn", head="linear", **SMALL).eval()
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(protocol_probs(model, x, "single", [32], 32, flip=True, shift=2),
+                                   tta_probs(model, x, flip=True, shift=2))
+        with pytest.raises(ValueError, match="single protocol"):
+            protocol_probs(model, x, "dense", [32], 32, shift=2)

@@ -58,6 +58,21 @@ def test_cli_resume_reads_the_runs_own_config(tmp_path, capsys):
     assert "after 2 epochs" in capsys.readouterr().out
 
 
+def test_evaluate_with_shift_tta_reproduces_the_training_evaluation(tmp_path, capsys):
+    """`vggnet evaluate --flip --tta-shift N` from the checkpoint alone gives what the run's
+    own evaluation (tta, tta_shift) gave; shifts with other protocols are refused."""
+    result = train(_cfg(tmp_path, epochs=2, tta=True, tta_shift=1, width=0.125))
+    run = str(tmp_path / "run")
+    assert main(["evaluate", run, "--flip", "--tta-shift", "1", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["tta_shift"] == 1 and report["flip"]
+    assert report["top1"] == pytest.approx(result.best_top1, abs=1e-6)
+    assert main(["evaluate", run, "--json"]) == 0  # without: a different figure
+    assert json.loads(capsys.readouterr().out)["loss"] != pytest.approx(report["loss"])
+    assert main(["evaluate", run, "--protocol", "dense", "--tta-shift", "1"]) == 2
+    assert "single protocol only" in capsys.readouterr().err
+
+
 def test_non_finite_loss_stops_with_a_clear_message(tmp_path):
     with pytest.raises(TrainingError, match=r"epoch \d+, step \d+.*--lr"):
         train(_cfg(tmp_path, epochs=2, lr=1e12, weight_decay=0.0, label_smoothing=0.0,

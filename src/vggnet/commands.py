@@ -67,9 +67,12 @@ def _cmd_evaluate(args) -> None:
         raise CLIError("no data set recorded in the checkpoint: pass --data")
     crop = int(pre["input_size"])
     scales = args.scales or [int(pre.get("test_scale", crop))]
+    if args.tta_shift < 0 or (args.tta_shift and args.protocol != "single"):
+        raise CLIError(f"--tta-shift {args.tta_shift}: a shift of 0 or more pixels, with the "
+                       f"single protocol only (got --protocol {args.protocol})")
     common = dict(protocol=args.protocol, scales=scales, crop=crop, flip=args.flip,
                   grid=args.grid, mean=pre["mean"], std=pre["std"], device=device,
-                  autocast=autocast_for(device, args.precision))
+                  autocast=autocast_for(device, args.precision), shift=args.tta_shift)
     classes = meta.get("classes")
     if args.stream or (cfg.get("stream") and not args.data):
         # an ImageFolder tree too large for memory (ImageNet): image by image, whole images
@@ -104,7 +107,8 @@ def _cmd_evaluate(args) -> None:
     out.mkdir(parents=True, exist_ok=True)
     report = {"checkpoint": str(ckpt), "data": str(source), "split": args.split,
               "images": result["n"], "protocol": args.protocol, "scales": scales,
-              "flip": args.flip, "top1": result["top1"], "top5": result["top5"],
+              "flip": args.flip, "tta_shift": args.tta_shift, "top1": result["top1"],
+              "top5": result["top5"],
               "loss": result["loss"], "per_class": dict(zip(data_classes, result["per_class"])),
               "confusion": result["confusion"], "classes": data_classes}
     write_json(out / "evaluation.json", report)
@@ -114,7 +118,8 @@ def _cmd_evaluate(args) -> None:
     if args.json:
         print(json.dumps({k: v for k, v in report.items() if k != "confusion"}, indent=2))
         return
-    views = f"{args.protocol}, Q={','.join(map(str, scales))}{', flip' if args.flip else ''}"
+    views = (f"{args.protocol}, Q={','.join(map(str, scales))}{', flip' if args.flip else ''}"
+             f"{f', shift {args.tta_shift}' if args.tta_shift else ''}")
     print(f"{model.arch} on {source} ({args.split}, {result['n']} images, {views}): "
           f"top-1 {100 * result['top1']:.2f}%  top-5 {100 * result['top5']:.2f}%  "
           f"loss {result['loss']:.4f}")
@@ -141,6 +146,9 @@ def _register_evaluate(sub) -> None:
     p.add_argument("--grid", type=int, default=5, help="multicrop: grid x grid crops per scale")
     p.add_argument("--flip", "--tta", dest="flip", action="store_true",
                    help="also average over horizontally flipped images")
+    p.add_argument("--tta-shift", type=int, default=0, metavar="N",
+                   help="single protocol: also average over the crop translated by +-N pixels "
+                        "(as `train --tta-shift`)")
     p.add_argument("--stream", action="store_true",
                    help="read an ImageFolder tree image by image (ImageNet); automatic for "
                         "checkpoints trained with --stream")

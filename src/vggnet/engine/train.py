@@ -464,7 +464,7 @@ def _evaluate_epoch(model, loader, test_set, cfg, input_size, mean, std, device,
     return evaluate_protocol(model, test_set.images, test_set.labels, protocol="single",
                              scales=[test_scale(cfg, input_size)], crop=input_size, flip=cfg.tta,
                              mean=mean, std=std, batch_size=cfg.eval_batch_size, device=device,
-                             autocast=autocast)
+                             autocast=autocast, shift=cfg.tta_shift)
 
 
 class _GracefulStop:

@@ -18,6 +18,7 @@ import copy
 import torch
 
 from ..data.augment import normalize, resize_shorter
+from .metrics import tta_probs
 
 PROTOCOLS = ("single", "dense", "multicrop", "dense+multicrop")
 
@@ -50,10 +51,15 @@ def _softmax(model, x, flip: bool) -> torch.Tensor:
 
 
 def protocol_probs(model, x: torch.Tensor, protocol: str, scales, crop: int, *, flip=False,
-                   grid: int = 5, dense=None) -> torch.Tensor:
-    """Averaged class probabilities of float images ``x`` (N x C x H x W, normalised)."""
+                   grid: int = 5, dense=None, shift: int = 0) -> torch.Tensor:
+    """Averaged class probabilities of float images ``x`` (N x C x H x W, normalised).
+    ``shift`` (single protocol only) adds the centre crop's copies translated by +-shift
+    pixels, the test-time augmentation of the fast-CIFAR recipes."""
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}; got {protocol!r}")
+    if shift < 0 or (shift and protocol != "single"):
+        raise ValueError(f"a test-time shift (here {shift}) is for the single protocol, "
+                         f"0 or more pixels; got protocol {protocol!r}")
     dense = dense if dense is not None else (
         dense_model(model) if "dense" in protocol else None)
     total, views = 0.0, 0
@@ -64,8 +70,10 @@ def protocol_probs(model, x: torch.Tensor, protocol: str, scales, crop: int, *, 
             raise ValueError(f"scale {q} is smaller than the crop size {crop}; use scales >= {crop}")
         if protocol == "single":
             top, left = (h - crop) // 2, (w - crop) // 2
-            total = total + _softmax(model, xq[..., top:top + crop, left:left + crop], flip)
-            views += 2 if flip else 1
+            n = (2 if flip else 1) * (3 if shift else 1)
+            total = total + n * tta_probs(model, xq[..., top:top + crop, left:left + crop],
+                                          flip=flip, shift=shift)
+            views += n
         if "dense" in protocol:
             total = total + _softmax(dense, xq, flip)
             views += 2 if flip else 1
@@ -85,7 +93,7 @@ def protocol_probs(model, x: torch.Tensor, protocol: str, scales, crop: int, *, 
 @torch.inference_mode()
 def evaluate_protocol(model, images: torch.Tensor, labels: torch.Tensor, *, protocol="single",
                       scales=None, crop: int | None = None, flip=False, grid=5, mean, std,
-                      batch_size=200, device="cpu", autocast=contextlib.nullcontext):
+                      batch_size=200, device="cpu", autocast=contextlib.nullcontext, shift=0):
     """Top-1/top-5 (and more, see :func:`classification_metrics`) of ``model`` on uint8
     ``images`` under a protocol of the paper."""
     from .metrics import classification_metrics
@@ -101,7 +109,7 @@ def evaluate_protocol(model, images: torch.Tensor, labels: torch.Tensor, *, prot
         x = normalize(images[start:start + batch_size].to(device), mean, std)
         with autocast():
             p = protocol_probs(model, x, protocol, scales, crop, flip=flip, grid=grid,
-                               dense=dense)
+                               dense=dense, shift=shift)
         outs.append(p.clamp_min(1e-12).log())
     log_probs = torch.cat(outs)
     return classification_metrics(log_probs, labels.to(log_probs.device), model.num_classes)
@@ -110,7 +118,7 @@ def evaluate_protocol(model, images: torch.Tensor, labels: torch.Tensor, *, prot
 @torch.inference_mode()
 def evaluate_protocol_folder(model, folder, *, protocol="single", scales, crop: int, flip=False,
                              grid=5, mean, std, device="cpu", autocast=contextlib.nullcontext,
-                             workers: int = 4, limit: int | None = None):
+                             workers: int = 4, limit: int | None = None, shift: int = 0):
     """:func:`evaluate_protocol` on an ImageFolder split read from disk image by image (e.g.
     ImageNet's validation set), each image whole at its own aspect ratio, as in the paper.
 
@@ -138,7 +146,8 @@ def evaluate_protocol_folder(model, folder, *, protocol="single", scales, crop: 
         x, y = item
         x = normalize(x[None].to(device), mean, std)
         with autocast():
-            p = protocol_probs(model, x, protocol, scales, crop, flip=flip, grid=grid, dense=dense)
+            p = protocol_probs(model, x, protocol, scales, crop, flip=flip, grid=grid, dense=dense,
+                               shift=shift)
         outs.append(p.clamp_min(1e-12).log())
         labels.append(int(y))
     if not outs:
