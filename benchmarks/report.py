@@ -120,6 +120,13 @@ def main() -> None:
                   "python benchmarks/gpu_time_to_94.py --data-root ../shared/data "
                   "--out benchmarks/results/gpu.json",
                   "python benchmarks/report.py", "```"]
+    layers = RESULTS / "winograd_layers.md"
+    lines += ["", "## Winograd vs direct convolution, per layer (CPU, bf16)", ""]
+    if layers.is_file():
+        lines += ["```bash", "python benchmarks/winograd_layers.py", "```", "",
+                  layers.read_text().strip()]
+    else:
+        lines.append("Not run yet: `python benchmarks/winograd_layers.py`.")
     protocols = RESULTS / "paper_protocols.md"
     lines += ["", "## The paper's test protocols on CIFAR-10", ""]
     if protocols.is_file():
