@@ -3,9 +3,15 @@ report shows only measured figures (no timing thresholds here: those are for the
 
 import importlib.util
 import json
+import tempfile
 from pathlib import Path
 
-from vggnet.bench import bench_training, time_to_accuracy
+import pytest
+
+from vggnet.bench import bench_training, int8_agreement, time_to_accuracy
+from vggnet.data import load_splits
+from vggnet.engine.config import resolve
+from vggnet.engine.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,6 +43,21 @@ def test_time_to_accuracy_sums_training_time_until_the_target(tmp_path):
     assert (reached["epoch"], reached["train_seconds"]) == (2, 21.0)
     missed = time_to_accuracy(tmp_path, 0.95)
     assert missed["reached"] is False and missed["best_top1"] == 0.9
+
+
+def test_int8_agreement_covers_the_whole_test_set_and_leaves_no_files(tmp_path, monkeypatch):
+    pytest.importorskip("onnxruntime")
+    run = tmp_path / "run"
+    train(resolve(None, dict(data="digits", width=0.25, epochs=2, flip=False, progress=False,
+                             out=str(run))))
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    report = int8_agreement(run, calibration=32)
+    assert report["run"] == str(run)
+    assert report["test_images"] == len(load_splits("digits")[1])  # all of it, not a sample
+    assert report["top1_agreement"] >= 0.95 and report["int8_top1"] > 0.5
+    assert list(scratch.iterdir()) == []  # the exported models (hundreds of MB for VGG16) go
 
 
 def test_report_shows_measured_rows_and_says_what_was_not_measured():

@@ -225,22 +225,22 @@ def _onnx_vgg16(ref, data_root=None, int8: bool = True):
     from .models import create_model
 
     model = create_model("vgg16", weights=ref.state_dict())
-    tmp = Path(tempfile.mkdtemp(prefix="vggnet-bench-"))
-    export_onnx(model, tmp / "fp32.onnx", 224, check=False)
-    fp32 = OnnxClassifier(tmp / "fp32.onnx")
-    if not int8:
-        return fp32, None
-    try:
-        train_set, _ = load_splits("cifar10", root=data_root)
+    # ONNX Runtime holds the models in memory once loaded: the files (about 700 MB) go.
+    with tempfile.TemporaryDirectory(prefix="vggnet-bench-") as d:
+        tmp = Path(d)
+        export_onnx(model, tmp / "fp32.onnx", 224, check=False)
+        fp32 = OnnxClassifier(tmp / "fp32.onnx")
+        if not int8:
+            return fp32, None
+        try:
+            train_set, _ = load_splits("cifar10", root=data_root)
+        except DataError:  # no CIFAR-10 here: calibrate on digits, also real images
+            train_set, _ = load_splits("digits")
         calib = train_set.subset(64).images
         mean, std = train_set.stats()
-    except DataError:  # no CIFAR-10 here: calibrate on digits, also real images
-        train_set, _ = load_splits("digits")
-        calib = train_set.subset(64).images
-        mean, std = train_set.stats()
-    quantize_onnx(tmp / "fp32.onnx", tmp / "int8.onnx", calib, mean, std, batch_size=16,
-                  input_size=224)
-    return fp32, OnnxClassifier(tmp / "int8.onnx")
+        quantize_onnx(tmp / "fp32.onnx", tmp / "int8.onnx", calib, mean, std, batch_size=16,
+                      input_size=224)
+        return fp32, OnnxClassifier(tmp / "int8.onnx")
 
 
 def int8_agreement(run, data_root=None, calibration: int = 512) -> dict:
@@ -250,10 +250,11 @@ def int8_agreement(run, data_root=None, calibration: int = 512) -> dict:
     from .inference.quantize import quantize_run
 
     model, meta = load_checkpoint(run)
-    tmp = Path(tempfile.mkdtemp(prefix="vggnet-int8-"))
-    export_onnx(model, tmp / "fp32.onnx", meta["preprocessing"]["input_size"])
-    report = quantize_run(model, meta, tmp / "fp32.onnx", tmp / "int8.onnx",
-                          calibration=calibration, check_images=None, data_root=data_root)
+    with tempfile.TemporaryDirectory(prefix="vggnet-int8-") as d:
+        tmp = Path(d)
+        export_onnx(model, tmp / "fp32.onnx", meta["preprocessing"]["input_size"])
+        report = quantize_run(model, meta, tmp / "fp32.onnx", tmp / "int8.onnx",
+                              calibration=calibration, check_images=None, data_root=data_root)
     return {"run": str(run), **{k: v for k, v in report.items() if k != "calibration_images"}}
 
 
