@@ -313,10 +313,15 @@ def _cifar(name, root: Path, download, image_size, use_cache):
     try:
         train = cls(str(root), train=True, download=download)
         test = cls(str(root), train=False, download=download)
-    except RuntimeError as exc:  # torchvision: "Dataset not found or corrupted"
-        raise DataError(f"{name} not found under {root} ({exc}). Pass --download to fetch the "
-                        "official release (checksum verified), or --data-root pointing at a "
-                        "copy: the official python batches, or train/ and test/ folders") from None
+    except RuntimeError:  # torchvision: "Dataset not found or corrupted"
+        batches = cls.base_folder
+        raise DataError(
+            f"{name} not found under {root}: looked for the official python batches "
+            f"({root / batches}, checksums verified) and for an image-folder copy with train/ "
+            f"and test/ ({root / name}, {root / (name + '-jpeg')} or "
+            f"{root / (name + '-jpeg.tar.gz')}). Pass --download to fetch the official release, "
+            "or point --data-root (or the VGGNET_DATA variable) at the folder that holds a copy"
+        ) from None
 
     def convert(ds):
         images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
