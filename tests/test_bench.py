@@ -23,6 +23,14 @@ def _report_module():
     return module
 
 
+def _gpu94_module():
+    spec = importlib.util.spec_from_file_location("gpu94", ROOT / "benchmarks" / "gpu_time_to_94.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+
 def test_training_bench_times_both_loops_and_reports_their_ratio():
     row = bench_training(data="digits", batch=8, steps=2, warmup=1, workers=0, repeats=2)
     assert row["batch"] == 8 and row["repeats"] == 2
@@ -82,9 +90,7 @@ def test_report_shows_measured_rows_and_says_what_was_not_measured():
 def test_gpu_time_to_94_script_runs_a_recipe_end_to_end_on_the_cpu(tmp_path):
     """The GPU benchmark cannot be timed here, but its recipe runner is exercised on digits so
     that it is ready to run on a GPU machine."""
-    spec = importlib.util.spec_from_file_location("gpu94", ROOT / "benchmarks" / "gpu_time_to_94.py")
-    gpu94 = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(gpu94)
+    gpu94 = _gpu94_module()
     recipe = tmp_path / "tiny.toml"
     recipe.write_text('data = "digits"\nmodel = "vgg11_bn"\nwidth = 0.25\nepochs = 3\n'
                       'batch_size = 64\nflip = false\nema = 0.9\ndeterministic = true\n')
@@ -99,3 +105,39 @@ def test_gpu_time_to_94_script_runs_a_recipe_end_to_end_on_the_cpu(tmp_path):
     upto = history[:reached]
     total = sum(h["train_seconds"] + h["eval_seconds"] for h in upto)
     assert abs(row["train_eval_seconds_to_94"] - total) <= 0.051  # rounded to 0.1 s
+
+
+def test_airbench_gets_our_images_in_the_files_it_reads_instead_of_downloading(tmp_path):
+    """airbench's CifarLoader loads cifar10/{train,test}.pt (uint8 NHWC) and turns them into
+    NCHW floats in [0, 1]; the same conversion of what we write must give back our pixels."""
+    import torch
+
+    from vggnet.data import ImageTensors
+
+    gpu94 = _gpu94_module()
+    g = torch.Generator().manual_seed(0)
+    train = ImageTensors(torch.randint(0, 256, (6, 3, 5, 7), dtype=torch.uint8, generator=g),
+                         torch.tensor([0, 1, 2, 0, 1, 2]), ["a", "b", "c"])
+    test = ImageTensors(train.images[:2].clone(), torch.tensor([2, 1]), ["a", "b", "c"])
+    gpu94.write_airbench_data(train, test, tmp_path / "cifar10")
+    for name, split in (("train.pt", train), ("test.pt", test)):
+        data = torch.load(tmp_path / "cifar10" / name)
+        assert data["images"].dtype == torch.uint8 and data["images"].shape == (len(split), 5, 7, 3)
+        as_airbench = (data["images"].float() / 255).permute(0, 3, 1, 2)
+        assert torch.equal(as_airbench, split.images.float() / 255)
+        assert torch.equal(data["labels"], split.labels) and data["classes"] == ["a", "b", "c"]
+
+
+def test_report_shows_the_airbench_reference_beside_the_recipes():
+    report = _report_module()
+    gpu = {"environment": {"gpu": "H100", "torch": "t"},
+           "recipes": [{"recipe": "configs/x.toml", "data_load_s": 1.0, "epochs": 10,
+                        "epoch_reaching_94": 9, "train_seconds_to_94": 8.0,
+                        "train_eval_seconds_to_94": 9.5, "best_top1": 0.9412}],
+           "airbench": {"reference": "airbench 0.1.8 train94()", "warmup_s": 5.0,
+                        "train_seconds": 3.4, "eval_seconds": 0.2, "train_eval_seconds": 3.6,
+                        "test_top1": 0.9401}}
+    text = "\n".join(report.gpu_section(gpu))
+    assert "| `configs/x.toml` | 1.0 | 10 | 9 | 8.0 | 9.5 | 94.12% |" in text
+    assert "airbench 0.1.8 train94(): 3.6 s of training + evaluation (3.4 + 0.2" in text
+    assert "94.01%" in text
