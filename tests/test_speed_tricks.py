@@ -1,5 +1,5 @@
 """Tricks of the fast-CIFAR literature, as training options: an exponential moving average of
-the weights (``ema``) and alternating flip (``alternate_flip``)."""
+the weights (``ema``), Lookahead (``lookahead``) and alternating flip (``alternate_flip``)."""
 
 import pytest
 import torch
@@ -10,7 +10,7 @@ from vggnet.data.augment import alternating_flip_mask, alternating_flip_parity
 from vggnet.data.loader import TensorLoader
 from vggnet.engine.checkpoint import load_checkpoint
 from vggnet.engine.config import ConfigError, resolve
-from vggnet.engine.train import build_ema, train
+from vggnet.engine.train import Lookahead, build_ema, train
 
 DIGITS = dict(data="digits", model="vgg11_bn", width=0.125, head="linear", batch_size=64,
               lr=0.05, crop_padding=2, flip=False, progress=False, deterministic=True)
@@ -91,7 +91,55 @@ def test_training_with_ema_saves_the_averaged_weights_and_resumes_exactly(tmp_pa
         train(resolve(None, {**cfg, "out": str(tmp_path / "c"), "resume": True, "epochs": 4}))
 
 
+def test_lookahead_pulls_the_weights_back_every_k_steps():
+    model = nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2), nn.Linear(2, 1))
+    model[2].weight.requires_grad_(False)  # frozen: not part of the lookahead
+    frozen = model[2].weight.detach().clone()
+    start = [p.detach().clone() for p in model.parameters() if p.requires_grad]
+    la = Lookahead(model, k=3, alpha=0.25)
+    synced = []
+    for step in range(1, 7):
+        with torch.no_grad():
+            for p in model.parameters():
+                if p.requires_grad:
+                    p.add_(1.0)  # the inner optimizer's step
+            model[1].running_mean.add_(1.0)
+        synced.append(la.step())
+        if step == 3:  # slow = start + 0.25 * 3, and the fast weights restart from it
+            for p, s0 in zip((p for p in model.parameters() if p.requires_grad), start):
+                assert torch.allclose(p, s0 + 0.75)
+    assert synced == [False, False, True, False, False, True]
+    for p, s0 in zip((p for p in model.parameters() if p.requires_grad), start):
+        assert torch.allclose(p, s0 + 1.5)  # 0.75 + 0.25 * 3
+    assert torch.equal(model[2].weight, frozen)
+    assert torch.equal(model[1].running_mean, torch.full((2,), 6.0))  # buffers: not averaged
+    restored = Lookahead(model, k=3, alpha=0.25)
+    restored.load_state_dict(la.state_dict())
+    assert restored.steps == 6 and all(torch.equal(a, b) for a, b in zip(restored.slow, la.slow))
+
+
+def test_training_with_lookahead_resumes_exactly_and_changes_the_weights(tmp_path):
+    cfg = dict(DIGITS, epochs=3, lookahead=5, lookahead_alpha=0.5)
+    full = train(resolve(None, {**cfg, "out": str(tmp_path / "a")}))
+    first = train(resolve(None, {**cfg, "out": str(tmp_path / "b"), "stop_after": 2}))
+    assert first.interrupted
+    resumed = train(resolve(None, {**cfg, "out": str(tmp_path / "b"), "resume": True}))
+    assert [h["test_loss"] for h in resumed.history] == [h["test_loss"] for h in full.history]
+    a, _ = load_checkpoint(tmp_path / "a", which="last")
+    b, _ = load_checkpoint(tmp_path / "b", which="last")
+    for key, value in a.state_dict().items():
+        assert torch.equal(value, b.state_dict()[key]), key
+    assert full.best_top1 > 0.8
+    plain = train(resolve(None, {**cfg, "lookahead": 0, "out": str(tmp_path / "c")}))
+    assert plain.history[0]["train_loss"] != full.history[0]["train_loss"]
+    with pytest.raises(ValueError, match="trained without it; resume it with --lookahead 0"):
+        train(resolve(None, {**cfg, "out": str(tmp_path / "c"), "resume": True, "epochs": 4}))
+
+
 @pytest.mark.parametrize("bad, message", [
+    (dict(lookahead=-1), "lookahead is a number of steps"),
+    (dict(lookahead=5, lookahead_alpha=0.0), "lookahead_alpha must be in"),
+    (dict(lookahead=5, lookahead_alpha=1.5), "lookahead_alpha must be in"),
     (dict(ema=1.0), "ema is a decay per step in"),
     (dict(ema=-0.1), "ema is a decay per step in"),
     (dict(alternate_flip=True, flip=False), "alternate_flip needs flip true"),

@@ -65,6 +65,9 @@ class TrainConfig:
     ema: float = 0.0                   # decay per step of an exponential moving average of the
                                        #   weights (e.g. 0.999), which is then what is evaluated
                                        #   and saved; 0: off
+    lookahead: int = 0                 # Lookahead (Zhang et al. 2019): every this many steps the
+    lookahead_alpha: float = 0.5       #   slow weights move alpha of the way to the trained
+                                       #   ones, and training goes on from them; 0: off
     # --- execution ---
     device: str = "auto"               # auto (cuda if available), cpu, cuda, cuda:N
     precision: str = "auto"            # auto (bf16 on GPU, fp32 on CPU), fp32, bf16
@@ -160,6 +163,10 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise ConfigError(f"workers must be 0 or more; got {cfg.workers}")
     if not 0 <= cfg.ema < 1:
         raise ConfigError(f"ema is a decay per step in [0, 1), e.g. 0.999 (0: off); got {cfg.ema}")
+    if cfg.lookahead < 0:
+        raise ConfigError(f"lookahead is a number of steps, e.g. 5 (0: off); got {cfg.lookahead}")
+    if not 0 < cfg.lookahead_alpha <= 1:
+        raise ConfigError(f"lookahead_alpha must be in (0, 1], e.g. 0.5; got {cfg.lookahead_alpha}")
     if cfg.alternate_flip and not cfg.flip:
         raise ConfigError("alternate_flip needs flip true (it changes how images are flipped)")
     if cfg.alternate_flip and cfg.stream:

@@ -208,6 +208,39 @@ def build_ema(model: nn.Module, decay: float):
     return AveragedModel(model, multi_avg_fn=update, use_buffers=True)
 
 
+class Lookahead:
+    """Lookahead (Zhang et al., 2019, "Lookahead Optimizer: k steps forward, 1 step back"):
+    every ``k`` optimizer steps, slow weights move ``alpha`` of the way towards the trained
+    (fast) weights, and the fast weights restart from them. The inner optimizer's state
+    (momentum) is kept. Only trainable parameters take part; batch-norm statistics do not."""
+
+    def __init__(self, model: nn.Module, k: int, alpha: float):
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.slow = [p.detach().clone() for p in self.params]
+        self.k, self.alpha, self.steps = k, alpha, 0
+
+    @torch.no_grad()
+    def step(self) -> bool:
+        """Call after each optimizer step; True when this step synchronised."""
+        self.steps += 1
+        if self.steps % self.k:
+            return False
+        torch._foreach_lerp_(self.slow, [p.detach() for p in self.params], self.alpha)
+        for p, s in zip(self.params, self.slow):
+            p.copy_(s)
+        return True
+
+    def state_dict(self) -> dict:
+        return {"slow": [s.clone() for s in self.slow], "steps": self.steps}
+
+    def load_state_dict(self, state: dict) -> None:
+        if len(state["slow"]) != len(self.slow):
+            raise ValueError("lookahead state does not match the model's trainable parameters")
+        for s, saved in zip(self.slow, state["slow"]):
+            s.copy_(saved)
+        self.steps = int(state["steps"])
+
+
 def lr_factor(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
     """Multiplier of cfg.lr at optimizer step ``step`` (the schedule, with warm-up)."""
     total = cfg.epochs * steps_per_epoch
@@ -290,6 +323,7 @@ def _train(cfg: TrainConfig, ctx: DistContext, device: torch.device) -> RunResul
                if cfg.schedule == "plateau" else None)
     autocast = autocast_for(device, cfg.precision)
     ema = build_ema(model, cfg.ema) if cfg.ema else None
+    lookahead = Lookahead(model, cfg.lookahead, cfg.lookahead_alpha) if cfg.lookahead else None
     run_model = model
     if ctx.enabled:
         run_model = nn.parallel.DistributedDataParallel(
@@ -317,6 +351,11 @@ def _train(cfg: TrainConfig, ctx: DistContext, device: torch.device) -> RunResul
                 raise ValueError(f"--resume with ema: {out} was trained without ema; resume it "
                                  "with --ema 0")
             ema.load_state_dict(state["ema"])
+        if lookahead is not None:
+            if "lookahead" not in state:
+                raise ValueError(f"--resume with lookahead: {out} was trained without it; "
+                                 "resume it with --lookahead 0")
+            lookahead.load_state_dict(state["lookahead"])
         start_epoch, best, history = state["epoch"], state["best_top1"], state["history"]
         start_step, partial = state.get("step", 0), state.get("partial")
         log.info(f"resuming {out} after epoch {start_epoch}"
@@ -350,6 +389,8 @@ def _train(cfg: TrainConfig, ctx: DistContext, device: torch.device) -> RunResul
             state["partial"] = partial_sums
         if ema is not None:
             state["ema"] = ema.state_dict()
+        if lookahead is not None:
+            state["lookahead"] = lookahead.state_dict()
         if plateau is not None:
             state["plateau"] = plateau.state_dict()
         if device.type == "cuda":
@@ -382,6 +423,8 @@ def _train(cfg: TrainConfig, ctx: DistContext, device: torch.device) -> RunResul
                 loss.backward()
                 optimizer.step()
                 scheduler.step()
+                if lookahead is not None:
+                    lookahead.step()
                 if ema is not None:
                     ema.update_parameters(model)
                 loss_sum += loss.detach() * len(y)
