@@ -25,7 +25,7 @@ def _trained_bn_stats(model):
     return model.eval()
 
 
-@pytest.mark.parametrize("name", ["vgg11_bn", "vgg16_c_bn", "vgg11_lrn_bn", "vgg19"])
+@pytest.mark.parametrize("name", ["vgg11_bn", "vgg16_c_bn", "vgg11_lrn_bn", "vgg19", "vgg_speed"])
 def test_folding_batchnorm_keeps_outputs(name):
     model = _trained_bn_stats(create_model(name, **SMALL))
     had_bn = any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
@@ -36,7 +36,7 @@ def test_folding_batchnorm_keeps_outputs(name):
         assert torch.allclose(fast(x.contiguous(memory_format=torch.channels_last)), model(x),
                               atol=1e-5, rtol=1e-4)
     # the original is untouched
-    assert had_bn == name.endswith("_bn")
+    assert had_bn == (name.endswith("_bn") or name == "vgg_speed")
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules()) == had_bn
 
 
@@ -47,6 +47,20 @@ def test_onnx_export_runs_in_onnxruntime_with_any_batch(tmp_path, head):
     path = export_onnx(model, tmp_path / "m.onnx", input_size=32)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     x = torch.randn(5, 3, 32, 32)
+    got = session.run(None, {"images": x.numpy()})[0]
+    with torch.inference_mode():
+        assert np.abs(got - model(x).numpy()).max() < 1e-4
+
+
+def test_onnx_export_of_the_speed_network(tmp_path):
+    """GELU, a whitening layer, pooling before batch norm, a max-pool head and scaled logits."""
+    ort = pytest.importorskip("onnxruntime")
+    model = create_model("vgg_speed", num_classes=10)
+    model.init_whitening(torch.randn(16, 3, 32, 32))
+    model = _trained_bn_stats(model)
+    path = export_onnx(model, tmp_path / "s.onnx", input_size=32)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x = torch.randn(3, 3, 32, 32)
     got = session.run(None, {"images": x.numpy()})[0]
     with torch.inference_mode():
         assert np.abs(got - model(x).numpy()).max() < 1e-4

@@ -16,11 +16,23 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     model = copy.deepcopy(model).eval()
     features = model.features
     names = [n for n, _ in features.named_children()]
-    for prev, name in zip(names, names[1:]):
-        conv, bn = getattr(features, prev), getattr(features, name)
-        if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
-            setattr(features, prev, fuse_conv_bn_eval(conv, bn))
-            setattr(features, name, nn.Identity())
+    for i, name in enumerate(names):
+        bn = getattr(features, name)
+        if not isinstance(bn, nn.BatchNorm2d) or i == 0:
+            continue
+        before = getattr(features, names[i - 1])
+        if isinstance(before, nn.Conv2d):
+            conv_name = names[i - 1]
+        elif (isinstance(before, nn.MaxPool2d) and i >= 2
+              and isinstance(getattr(features, names[i - 2]), nn.Conv2d)
+              and bool((bn.weight > 0).all())):
+            # pooling before batch norm (vgg_speed): a max commutes with a per-channel
+            # increasing affine map, so the BN folds into the convolution all the same
+            conv_name = names[i - 2]
+        else:
+            continue
+        setattr(features, conv_name, fuse_conv_bn_eval(getattr(features, conv_name), bn))
+        setattr(features, name, nn.Identity())
     return model
 
 

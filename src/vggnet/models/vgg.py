@@ -19,7 +19,8 @@ from .configs import CONFIGS, LRN_ALPHA, LRN_BETA, LRN_K, LRN_SIZE, conv_spec
 from .registry import register_model
 
 HEADS = ("classifier", "conv", "linear")
-INITS = ("kaiming", "paper", "xavier")
+INITS = ("kaiming", "paper", "xavier", "dirac")
+HEAD_POOLS = ("avg", "max")
 
 
 def scaled(channels: int, width: float) -> int:
@@ -27,13 +28,27 @@ def scaled(channels: int, width: float) -> int:
     return max(1, int(round(channels * width)))
 
 
+ACTIVATIONS = {"relu": lambda: nn.ReLU(inplace=True), "gelu": nn.GELU}
+
+
 def make_layers(cfg: Iterable, in_channels: int = 3, width: float = 1.0,
-                batch_norm: bool = False) -> nn.Sequential:
-    """The convolutional part of a VGG, from a configuration of :data:`CONFIGS`."""
+                batch_norm: bool = False, *, activation: str = "relu",
+                pool_before_norm: bool = False, bn_momentum: float = 0.1,
+                bn_weight: bool = True) -> nn.Sequential:
+    """The convolutional part of a VGG, from a configuration of :data:`CONFIGS`.
+
+    ``pool_before_norm`` moves a block's max pooling from after the activation of the
+    convolution before it to straight after that convolution (airbench's order: batch norm and
+    activation then run on a quarter of the pixels). ``bn_weight=False`` fixes the batch-norm
+    scales at 1 (only their biases train).
+    """
+    cfg = list(cfg)
     layers: OrderedDict[str, nn.Module] = OrderedDict()
     block, index = 1, 0
     channels = in_channels
-    for token in cfg:
+    act = ACTIVATIONS[activation]
+    skip_pool = False
+    for position, token in enumerate(cfg):
         spec = conv_spec(token)
         if spec is not None:
             out, kernel = spec
@@ -41,13 +56,31 @@ def make_layers(cfg: Iterable, in_channels: int = 3, width: float = 1.0,
             index += 1
             tag = f"{block}_{index}"
             layers[f"conv{tag}"] = nn.Conv2d(channels, out, kernel, padding=kernel // 2)
+            pool_now = pool_before_norm and position + 1 < len(cfg) and cfg[position + 1] == "M"
+            if pool_now:
+                layers[f"pool{block}"] = nn.MaxPool2d(kernel_size=2, stride=2)
             if batch_norm:
-                layers[f"bn{tag}"] = nn.BatchNorm2d(out)
-            layers[f"relu{tag}"] = nn.ReLU(inplace=True)
+                bn = nn.BatchNorm2d(out, momentum=bn_momentum)
+                bn.weight.requires_grad_(bn_weight)
+                layers[f"bn{tag}"] = bn
+            layers[f"{activation}{tag}"] = act()
             channels = out
+            if pool_now:
+                block, index, skip_pool = block + 1, 0, True
         elif token == "M":
-            layers[f"pool{block}"] = nn.MaxPool2d(kernel_size=2, stride=2)
-            block, index = block + 1, 0
+            if not skip_pool:
+                layers[f"pool{block}"] = nn.MaxPool2d(kernel_size=2, stride=2)
+                block, index = block + 1, 0
+            skip_pool = False
+        elif token == "W":
+            if layers:
+                raise ValueError("the whitening layer 'W' must come first in a configuration")
+            # 2x2 patches of C channels: 4C directions, each with both signs (so that the
+            # activation after it loses nothing), set by init_whitening, never trained
+            layers["whiten"] = nn.Conv2d(channels, 2 * 4 * channels, 2)
+            layers["whiten"].weight.requires_grad_(False)
+            layers[f"{activation}0"] = act()
+            channels = 2 * 4 * channels
         elif token == "LRN":
             # PyTorch (like Caffe) divides alpha by the window size; the paper's formula (from
             # Krizhevsky et al.) does not, so alpha is scaled to give the paper's normalisation.
@@ -55,7 +88,7 @@ def make_layers(cfg: Iterable, in_channels: int = 3, width: float = 1.0,
                 LRN_SIZE, alpha=LRN_ALPHA * LRN_SIZE, beta=LRN_BETA, k=LRN_K)
         else:
             raise ValueError(f"unknown layer token {token!r} in a VGG configuration; "
-                             "expected an int, (channels, kernel), 'M' or 'LRN'")
+                             "expected an int, (channels, kernel), 'M', 'W' or 'LRN'")
     return nn.Sequential(layers)
 
 
@@ -164,19 +197,39 @@ class ConvHead(Head):
         return x
 
 
+class Scale(nn.Module):
+    """Multiplies by a fixed number (airbench's 1/9 on the logits)."""
+
+    def __init__(self, factor: float):
+        super().__init__()
+        self.factor = float(factor)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.factor
+
+    def extra_repr(self) -> str:
+        return f"factor={self.factor:g}"
+
+
 class LinearHead(Head):
-    """Global average pooling and one linear layer: the usual head for CIFAR-sized inputs."""
+    """Global average (or max) pooling and one linear layer: the usual head for CIFAR-sized
+    inputs. ``logit_scale`` multiplies the logits by a fixed number (1: none)."""
 
     kind = "linear"
     logits_layer = "fc"
 
-    def __init__(self, in_channels: int, num_classes: int, fc_dim: int = 4096, dropout: float = 0.0):
-        super().__init__(OrderedDict([
-            ("avgpool", nn.AdaptiveAvgPool2d(1)),
+    def __init__(self, in_channels: int, num_classes: int, fc_dim: int = 4096, dropout: float = 0.0,
+                 pool: str = "avg", logit_scale: float = 1.0):
+        layers = [
+            ("avgpool", nn.AdaptiveAvgPool2d(1)) if pool == "avg" else
+            ("maxpool", nn.AdaptiveMaxPool2d(1)),
             ("flatten", nn.Flatten(1)),
             ("drop", nn.Dropout(dropout)),
             ("fc", nn.Linear(in_channels, num_classes)),
-        ]))
+        ]
+        if logit_scale != 1.0:
+            layers.append(("scale", Scale(logit_scale)))
+        super().__init__(OrderedDict(layers))
 
 
 _HEAD_CLASSES = {"classifier": ClassifierHead, "conv": ConvHead, "linear": LinearHead}
@@ -197,10 +250,24 @@ class VGG(nn.Module):
     def __init__(self, cfg: list, *, name: str = "vgg", num_classes: int = 1000,
                  in_channels: int = 3, width: float = 1.0, batch_norm: bool = False,
                  head: str = "classifier", dropout: float | None = None, fc_dim: int = 4096,
-                 init: str = "kaiming"):
+                 init: str = "kaiming", activation: str = "relu", pool_before_norm: bool = False,
+                 bn_momentum: float = 0.1, bn_weight: bool = True, head_pool: str = "avg",
+                 logit_scale: float = 1.0):
         super().__init__()
         _check_choice("head", head, HEADS)
         _check_choice("init", init, INITS)
+        _check_choice("activation", activation, tuple(ACTIVATIONS))
+        _check_choice("head_pool", head_pool, HEAD_POOLS)
+        if head_pool != "avg" and head != "linear":
+            raise ValueError(f"head_pool={head_pool!r} needs head='linear' (the classifier and "
+                             "conv heads pool to 7x7 by averaging, as the paper's do)")
+        if logit_scale != 1.0 and head != "linear":
+            raise ValueError("logit_scale needs head='linear'")
+        if not (isinstance(logit_scale, (int, float)) and logit_scale > 0):
+            raise ValueError(f"logit_scale must be a positive number; got {logit_scale!r}")
+        if not 0.0 < bn_momentum <= 1.0:
+            raise ValueError(f"bn_momentum must be in (0, 1] (PyTorch's convention: the weight of "
+                             f"the new batch's statistics; 0.1 is the default); got {bn_momentum!r}")
         for what, value in (("num_classes", num_classes), ("in_channels", in_channels),
                             ("fc_dim", fc_dim)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -213,18 +280,32 @@ class VGG(nn.Module):
             raise ValueError(f"dropout must be in [0, 1); got {dropout!r}")
         self.arch = name
         self.cfg = list(cfg)
-        self.features = make_layers(self.cfg, in_channels, width, batch_norm)
+        self.features = make_layers(self.cfg, in_channels, width, batch_norm,
+                                    activation=activation, pool_before_norm=pool_before_norm,
+                                    bn_momentum=bn_momentum, bn_weight=bn_weight)
         self.num_features = [m for m in self.features if isinstance(m, nn.Conv2d)][-1].out_channels
         self.num_classes = num_classes
         self.init = init
         self.in_channels = in_channels
         # each max-pooling halves the map (floor): the smallest input that survives them all
-        self.min_input_size = 2 ** sum(1 for token in self.cfg if token == "M")
+        # (and a whitening layer's 2x2 patches take one pixel)
+        self.min_input_size = 2 ** sum(1 for token in self.cfg if token == "M") + \
+            (1 if "W" in self.cfg else 0)
         # Everything needed to build this model again: checkpoints carry it.
         self.model_config = dict(name=name, num_classes=num_classes, in_channels=in_channels,
                                  width=float(width), head=head, dropout=float(dropout),
                                  fc_dim=fc_dim, init=init)
-        self.head = _HEAD_CLASSES[head](self.num_features, num_classes, fc_dim, dropout)
+        # the options of the compact CIFAR networks, recorded only when used, so that the
+        # configs of the paper's models (and checkpoints that carry them) stay as they were
+        extra = dict(activation=activation, pool_before_norm=pool_before_norm,
+                     bn_momentum=float(bn_momentum), bn_weight=bn_weight, head_pool=head_pool,
+                     logit_scale=float(logit_scale))
+        defaults = dict(activation="relu", pool_before_norm=False, bn_momentum=0.1,
+                        bn_weight=True, head_pool="avg", logit_scale=1.0)
+        self.model_config.update({k: v for k, v in extra.items() if v != defaults[k]})
+        head_options = dict(pool=head_pool, logit_scale=logit_scale) if head == "linear" else {}
+        self.head = _HEAD_CLASSES[head](self.num_features, num_classes, fc_dim, dropout,
+                                        **head_options)
         self.reset_parameters()
 
     # --- construction -----------------------------------------------------------------
@@ -232,12 +313,45 @@ class VGG(nn.Module):
         for module in self.features.modules():
             if isinstance(module, nn.Conv2d):
                 _init_layer(module, self.init, is_head=False)
+                if module is getattr(self.features, "whiten", None):
+                    nn.init.zeros_(module.bias)  # its weights come from init_whitening
             elif isinstance(module, nn.BatchNorm2d):
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
         for module in self.head.modules():
             if isinstance(module, (nn.Conv2d, nn.Linear)):
                 _init_layer(module, self.init, is_head=True)
+
+    @property
+    def has_whitening(self) -> bool:
+        return hasattr(self.features, "whiten")
+
+    @torch.no_grad()
+    def init_whitening(self, images: torch.Tensor, eps: float = 5e-4) -> None:
+        """Set the whitening layer from normalised training images (N, C, H, W).
+
+        Its filters are the eigenvectors of the covariance of the images' 2x2 patches, each
+        divided by the square root of its eigenvalue (plus ``eps``), with both signs: the layer
+        decorrelates the patches and gives every direction unit variance (airbench's first
+        layer; the idea of Coates & Ng's whitened patches). A few thousand images suffice.
+        """
+        if not self.has_whitening:
+            raise ValueError(f"{self.arch} has no whitening layer (configuration token 'W')")
+        conv = self.features.whiten
+        k = conv.kernel_size
+        if images.dim() != 4 or images.shape[1] != conv.in_channels:
+            raise ValueError(f"init_whitening takes normalised images N x {conv.in_channels} x "
+                             f"H x W; got {tuple(images.shape)}")
+        x = images.detach().to(torch.float64)
+        patches = x.unfold(2, k[0], 1).unfold(3, k[1], 1)  # N, C, H', W', kh, kw
+        patches = patches.permute(0, 2, 3, 1, 4, 5).reshape(-1, conv.in_channels * k[0] * k[1])
+        covariance = patches.T @ patches / len(patches)
+        eigenvalues, eigenvectors = torch.linalg.eigh(covariance)  # ascending
+        order = eigenvalues.argsort(descending=True)
+        filters = eigenvectors.T[order] / torch.sqrt(eigenvalues[order] + eps)[:, None]
+        filters = filters.reshape(-1, conv.in_channels, *k)
+        conv.weight.copy_(torch.cat([filters, -filters]).to(conv.weight))
+        conv.bias.zero_()
 
     @property
     def head_kind(self) -> str:
@@ -359,9 +473,16 @@ def _init_layer(module: nn.Module, scheme: str, is_head: bool) -> None:
 
     kaiming: He et al. for convolutions (fan-out, ReLU gain), N(0, 0.01) for the head
              (torchvision's scheme); paper: N(0, 1e-2) everywhere, biases zero (Section 3.1);
-    xavier:  Glorot uniform everywhere, biases zero (the paper's footnote alternative).
+    xavier:  Glorot uniform everywhere, biases zero (the paper's footnote alternative);
+    dirac:   PyTorch's default, then each convolution's first filters set to the identity, so
+             that it starts as an implicit residual (airbench's), biases zero.
     """
-    if scheme == "xavier":
+    if scheme == "dirac":
+        module.reset_parameters()
+        if isinstance(module, nn.Conv2d) and not is_head:
+            w = module.weight.data
+            nn.init.dirac_(w[: w.size(1)])
+    elif scheme == "xavier":
         nn.init.xavier_uniform_(module.weight)
     elif scheme == "paper" or is_head:
         nn.init.normal_(module.weight, 0.0, 0.01)
@@ -402,3 +523,22 @@ vgg16 = _builder("vgg16", "D", False)
 vgg16_bn = _builder("vgg16_bn", "D", True)
 vgg19 = _builder("vgg19", "E", False)
 vgg19_bn = _builder("vgg19_bn", "E", True)
+
+# airbench94's design choices beside its configuration S: GELU, pooling before batch norm,
+# fixed batch-norm scales with fast statistics (PyTorch momentum 0.4 = airbench's 0.6), a
+# global max pool and a linear layer whose logits are scaled by 1/9, identity-initialised
+# convolutions. Every one of them can be overridden like any builder option.
+SPEED_DEFAULTS = dict(head="linear", activation="gelu", pool_before_norm=True, bn_momentum=0.4,
+                      bn_weight=False, head_pool="max", logit_scale=1 / 9, init="dirac")
+
+
+def vgg_speed(**options) -> VGG:
+    """Configuration S (not in the paper): airbench94's compact VGG for 32x32 images, with
+    batch normalisation and a whitening first layer (set it with ``init_whitening``)."""
+    defaults = dict(SPEED_DEFAULTS)
+    if options.get("head", "linear") != "linear":  # the paper's heads pool by averaging
+        del defaults["head_pool"], defaults["logit_scale"]
+    return VGG(CONFIGS["S"], name="vgg_speed", batch_norm=True, **{**defaults, **options})
+
+
+register_model(vgg_speed)
