@@ -25,7 +25,8 @@ class TrainConfig:
     head: str = "linear"               # classifier (FC-4096 x2), conv (fully convolutional), linear
     dropout: float | None = None       # None: 0.5 for the FC heads, 0 for the linear head
     fc_dim: int = 4096                 # width of fc6/fc7
-    init: str = "kaiming"              # kaiming, paper (N(0, 1e-2)), xavier
+    init: str | None = None            # kaiming, paper (N(0, 1e-2)), xavier, dirac; none: the
+                                       #   model's own (kaiming; dirac for vgg_speed)
     weights: str | None = None         # initial weights: checkpoint, torchvision/timm file, or imagenet
     init_from: str | None = None       # a trained shallower net (the paper's init from net A)
     freeze: str = "none"               # none, or features (train the head only)
@@ -68,6 +69,12 @@ class TrainConfig:
     lookahead: int = 0                 # Lookahead (Zhang et al. 2019): every this many steps the
     lookahead_alpha: float = 0.5       #   slow weights move alpha of the way to the trained
                                        #   ones, and training goes on from them; 0: off
+    lookahead_ramp: bool = False       # ramp alpha from 1 down to lookahead_alpha as (t/T)^3
+                                       #   (airbench's): averaging grows strong at the end
+    norm_bias_lr: float = 1.0          # learning-rate multiplier for batch-norm biases
+                                       #   (airbench: 64, with the scales fixed)
+    whiten_bias_epochs: int = 3        # a whitening first layer (vgg_speed): its weights come
+                                       #   from the training images; its bias trains this long
     # --- execution ---
     device: str = "auto"               # auto (cuda if available), cpu, cuda, cuda:N
     precision: str = "auto"            # auto (bf16 on GPU, fp32 on CPU), fp32, bf16
@@ -95,7 +102,7 @@ class TrainConfig:
 
 CHOICES = {
     "head": ("classifier", "conv", "linear"),
-    "init": ("kaiming", "paper", "xavier"),
+    "init": ("kaiming", "paper", "xavier", "dirac"),
     "freeze": ("none", "features"),
     "optimizer": ("sgd", "adamw"),
     "schedule": ("step", "cosine", "onecycle", "constant", "plateau"),
@@ -144,8 +151,9 @@ def _coerce(key: str, value):
 
 def validate(cfg: TrainConfig) -> TrainConfig:
     for key, choices in CHOICES.items():
-        if getattr(cfg, key) not in choices:
-            raise ConfigError(f"{key} must be one of {', '.join(choices)}; got {getattr(cfg, key)!r}")
+        value = getattr(cfg, key)
+        if value not in choices and not (value is None and _field_types()[key][1]):
+            raise ConfigError(f"{key} must be one of {', '.join(choices)}; got {value!r}")
     for key in ("epochs", "batch_size", "eval_batch_size"):
         if getattr(cfg, key) < 1:
             raise ConfigError(f"{key} must be at least 1; got {getattr(cfg, key)}")
@@ -172,6 +180,12 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     if cfg.alternate_flip and cfg.stream:
         raise ConfigError("alternate_flip works with in-memory data sets only; drop it with "
                           "--stream (streamed images are flipped at random)")
+    if cfg.norm_bias_lr <= 0:
+        raise ConfigError(f"norm_bias_lr is a multiplier of lr, e.g. 64; got {cfg.norm_bias_lr}")
+    if cfg.whiten_bias_epochs < 0:
+        raise ConfigError(f"whiten_bias_epochs must be 0 or more; got {cfg.whiten_bias_epochs}")
+    if cfg.lookahead_ramp and not cfg.lookahead:
+        raise ConfigError("lookahead_ramp needs lookahead (a number of steps, e.g. 5)")
     if cfg.lr <= 0:
         raise ConfigError(f"lr must be positive; got {cfg.lr}")
     return cfg

@@ -80,6 +80,23 @@ class Data:
     n_train: int
     n_test: int
     test_set: ImageTensors | None = None  # in-memory test images, for the scale protocols
+    train_set: ImageTensors | None = None  # in-memory training images
+
+    def whitening_sample(self, n: int = 5000) -> torch.Tensor:
+        """Up to ``n`` normalised training images (float, on the CPU), to set a whitening
+        layer from: the first ``n`` of the in-memory set, or streamed batches."""
+        if self.train_set is not None:
+            x = self.train_set.images[:n].float().div_(255)
+        else:
+            batches = []
+            for xb, _ in self.loader.batches(0):
+                batches.append(xb.float().cpu())
+                if sum(len(b) for b in batches) >= n:
+                    break
+            return torch.cat(batches)[:n]
+        mean = torch.tensor(self.mean).view(1, -1, 1, 1)
+        std = torch.tensor(self.std).view(1, -1, 1, 1)
+        return (x - mean) / std
 
 
 def build_loaders(cfg: TrainConfig, ctx: DistContext, device: torch.device,
@@ -128,13 +145,14 @@ def build_loaders(cfg: TrainConfig, ctx: DistContext, device: torch.device,
     test_loader = TensorLoader(test_set, cfg.eval_batch_size, mean=mean, std=std, device=device,
                                channels_last=cfg.channels_last)
     return Data(loader, test_loader, train_set.classes, mean, std, int(train_set.images.shape[1]),
-                input_size, len(train_set), len(test_set), test_set)
+                input_size, len(train_set), len(test_set), test_set, train_set)
 
 
 def build_model(cfg: TrainConfig, num_classes: int, in_channels: int = 3) -> nn.Module:
+    options = {"init": cfg.init} if cfg.init else {}  # none: the model's own
     model = create_model(cfg.model, num_classes=num_classes, in_channels=in_channels,
                          width=cfg.width, head=cfg.head, dropout=cfg.dropout, fc_dim=cfg.fc_dim,
-                         init=cfg.init)
+                         **options)
     if cfg.weights:
         path = cfg.weights
         if path.lower() in ("imagenet", "torchvision"):  # published weights, verified
@@ -174,13 +192,23 @@ def apply_conv_algorithm(model: nn.Module, cfg: TrainConfig, device: torch.devic
 
 
 def build_optimizer(cfg: TrainConfig, model: nn.Module, device: torch.device):
-    """SGD (Nesterov) or AdamW; no weight decay on batch-norm and bias parameters."""
-    decay, no_decay = [], []
+    """SGD (Nesterov) or AdamW; no weight decay on batch-norm and bias parameters; the
+    batch-norm biases' learning rate multiplied by ``norm_bias_lr``."""
+    norm_biases = {id(m.bias) for m in model.modules()
+                   if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.bias is not None}
+    decay, no_decay, fast_biases = [], [], []
     for name, p in model.named_parameters():
-        if p.requires_grad:
+        if not p.requires_grad:
+            continue
+        if id(p) in norm_biases and cfg.norm_bias_lr != 1.0:
+            fast_biases.append(p)
+        else:
             (no_decay if p.ndim <= 1 else decay).append(p)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay},
               {"params": no_decay, "weight_decay": 0.0}]
+    if fast_biases:
+        groups.append({"params": fast_biases, "weight_decay": 0.0,
+                       "lr": cfg.lr * cfg.norm_bias_lr})
     fast = {"foreach": True} if device.type == "cpu" else {"fused": True}
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum,
@@ -214,10 +242,18 @@ class Lookahead:
     (fast) weights, and the fast weights restart from them. The inner optimizer's state
     (momentum) is kept. Only trainable parameters take part; batch-norm statistics do not."""
 
-    def __init__(self, model: nn.Module, k: int, alpha: float):
+    def __init__(self, model: nn.Module, k: int, alpha: float, ramp_steps: int = 0):
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.slow = [p.detach().clone() for p in self.params]
-        self.k, self.alpha, self.steps = k, alpha, 0
+        self.k, self.alpha, self.steps, self.ramp_steps = k, alpha, 0, ramp_steps
+
+    def current_alpha(self) -> float:
+        """``alpha``, or with ``ramp_steps`` (airbench's schedule) 1 - (1 - alpha) (t/T)^3:
+        the slow weights follow the fast ones early and average strongly at the end."""
+        if not self.ramp_steps:
+            return self.alpha
+        t = min(1.0, self.steps / self.ramp_steps)
+        return 1 - (1 - self.alpha) * t ** 3
 
     @torch.no_grad()
     def step(self) -> bool:
@@ -225,7 +261,7 @@ class Lookahead:
         self.steps += 1
         if self.steps % self.k:
             return False
-        torch._foreach_lerp_(self.slow, [p.detach() for p in self.params], self.alpha)
+        torch._foreach_lerp_(self.slow, [p.detach() for p in self.params], self.current_alpha())
         for p, s in zip(self.params, self.slow):
             p.copy_(s)
         return True
@@ -309,7 +345,12 @@ def _train(cfg: TrainConfig, ctx: DistContext, device: torch.device) -> RunResul
     num_classes, input_size = len(data.classes), data.input_size
     memory = torch.channels_last if cfg.channels_last else torch.contiguous_format
 
-    model = build_model(cfg, num_classes, data.channels).to(device, memory_format=memory)
+    model = build_model(cfg, num_classes, data.channels)
+    whiten = getattr(model, "has_whitening", False)
+    if whiten and not (cfg.weights or cfg.init_from or cfg.resume):
+        model.init_whitening(data.whitening_sample())
+        log.info("whitening layer set from the covariance of the training images' patches")
+    model = model.to(device, memory_format=memory)
     if apply_conv_algorithm(model, cfg, device):
         log.info("3x3 convolutions of small maps run by Winograd's F(2x2,3x3) "
                  f"(conv_algorithm {cfg.conv_algorithm})")
@@ -323,7 +364,9 @@ def _train(cfg: TrainConfig, ctx: DistContext, device: torch.device) -> RunResul
                if cfg.schedule == "plateau" else None)
     autocast = autocast_for(device, cfg.precision)
     ema = build_ema(model, cfg.ema) if cfg.ema else None
-    lookahead = Lookahead(model, cfg.lookahead, cfg.lookahead_alpha) if cfg.lookahead else None
+    lookahead = (Lookahead(model, cfg.lookahead, cfg.lookahead_alpha,
+                           ramp_steps=cfg.epochs * steps if cfg.lookahead_ramp else 0)
+                 if cfg.lookahead else None)
     run_model = model
     if ctx.enabled:
         run_model = nn.parallel.DistributedDataParallel(
@@ -401,6 +444,8 @@ def _train(cfg: TrainConfig, ctx: DistContext, device: torch.device) -> RunResul
     with stop:  # Ctrl-C ends the current step, saves, and returns
         for epoch in range(start_epoch, cfg.epochs):
             model.train()
+            if whiten:  # the whitening bias trains for the first epochs only
+                model.features.whiten.bias.requires_grad_(epoch < cfg.whiten_bias_epochs)
             if cfg.freeze == "features":
                 model.features.eval()  # frozen backbone: keep its batch-norm statistics
             loss_sum = torch.zeros((), device=device)
