@@ -129,6 +129,23 @@ def gpu_section(gpu: dict | None) -> list[str]:
     return lines
 
 
+def airbench_cpu_section(result: dict | None) -> list[str]:
+    """airbench94's recipe, written out in plain PyTorch, on the CPU: the baseline of
+    configs/cifar10_speed.toml on the same images (the README compares the two)."""
+    lines = ["## airbench94's recipe on the CPU (baseline of configs/cifar10_speed.toml)", "",
+             "```bash", "python benchmarks/airbench_recipe_cpu.py --data-root ../shared/data "
+             "--out benchmarks/results/airbench_cpu.json", "```", ""]
+    if not result:
+        return lines + ["Not run yet."]
+    env = result["environment"]
+    return lines + [
+        f"Hardware: {env.get('cpu', '?')}; torch {env.get('torch', '?')}.", "",
+        "| epochs | training s | images/s | test top-1 | with flip + translate views |",
+        "|---|---|---|---|---|",
+        f"| {result['epochs']} | {result['train_seconds']} | {result['images_per_second']} | "
+        f"{100 * result['test_top1']:.2f}% | {100 * result['test_top1_tta']:.2f}% |"]
+
+
 def main() -> None:
     lines = ["# Benchmark results", "",
              "Written by `python benchmarks/report.py` from `benchmarks/results/*.json`; the "
@@ -136,6 +153,7 @@ def main() -> None:
     cpu = _load("cpu.json")
     lines += cpu_section(cpu) if cpu else ["## CPU", "", "Not run yet: `vggnet bench`."]
     lines += [""] + gpu_section(_load("gpu.json"))
+    lines += [""] + airbench_cpu_section(_load("airbench_cpu.json"))
     layers = RESULTS / "winograd_layers.md"
     lines += ["", "## Winograd vs direct convolution, per layer (CPU, bf16)", ""]
     if layers.is_file():

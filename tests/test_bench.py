@@ -147,3 +147,13 @@ def test_report_shows_the_airbench_reference_beside_the_recipes():
     assert "airbench 0.1.8 train94(): 3.6 s of training + evaluation (3.4 + 0.2" in text
     assert "94.01%" in text
     assert "| `configs/x.toml` | 94.01% | 8 | 8.7 |" in text
+
+
+def test_report_shows_the_airbench_cpu_baseline_or_how_to_run_it():
+    report = _report_module()
+    assert "Not run yet." in report.airbench_cpu_section(None)
+    result = {"epochs": 9.9, "train_seconds": 500.0, "images_per_second": 970.1,
+              "test_top1": 0.9005, "test_top1_tta": 0.9081,
+              "environment": {"cpu": "EPYC", "torch": "2.14.1"}}
+    text = "\n".join(report.airbench_cpu_section(result))
+    assert "| 9.9 | 500.0 | 970.1 | 90.05% | 90.81% |" in text and "EPYC" in text
