@@ -42,11 +42,15 @@ def test_folding_batchnorm_keeps_outputs(name):
 
 @pytest.mark.parametrize("head", ["classifier", "conv", "linear"])
 def test_onnx_export_runs_in_onnxruntime_with_any_batch(tmp_path, head):
+    _assert_onnxruntime_matches(_trained_bn_stats(create_model("vgg11_bn", head=head, **SMALL)),
+                                tmp_path, batch=5)
+
+
+def _assert_onnxruntime_matches(model, tmp_path, batch):
     ort = pytest.importorskip("onnxruntime")
-    model = _trained_bn_stats(create_model("vgg11_bn", head=head, **SMALL))
     path = export_onnx(model, tmp_path / "m.onnx", input_size=32)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    x = torch.randn(5, 3, 32, 32)
+    x = torch.randn(batch, 3, 32, 32)
     got = session.run(None, {"images": x.numpy()})[0]
     with torch.inference_mode():
         assert np.abs(got - model(x).numpy()).max() < 1e-4
@@ -54,16 +58,9 @@ def test_onnx_export_runs_in_onnxruntime_with_any_batch(tmp_path, head):
 
 def test_onnx_export_of_the_speed_network(tmp_path):
     """GELU, a whitening layer, pooling before batch norm, a max-pool head and scaled logits."""
-    ort = pytest.importorskip("onnxruntime")
     model = create_model("vgg_speed", num_classes=10)
     model.init_whitening(torch.randn(16, 3, 32, 32))
-    model = _trained_bn_stats(model)
-    path = export_onnx(model, tmp_path / "s.onnx", input_size=32)
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    x = torch.randn(3, 3, 32, 32)
-    got = session.run(None, {"images": x.numpy()})[0]
-    with torch.inference_mode():
-        assert np.abs(got - model(x).numpy()).max() < 1e-4
+    _assert_onnxruntime_matches(_trained_bn_stats(model), tmp_path, batch=3)
 
 
 def test_torchscript_export_round_trip(tmp_path):

@@ -261,3 +261,24 @@ def test_whitening_agrees_with_the_baseline_scripts_up_to_each_filters_sign():
     sign = torch.sign((a * b).sum(1, keepdim=True))
     # float32 (the script) against float64 (vggnet) on a badly conditioned covariance
     assert torch.allclose(a, sign * b, atol=0.02, rtol=0.01)
+
+
+def test_whitening_sample_normalises_in_memory_images_and_takes_streamed_batches_as_they_come():
+    from vggnet.data import ImageTensors
+    from vggnet.engine.train import Data
+
+    images = torch.randint(0, 256, (10, 3, 4, 4), dtype=torch.uint8)
+    data = Data(None, None, ["a"], [0.5, 0.4, 0.3], [0.2, 0.25, 0.3], 3, 4, 10, 0,
+                train_set=ImageTensors(images, torch.zeros(10, dtype=torch.long), ["a"]))
+    mean = torch.tensor([0.5, 0.4, 0.3]).view(1, 3, 1, 1)
+    std = torch.tensor([0.2, 0.25, 0.3]).view(1, 3, 1, 1)
+    assert torch.allclose(data.whitening_sample(6), (images[:6] / 255 - mean) / std)
+
+    class Streamed:  # a streaming loader yields normalised batches
+        def batches(self, skip):
+            for i in range(5):
+                yield torch.full((4, 3, 4, 4), float(i)), torch.zeros(4)
+
+    streamed = Data(Streamed(), None, ["a"], [0.0] * 3, [1.0] * 3, 3, 4, 20, 0)
+    sample = streamed.whitening_sample(6)
+    assert sample.shape == (6, 3, 4, 4) and sample[:4].eq(0).all() and sample[4:].eq(1).all()

@@ -87,16 +87,16 @@ class Data:
         layer from: the first ``n`` of the in-memory set, or streamed batches."""
         if self.train_set is not None:
             x = self.train_set.images[:n].float().div_(255)
-        else:
-            batches = []
-            for xb, _ in self.loader.batches(0):
-                batches.append(xb.float().cpu())
-                if sum(len(b) for b in batches) >= n:
-                    break
-            return torch.cat(batches)[:n]
-        mean = torch.tensor(self.mean).view(1, -1, 1, 1)
-        std = torch.tensor(self.std).view(1, -1, 1, 1)
-        return (x - mean) / std
+            mean = torch.tensor(self.mean).view(1, -1, 1, 1)
+            std = torch.tensor(self.std).view(1, -1, 1, 1)
+            return (x - mean) / std
+        batches, seen = [], 0  # streamed: the loader's batches come normalised
+        for xb, _ in self.loader.batches(0):
+            batches.append(xb.float().cpu())
+            seen += len(xb)
+            if seen >= n:
+                break
+        return torch.cat(batches)[:n]
 
 
 def build_loaders(cfg: TrainConfig, ctx: DistContext, device: torch.device,

@@ -8,6 +8,7 @@ names a renaming (see :mod:`vggnet.models.weights`).
 
 from __future__ import annotations
 
+import inspect
 from collections import OrderedDict
 from typing import Iterable
 
@@ -47,7 +48,6 @@ def make_layers(cfg: Iterable, in_channels: int = 3, width: float = 1.0,
     block, index = 1, 0
     channels = in_channels
     act = ACTIVATIONS[activation]
-    skip_pool = False
     for position, token in enumerate(cfg):
         spec = conv_spec(token)
         if spec is not None:
@@ -66,12 +66,12 @@ def make_layers(cfg: Iterable, in_channels: int = 3, width: float = 1.0,
             layers[f"{activation}{tag}"] = act()
             channels = out
             if pool_now:
-                block, index, skip_pool = block + 1, 0, True
+                block, index = block + 1, 0
         elif token == "M":
-            if not skip_pool:
+            if not (pool_before_norm and position and conv_spec(cfg[position - 1])):
                 layers[f"pool{block}"] = nn.MaxPool2d(kernel_size=2, stride=2)
                 block, index = block + 1, 0
-            skip_pool = False
+            # else: it was placed straight after the convolution before it
         elif token == "W":
             if layers:
                 raise ValueError("the whitening layer 'W' must come first in a configuration")
@@ -300,9 +300,8 @@ class VGG(nn.Module):
         extra = dict(activation=activation, pool_before_norm=pool_before_norm,
                      bn_momentum=float(bn_momentum), bn_weight=bn_weight, head_pool=head_pool,
                      logit_scale=float(logit_scale))
-        defaults = dict(activation="relu", pool_before_norm=False, bn_momentum=0.1,
-                        bn_weight=True, head_pool="avg", logit_scale=1.0)
-        self.model_config.update({k: v for k, v in extra.items() if v != defaults[k]})
+        defaults = inspect.signature(VGG.__init__).parameters
+        self.model_config.update({k: v for k, v in extra.items() if v != defaults[k].default})
         head_options = dict(pool=head_pool, logit_scale=logit_scale) if head == "linear" else {}
         self.head = _HEAD_CLASSES[head](self.num_features, num_classes, fc_dim, dropout,
                                         **head_options)
