@@ -5,9 +5,9 @@ BIN := $(VENV)/bin
 
 .PHONY: test test-slow demo bench clean
 
-$(BIN)/vggnet: pyproject.toml
+$(BIN)/vggnet: pyproject.toml constraints.txt
 	test -d $(VENV) || $(PY) -m venv $(VENV)
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[test]'
 	touch $(BIN)/vggnet
 
 test: $(BIN)/vggnet
@@ -17,7 +17,7 @@ test-slow: $(BIN)/vggnet
 	$(BIN)/python -m pytest -q -m slow
 
 demo: $(BIN)/vggnet
-	$(BIN)/vggnet train --config configs/demo_digits.toml --out runs/demo --overwrite true
+	$(BIN)/vggnet train --config demo_digits --out runs/demo --overwrite true
 	$(BIN)/vggnet evaluate runs/demo
 	$(BIN)/vggnet samples digits --out runs/demo/samples --count 6
 	$(BIN)/vggnet predict runs/demo runs/demo/samples --top-k 3

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-RECIPES = ["configs/cifar10_speed.toml", "configs/cifar10_vgg16_bn.toml"]
+RECIPES = ["cifar10_speed", "cifar10_vgg16_bn"]  # packaged recipes (vggnet recipes)
 
 
 def time_to(history: list[dict], target: float):
@@ -39,10 +39,11 @@ def run_recipe(recipe: str, data_root: str, runs: Path, reference_top1: float | 
     """Train one recipe; time to 94% and, given airbench's accuracy on the same images
     (``reference_top1``), time to that accuracy: on a copy of CIFAR-10 where 94% is out of
     reach (the JPEG copy), the side-by-side figure that still means something."""
-    from vggnet.engine.config import resolve
-    from vggnet.engine.train import build_data, train
+    from vggnet.training.config import resolve
+    from vggnet.training.setup import build_data
+    from vggnet.training.loop import train
 
-    cfg = resolve(ROOT / recipe, {"data_root": data_root, "progress": False,
+    cfg = resolve(recipe, {"data_root": data_root, "progress": False,
                                   "out": str(runs / Path(recipe).stem), "overwrite": True})
     t0 = time.perf_counter()
     build_data(cfg)  # decode + cache once; counted as one-time cost

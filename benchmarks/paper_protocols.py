@@ -22,9 +22,9 @@ from pathlib import Path
 import torch
 
 from vggnet.data import load_splits
-from vggnet.engine.checkpoint import load_checkpoint
-from vggnet.engine.config import resolve
-from vggnet.engine.train import train
+from vggnet.run import load_checkpoint
+from vggnet.training.config import resolve
+from vggnet.training.loop import train
 from vggnet.evaluation.protocols import evaluate_protocol
 
 ROOT = Path(__file__).resolve().parents[1]

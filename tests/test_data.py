@@ -5,7 +5,8 @@ import tarfile
 import pytest
 import torch
 
-from vggnet.data import DataError, TensorLoader, load_splits, split_fraction
+from vggnet.errors import DataError
+from vggnet.data import TensorLoader, load_splits, split_fraction
 from vggnet.data import augment
 from vggnet.data.datasets import ImageTensors
 

@@ -7,9 +7,9 @@ import sys
 import pytest
 import torch
 
-from vggnet.engine.checkpoint import load_checkpoint
-from vggnet.engine.config import resolve
-from vggnet.engine.train import train
+from vggnet.run import load_checkpoint
+from vggnet.training.config import resolve
+from vggnet.training.loop import train
 
 # One optimizer step: 64 images, global batch 64, no augmentation or dropout, so the only
 # difference between 1 and 2 processes is the order in which gradients are summed.
@@ -37,14 +37,14 @@ def test_two_processes_one_step_equals_one_process_with_the_global_batch(tmp_pat
     for key, value in single.state_dict().items():
         assert torch.allclose(ddp.state_dict()[key], value, atol=1e-6, rtol=1e-5), key
     # the step did move the weights (the comparison above is not between two initialisations)
-    from vggnet.engine.train import build_model
+    from vggnet.training.setup import build_model
 
     torch.manual_seed(start.seed)
     init = build_model(start, 10).state_dict()
     changed = sum(not torch.equal(init[k], v) for k, v in single.state_dict().items())
     assert changed > 0
     # rank 0 alone wrote one complete run
-    assert meta["epoch"] == 1 and sorted(p.name for p in (tmp_path / "ddp").glob("*.safetensors")) == \
+    assert meta.epoch == 1 and sorted(p.name for p in (tmp_path / "ddp").glob("*.safetensors")) == \
         ["best.safetensors", "last.safetensors"]
     assert len((tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()) == 1
 

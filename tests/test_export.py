@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from vggnet.cli import main
-from vggnet.engine.config import resolve
-from vggnet.engine.train import train
-from vggnet.inference.export import export_onnx, export_torchscript
-from vggnet.inference.optimize import fold_batchnorm, optimize_for_inference
+from vggnet.training.config import resolve
+from vggnet.training.loop import train
+from vggnet.export.formats import export_onnx, export_torchscript
+from vggnet.export.optimize import fold_batchnorm, optimize_for_inference
 from vggnet.models import create_model
 
 SMALL = dict(width=0.125, fc_dim=64, num_classes=10)
@@ -99,20 +99,32 @@ def test_int8_export_calibrates_on_the_runs_images_and_agrees(tmp_path, capsys):
     assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
 
 
-def test_predict_with_the_int8_onnx_model(tmp_path, capsys):
+def test_predict_with_the_int8_onnx_model(tmp_path, capsys, monkeypatch):
     pytest.importorskip("onnxruntime")
+    import logging
+
+    import vggnet.predict
     from helpers import write_image
 
     out = tmp_path / "run"
     train(resolve(None, dict(data="digits", width=0.25, epochs=2, flip=False, progress=False,
                              out=str(out))))
+    root = logging.getLogger()
+    level, filters = root.level, list(root.filters)
     assert main(["export", str(out), "--int8", "--calibration", "32", "--check-images", "50"]) == 0
+    # quantizing leaves the process's logging as it was (it used to lower the root logger)
+    assert root.level == level and root.filters == filters
     int8 = out / "best.int8.onnx"
     assert int8.is_file()
     for i in range(3):
         write_image(tmp_path / "imgs" / f"{i}.png", "L", size=(20 + i, 30), seed=i)
     capsys.readouterr()
-    assert main(["predict", str(out), str(tmp_path / "imgs"), "--onnx", str(int8), "--json"]) == 0
+    # with --onnx the PyTorch weights are never loaded: the checkpoint gives names and
+    # preprocessing only
+    with monkeypatch.context() as m:
+        m.setattr(vggnet.predict, "load_checkpoint", lambda *a, **k: pytest.fail("loaded torch"))
+        assert main(["predict", str(out), str(tmp_path / "imgs"), "--onnx", str(int8),
+                     "--json"]) == 0
     onnx_out = json.loads(capsys.readouterr().out)
     assert main(["predict", str(out), str(tmp_path / "imgs"), "--json"]) == 0
     torch_out = json.loads(capsys.readouterr().out)
@@ -120,3 +132,20 @@ def test_predict_with_the_int8_onnx_model(tmp_path, capsys):
     for a, b in zip(onnx_out, torch_out):
         assert abs(sum(t["probability"] for t in a["top"]) - sum(t["probability"] for t in b["top"])) < 0.2
     assert main(["predict", str(out), str(tmp_path / "imgs"), "--onnx", str(tmp_path / "no.onnx")]) == 2
+
+
+def test_onnx_export_lets_the_tracers_warnings_through(tmp_path):
+    """Only the exporter's own deprecation notice is silenced; a warning raised while the
+    model is traced (here by a hook, as a TracerWarning would be) reaches the user."""
+    pytest.importorskip("onnxruntime")
+    import warnings
+
+    model = create_model("vgg11", **SMALL)
+    model.features.register_forward_hook(
+        lambda *_: warnings.warn("probe from the traced model", UserWarning))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        export_onnx(model, tmp_path / "m.onnx", input_size=32)
+    messages = [str(w.message) for w in caught]
+    assert any("probe from the traced model" in m for m in messages)
+    assert not any("legacy TorchScript-based ONNX export" in m for m in messages)

@@ -7,10 +7,11 @@ import pytest
 from PIL import Image
 
 from vggnet.cli import main
-from vggnet.engine.train import train
-from vggnet.engine.config import resolve
-from vggnet.inference.images import ImageReadError, open_image
-from vggnet.inference.predict import Predictor
+from vggnet.training.loop import train
+from vggnet.training.config import resolve
+from vggnet.errors import ImageReadError
+from vggnet.io import open_image
+from vggnet.predict import Predictor
 
 from helpers import write_image
 
@@ -61,13 +62,36 @@ def test_unreadable_files_get_one_line_errors(tmp_path, kind):
     assert "\n" not in str(err.value) and "bad.jpg" in str(err.value)
 
 
-def test_decompression_bomb_is_refused(tmp_path, monkeypatch):
-    import vggnet.inference.images as images
+def _png_header(path, width: int, height: int):
+    """A PNG that declares ``width`` x ``height`` pixels but holds none: Pillow reads the size
+    from the header, so the limit can be tested at its real value without decoding anything."""
+    import struct
+    import zlib
 
-    monkeypatch.setattr(images, "MAX_PIXELS", 1000)
-    write_image(tmp_path / "big.png", size=(100, 100))
-    with pytest.raises(ImageReadError, match="too many pixels"):
-        open_image(tmp_path / "big.png")
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit greyscale
+    chunk = lambda kind, data: (struct.pack(">I", len(data)) + kind + data  # noqa: E731
+                                + struct.pack(">I", zlib.crc32(kind + data)))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b""))
+    return path
+
+
+def test_decompression_bomb_is_refused_at_pillows_real_limit(tmp_path):
+    """Refused from the header alone above Pillow's MAX_IMAGE_PIXELS (the size where Pillow
+    starts to warn), which vggnet reads and never changes."""
+    from PIL import Image
+
+    limit = Image.MAX_IMAGE_PIXELS
+    assert limit == 89_478_485  # Pillow's default: this process has not changed it
+    side = int(limit ** 0.5)
+    over = _png_header(tmp_path / "over.png", side + 1, side + 1)
+    with pytest.raises(ImageReadError, match="too many pixels for a safe decode") as err:
+        open_image(over)
+    assert f"{side + 1} x {side + 1}" in str(err.value) and "\n" not in str(err.value)
+    # at the limit itself the header passes; this file then fails as what it is, truncated
+    at = _png_header(tmp_path / "at.png", limit, 1)
+    with pytest.raises(ImageReadError, match="corrupt or truncated"):
+        open_image(at)
+    assert Image.MAX_IMAGE_PIXELS == limit  # Pillow's global setting is left alone
 
 
 def test_predict_keeps_going_past_bad_files(run, tmp_path, capsys):

@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from vggnet.engine.checkpoint import atomic_write, load_checkpoint
-from vggnet.engine.config import resolve
-from vggnet.engine.train import train
+from vggnet.io import atomic_write
+from vggnet.run import load_checkpoint
+from vggnet.training.config import resolve
+from vggnet.training.loop import train
 from vggnet.models import WeightsError, create_model
 
 TRAIN = ["--data", "digits", "--width", "0.125", "--flip", "false", "--batch-size", "32",
@@ -97,7 +98,7 @@ def test_sigkill_during_training_loses_nothing_and_resume_is_exact(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     model, meta = load_checkpoint(out, which="last")  # the previous checkpoint loads
-    assert meta["epoch"] >= 2
+    assert meta.epoch >= 2
     resumed = _spawn(out, "--epochs", "4", "--resume")
     assert resumed.wait(timeout=300) == 0, resumed.stdout.read()
     assert not list(out.glob(".*.tmp"))  # temporary files of the killed run are cleaned up
@@ -108,17 +109,26 @@ def test_sigkill_during_training_loses_nothing_and_resume_is_exact(tmp_path):
 
 
 def test_sigkill_in_the_middle_of_a_checkpoint_write(tmp_path):
-    """Kill at many moments around the checkpoint writes; the run is always loadable."""
+    """Kill the same run at six moments spread over one checkpoint cycle (an epoch of this
+    run takes about 0.3 s, and its four files are written at its end), resuming it after each
+    kill: after every one of them the last checkpoint loads and the run resumes."""
     out = tmp_path / "run"
-    proc = _spawn(out, "--epochs", "30")
-    _wait_for(lambda: (out / "last.safetensors").is_file(), proc)
-    # the next writes happen every ~0.3 s; kill at an arbitrary moment among them
-    time.sleep(0.37)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    model, meta = load_checkpoint(out, which="last")
-    state = torch.load(out / "last.state.pt", weights_only=True)
-    assert state["epoch"] >= 1 and model(torch.zeros(1, 3, 32, 32)).shape == (1, 10)
+    epochs_seen = []
+    for i, delay in enumerate((0.0, 0.07, 0.13, 0.19, 0.26, 0.33)):
+        proc = _spawn(out, "--epochs", "200", *(["--resume"] if i else []))
+        before = len(epochs_seen) and epochs_seen[-1]
+        _wait_for(lambda: (out / "last.state.pt").is_file()
+                  and torch.load(out / "last.state.pt", weights_only=True)["epoch"] > before, proc)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        proc.stdout.close()
+        model, meta = load_checkpoint(out, which="last")
+        state = torch.load(out / "last.state.pt", weights_only=True)
+        assert model(torch.zeros(1, 3, 32, 32)).shape == (1, 10)
+        assert state["epoch"] >= meta.epoch >= 1  # the state is written first, then the weights
+        epochs_seen.append(state["epoch"])
+    assert epochs_seen == sorted(epochs_seen) and epochs_seen[-1] > epochs_seen[0]
 
 
 def test_sigint_finishes_the_step_saves_and_resumes_exactly(tmp_path):
@@ -172,8 +182,8 @@ def test_ctrl_c_in_the_middle_of_an_epoch_resumes_exactly(tmp_path, monkeypatch)
 
 
 def test_a_new_run_never_overwrites_an_old_one(tmp_path):
-    from vggnet.engine.config import resolve
-    from vggnet.engine.train import train
+    from vggnet.training.config import resolve
+    from vggnet.training.loop import train
 
     args = dict(data="digits", width=0.125, epochs=1, flip=False, progress=False,
                 train_subset=64, test_subset=50, out=str(tmp_path / "run"))

@@ -2,9 +2,9 @@
 
 import pytest
 
-from vggnet.engine.checkpoint import load_checkpoint
-from vggnet.engine.config import resolve
-from vggnet.engine.train import train
+from vggnet.run import load_checkpoint
+from vggnet.training.config import resolve
+from vggnet.training.loop import train
 
 from conftest import ROOT
 
@@ -22,7 +22,7 @@ def test_quick_recipe_reaches_85_percent_on_cifar10(cifar_tar, tmp_path, monkeyp
     first = next(h["epoch"] for h in result.history if h["test_top1"] >= 0.85)
     assert first <= 14
     _, meta = load_checkpoint(out)
-    assert meta["data"]["test_images"] == 10000
+    assert meta.data["test_images"] == 10000
 
 
 @pytest.mark.slow

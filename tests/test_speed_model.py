@@ -7,9 +7,12 @@ import pytest
 import torch
 import torch.nn as nn
 
-from vggnet.engine.config import ConfigError, TrainConfig, validate
-from vggnet.engine.train import Lookahead, build_optimizer, train
-from vggnet.inference.optimize import optimize_for_inference
+from vggnet.errors import ConfigError
+from vggnet.training.config import TrainConfig, validate
+from vggnet.training.averaging import Lookahead
+from vggnet.training.setup import build_optimizer
+from vggnet.training.loop import train
+from vggnet.export.optimize import optimize_for_inference
 from vggnet.models import create_model, load_model
 from vggnet.models.configs import CONFIGS
 from vggnet.models.vgg import VGG
@@ -265,7 +268,7 @@ def test_whitening_agrees_with_the_baseline_scripts_up_to_each_filters_sign():
 
 def test_whitening_sample_normalises_in_memory_images_and_takes_streamed_batches_as_they_come():
     from vggnet.data import ImageTensors
-    from vggnet.engine.train import Data
+    from vggnet.training.setup import Data
 
     images = torch.randint(0, 256, (10, 3, 4, 4), dtype=torch.uint8)
     data = Data(None, None, ["a"], [0.5, 0.4, 0.3], [0.2, 0.25, 0.3], 3, 4, 10, 0,

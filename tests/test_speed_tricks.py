@@ -8,9 +8,11 @@ import torch.nn as nn
 from vggnet.data import load_splits
 from vggnet.data.augment import alternating_flip_mask, alternating_flip_parity
 from vggnet.data.loader import TensorLoader
-from vggnet.engine.checkpoint import load_checkpoint
-from vggnet.engine.config import ConfigError, resolve
-from vggnet.engine.train import Lookahead, build_ema, train
+from vggnet.run import load_checkpoint
+from vggnet.errors import ConfigError
+from vggnet.training.config import resolve
+from vggnet.training.averaging import Lookahead, build_ema
+from vggnet.training.loop import train
 
 DIGITS = dict(data="digits", model="vgg11_bn", width=0.125, head="linear", batch_size=64,
               lr=0.05, crop_padding=2, flip=False, progress=False, deterministic=True)

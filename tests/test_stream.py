@@ -9,9 +9,10 @@ import torch
 from vggnet.cli import main
 from vggnet.data import load_splits
 from vggnet.data.stream import FolderImages, StreamLoader, stream_splits
-from vggnet.engine.checkpoint import load_checkpoint
-from vggnet.engine.config import ConfigError, resolve
-from vggnet.engine.train import train
+from vggnet.run import load_checkpoint
+from vggnet.errors import ConfigError
+from vggnet.training.config import resolve
+from vggnet.training.loop import train
 from vggnet.evaluation.protocols import evaluate_protocol, evaluate_protocol_folder
 
 from helpers import write_image
@@ -86,9 +87,9 @@ def test_streamed_training_writes_a_normal_run_and_evaluates_whole_images(tmp_pa
         epochs=2, progress=False, out=str(out))))
     assert len(result.history) == 2
     model, meta = load_checkpoint(out)
-    assert meta["classes"] == list(CLASSES)
-    assert meta["preprocessing"]["input_size"] == 32 and meta["preprocessing"]["test_scale"] == 40
-    assert meta["data"] == {"source": str(root), "train_images": 19, "test_images": 9}
+    assert meta.classes == list(CLASSES)
+    assert meta.preprocessing.input_size == 32 and meta.preprocessing.test_scale == 40
+    assert meta.data == {"source": str(root), "train_images": 19, "test_images": 9}
 
     assert main(["evaluate", str(out), "--protocol", "dense+multicrop", "--scales", "32", "40",
                  "--grid", "2", "--flip", "--workers", "0", "--json"]) == 0

@@ -6,9 +6,12 @@ import pytest
 import torch
 
 from vggnet.cli import main
-from vggnet.engine.checkpoint import load_checkpoint
-from vggnet.engine.config import ConfigError, TrainConfig, resolve
-from vggnet.engine.train import TrainingError, lr_factor, train
+from vggnet.run import load_checkpoint
+from vggnet.errors import ConfigError
+from vggnet.training.config import resolve
+from vggnet.errors import TrainingError
+from vggnet.training.schedule import lr_factor
+from vggnet.training.loop import train
 
 DIGITS = dict(data="digits", model="vgg11_bn", width=0.25, head="linear", batch_size=64,
               lr=0.05, crop_padding=2, flip=False, progress=False)
@@ -92,13 +95,12 @@ def test_transfer_learning_with_frozen_features(tmp_path):
 
 
 def test_schedules():
-    cfg = TrainConfig(epochs=10, schedule="onecycle")
-    f = [lr_factor(cfg, s, 10) for s in range(100)]
+    f = [lr_factor("onecycle", s, 100, 10, epochs=10) for s in range(100)]
     assert f[0] == pytest.approx(0.1) and max(f) == pytest.approx(1.0, abs=0.05) and f[-1] < 0.02
-    cfg = TrainConfig(epochs=10, schedule="step", step_epochs=4, step_gamma=0.1)
-    assert [lr_factor(cfg, e * 10, 10) for e in (0, 3, 4, 8)] == pytest.approx([1, 1, 0.1, 0.01])
-    cfg = TrainConfig(epochs=10, schedule="cosine", warmup_epochs=1)
-    assert lr_factor(cfg, 0, 10) == pytest.approx(0.1) and lr_factor(cfg, 99, 10) < 0.01
+    assert [lr_factor("step", e * 10, 100, 10, step_epochs=4, gamma=0.1) for e in (0, 3, 4, 8)] \
+        == pytest.approx([1, 1, 0.1, 0.01])
+    assert lr_factor("cosine", 0, 100, 10, warmup_epochs=1) == pytest.approx(0.1)
+    assert lr_factor("cosine", 99, 100, 10, warmup_epochs=1) < 0.01
 
 
 def test_recipe_errors_name_the_key(tmp_path):
@@ -118,13 +120,16 @@ def test_recipe_errors_name_the_key(tmp_path):
     assert cfg.epochs == 3 and cfg.lr == 0.3  # flags override the recipe
 
 
-def test_shipped_recipes_are_valid():
-    from pathlib import Path
+def test_shipped_recipes_are_valid(tmp_path):
+    from vggnet.training.config import list_recipes
 
-    recipes = sorted((Path(__file__).resolve().parents[1] / "configs").rglob("*.toml"))
-    assert len(recipes) >= 4
-    for recipe in recipes:
-        resolve(recipe)
+    recipes = list_recipes()
+    assert len(recipes) >= 16
+    (tmp_path / "train").mkdir()  # the ImageNet recipes need the user's ImageNet folder
+    for name in recipes:
+        paths = ({"data": str(tmp_path), "weights": None, "init_from": None}
+                 if name.startswith("imagenet/") else {})
+        assert resolve(name, paths).epochs >= 1
 
 
 def test_real_cifar10_subset_train_evaluate_predict(cifar_tar, tmp_path, monkeypatch, capsys):
@@ -141,12 +146,30 @@ def test_real_cifar10_subset_train_evaluate_predict(cifar_tar, tmp_path, monkeyp
     assert main(["evaluate", str(out), "--limit", "1000", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["top1"] > 0.35 and report["images"] == 1000 and len(report["per_class"]) == 10
-    assert (out / "confusion.png").stat().st_size > 1000
+    from PIL import Image
+
+    with Image.open(out / "confusion.png") as png:  # a drawn matrix, not an empty canvas
+        assert png.format == "PNG" and min(png.size) >= 300
+        assert len(png.convert("L").getcolors(1 << 16)) > 50
     assert main(["samples", "cifar10", "--out", str(tmp_path / "imgs"), "--count", "5"]) == 0
+    assert sorted(p.suffix for p in (tmp_path / "imgs").iterdir()) == [".png"] * 5
+    # predict on test images written at their own size reproduces the model on those pixels
+    from vggnet.data import load_splits
+    from vggnet.data.augment import normalize
+
+    _, test = load_splits("cifar10")
+    test = test.subset(5, seed=7)
+    for i in range(5):
+        Image.fromarray(test.images[i].permute(1, 2, 0).numpy()).save(tmp_path / f"t{i}.png")
     capsys.readouterr()
-    assert main(["predict", str(out), str(tmp_path / "imgs"), "--json", "--top-k", "3"]) == 0
+    assert main(["predict", str(out), *(str(tmp_path / f"t{i}.png") for i in range(5)),
+                 "--json", "--top-k", "3"]) == 0
     preds = json.loads(capsys.readouterr().out)
-    assert len(preds) == 5 and all(len(p["top"]) == 3 for p in preds)
-    hits = sum(p["top"][0]["class"] in p["path"] for p in preds)
-    assert all(0 <= q["probability"] <= 1 for p in preds for q in p["top"])
-    assert hits >= 1
+    model, meta = load_checkpoint(out)
+    with torch.no_grad():
+        probs = model(normalize(test.images, meta.preprocessing.mean, meta.preprocessing.std)
+                      ).softmax(1)
+    for p, row in zip(preds, probs):
+        top = row.topk(3)
+        assert [q["class"] for q in p["top"]] == [test.classes[j] for j in top.indices]
+        assert [q["probability"] for q in p["top"]] == pytest.approx(top.values.tolist(), abs=1e-5)

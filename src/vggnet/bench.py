@@ -92,32 +92,30 @@ def _tutorial_loop_throughput(train_set, mean, std, batch: int, steps: int, warm
 
 def _vggnet_engine_throughput(train_set, mean, std, batch: int, steps: int, warmup: int,
                               precision: str, conv_algorithm: str = "auto") -> float:
+    """The loop of ``vggnet train`` itself: the model, optimizer, schedule and step are built
+    by the training package's own functions, and ``train_one_epoch`` runs the steps timed."""
     from .data import TensorLoader
-    from .engine.config import TrainConfig
-    from .engine.train import apply_conv_algorithm, autocast_for, build_optimizer
-    from .models import create_model
+    from .device import autocast_for
+    from .training.config import TrainConfig
+    from .training.loop import Step, train_one_epoch
+    from .training.setup import (apply_conv_algorithm, build_model, build_optimizer,
+                                 build_schedule)
+    from .training.state import TrainState
 
     device = torch.device("cpu")
+    cfg = TrainConfig(model="vgg16_bn", head="linear", lr=0.01, precision=precision,
+                      conv_algorithm=conv_algorithm, batch_size=batch, epochs=1)
     loader = TensorLoader(train_set, batch, mean=mean, std=std, train=True, crop_padding=4,
                           flip=True, channels_last=True, drop_last=True)
-    model = create_model("vgg16_bn", num_classes=len(train_set.classes), head="linear")
-    model = model.to(memory_format=torch.channels_last).train()
-    cfg = TrainConfig(lr=0.01, precision=precision, conv_algorithm=conv_algorithm)
+    model = build_model(cfg, len(train_set.classes)).to(memory_format=torch.channels_last)
     apply_conv_algorithm(model, cfg, device)  # as `vggnet train` does
-    opt = build_optimizer(cfg, model, device)
-    crit = nn.CrossEntropyLoss()
-    autocast = autocast_for(device, precision)
-    it = iter(loader)
-    for i in range(warmup + steps):
-        if i == warmup:
-            t0 = time.perf_counter()
-        x, y = next(it)
-        with autocast():
-            loss = crit(model(x).float(), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    return steps * batch / (time.perf_counter() - t0)
+    optimizer = build_optimizer(cfg, model, device)
+    state = TrainState(model, optimizer, build_schedule(cfg, optimizer, len(loader)),
+                       torch.Generator().manual_seed(0))
+    step = Step(model, nn.CrossEntropyLoss(), autocast_for(device, precision))
+    train_one_epoch(state, step, loader, limit=warmup)
+    sums = train_one_epoch(state, step, loader, limit=steps)
+    return sums.images / sums.seconds
 
 
 def bench_training(data: str = "cifar10", root=None, batch: int = 128, steps: int = 20,
@@ -178,7 +176,7 @@ def bench_inference(batches=(1, 32), reps: int = 11, int8: bool = True, cifar_ru
                     data_root=None) -> dict:
     import torchvision
 
-    from .inference.optimize import optimize_for_inference
+    from .export.optimize import optimize_for_inference
     from .models import create_model
 
     ref = torchvision.models.vgg16().eval()
@@ -219,9 +217,10 @@ def _onnx_vgg16(ref, data_root=None, int8: bool = True):
         import onnxruntime  # noqa: F401
     except ImportError:
         return None, None
-    from .data import DataError, load_splits
-    from .inference.export import export_onnx
-    from .inference.quantize import OnnxClassifier, quantize_onnx
+    from .data import load_splits
+    from .errors import DataError
+    from .export.formats import export_onnx
+    from .export.quantize import OnnxClassifier, quantize_onnx
     from .models import create_model
 
     model = create_model("vgg16", weights=ref.state_dict())
@@ -245,14 +244,14 @@ def _onnx_vgg16(ref, data_root=None, int8: bool = True):
 
 def int8_agreement(run, data_root=None, calibration: int = 512) -> dict:
     """Top-1 agreement of the int8 model with the fp32 model on the whole test set."""
-    from .engine.checkpoint import load_checkpoint
-    from .inference.export import export_onnx
-    from .inference.quantize import quantize_run
+    from .export.formats import export_onnx
+    from .export.quantize import quantize_run
+    from .run import load_checkpoint
 
     model, meta = load_checkpoint(run)
     with tempfile.TemporaryDirectory(prefix="vggnet-int8-") as d:
         tmp = Path(d)
-        export_onnx(model, tmp / "fp32.onnx", meta["preprocessing"]["input_size"])
+        export_onnx(model, tmp / "fp32.onnx", meta.preprocessing.input_size)
         report = quantize_run(model, meta, tmp / "fp32.onnx", tmp / "int8.onnx",
                               calibration=calibration, check_images=None, data_root=data_root)
     return {"run": str(run), **{k: v for k, v in report.items() if k != "calibration_images"}}

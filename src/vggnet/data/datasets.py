@@ -15,7 +15,6 @@ epoch never decodes an image again. Supported sources:
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import tarfile
 import warnings
@@ -25,12 +24,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm")
+from ..errors import DataError, ImageReadError
+from ..io import IMAGE_EXTENSIONS, decode_image, is_image_name
+
 BUILTIN = ("cifar10", "cifar100", "digits")
-
-
-class DataError(ValueError):
-    """A data set that cannot be found or read; the message says what to do."""
 
 
 @dataclass
@@ -75,36 +72,6 @@ def default_data_root() -> Path:
 
 # --- decoding -----------------------------------------------------------------------------
 
-def decode_image(data: bytes | Path | str, size: int | None = None) -> np.ndarray:
-    """Decode one image to uint8 H x W x 3 RGB, resized so its shorter side is ``size`` and
-    centre-cropped to ``size`` x ``size`` (as is, when ``size`` is None)."""
-    from PIL import Image, ImageOps
-
-    from ..inference.images import to_rgb
-
-    src = io.BytesIO(data) if isinstance(data, bytes) else data
-    with Image.open(src) as im:
-        if size is not None:
-            im.draft("RGB", (size, size))  # let JPEG decode at a reduced scale when it can
-        im = to_rgb(ImageOps.exif_transpose(im))
-        if size is not None and im.size != (size, size):
-            im = resize_center_crop(im, size)
-        return np.asarray(im, dtype=np.uint8)
-
-
-def resize_center_crop(im, size: int, crop: int | None = None):
-    """Shorter side to ``size``, then a centre crop of ``crop`` (default ``size``) pixels."""
-    from PIL import Image
-
-    crop = crop or size
-    w, h = im.size
-    scale = size / min(w, h)
-    nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
-    im = im.resize((nw, nh), Image.BILINEAR, reducing_gap=3.0)
-    left, top = (nw - crop) // 2, (nh - crop) // 2
-    return im.crop((left, top, left + crop, top + crop))
-
-
 def _stack(arrays: list[np.ndarray], labels: list[int], classes: list[str]) -> ImageTensors:
     shapes = {a.shape for a in arrays}
     if len(shapes) > 1:
@@ -123,10 +90,10 @@ def _decode_all(items, classes, image_size, what) -> ImageTensors:
     for src, label, name in tqdm(items, desc=f"decoding {what}", unit="img", leave=False,
                                  disable=None, mininterval=1.0):
         try:
-            arrays.append(decode_image(src, image_size))
+            arrays.append(decode_image(src, image_size, name=name))
             labels.append(label)
-        except Exception as exc:  # PIL raises many types for broken files
-            bad.append(f"{name} ({exc.__class__.__name__})")
+        except ImageReadError as exc:  # one bad file must not stop a whole run
+            bad.append(str(exc))
     if bad:
         warnings.warn(f"skipped {len(bad)} unreadable image(s) in {what}: {', '.join(bad[:5])}"
                       + (" ..." if len(bad) > 5 else ""), stacklevel=2)
@@ -137,11 +104,7 @@ def _decode_all(items, classes, image_size, what) -> ImageTensors:
 
 # --- ImageFolder trees (directories and tar archives) -------------------------------------
 
-def _is_image(name: str) -> bool:
-    return name.lower().endswith(IMAGE_EXTENSIONS) and not Path(name).name.startswith(".")
-
-
-def _folder_items(root: Path):
+def folder_items(root: Path):
     if not root.is_dir():
         raise DataError(f"{root} is not a folder")
     class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
@@ -151,7 +114,7 @@ def _folder_items(root: Path):
     classes = [d.name for d in class_dirs]
     items = []
     for label, d in enumerate(class_dirs):
-        files = sorted(p for p in d.rglob("*") if p.is_file() and _is_image(p.name))
+        files = sorted(p for p in d.rglob("*") if p.is_file() and is_image_name(p.name))
         if not files:
             raise DataError(f"class folder {d} holds no images ({', '.join(IMAGE_EXTENSIONS)}); "
                             "remove it or add images")
@@ -167,7 +130,7 @@ def _tar_split(tar_path: Path, image_size: int | None) -> dict[str, ImageTensors
             parts = Path(member.name).parts
             if parts and parts[0] == ".":
                 parts = parts[1:]
-            if not member.isfile() or len(parts) < 3 or not _is_image(parts[-1]):
+            if not member.isfile() or len(parts) < 3 or not is_image_name(parts[-1]):
                 continue
             data = tf.extractfile(member).read()
             per_split.setdefault(parts[-3], []).append((data, parts[-2], member.name))
@@ -253,12 +216,12 @@ def _from_path(path: Path, image_size, val_fraction, seed, use_cache):
         def build():
             out = {}
             for split in ("train", test_name):
-                items, classes = _folder_items(path / split)
+                items, classes = folder_items(path / split)
                 out[split] = _decode_all(items, classes, image_size, f"{path / split}")
             return out
     else:
         def build():
-            items, classes = _folder_items(path)
+            items, classes = folder_items(path)
             return {"all": _decode_all(items, classes, image_size, str(path))}
     files = sorted(p for p in path.rglob("*") if p.is_file())
     key = _cache_key("dir", str(path.resolve()), len(files),

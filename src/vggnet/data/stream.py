@@ -18,7 +18,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from . import augment
-from .datasets import TEST_SPLITS, DataError, _folder_items
+from ..errors import DataError, ImageReadError
+from ..io import open_image
+from .datasets import TEST_SPLITS, folder_items
 
 log = logging.getLogger("vggnet")
 
@@ -53,7 +55,7 @@ class FolderImages(Dataset):
     def __init__(self, root: str | Path, *, train: bool, crop: int | None,
                  scale: tuple[int, int] = (256, 256), test_scale: int | None = 256,
                  flip: bool = True, draft: int | None = None):
-        items, self.classes = _folder_items(Path(root))
+        items, self.classes = folder_items(Path(root))
         self.root = Path(root)
         self.paths = [p for p, _, _ in items]
         self.labels = [label for _, label, _ in items]
@@ -71,8 +73,6 @@ class FolderImages(Dataset):
         generator, so that the pixels depend on (seed, index) and not on which worker
         process decodes the image or in which order (exact resumes)."""
         from PIL import Image
-
-        from ..inference.images import ImageReadError, open_image
 
         if isinstance(item, tuple):
             i, seed = item

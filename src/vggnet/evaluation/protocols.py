@@ -18,6 +18,7 @@ import copy
 import torch
 
 from ..data.augment import normalize, resize_shorter
+from ..errors import ConfigError, DataError
 from .metrics import tta_probs
 
 PROTOCOLS = ("single", "dense", "multicrop", "dense+multicrop")
@@ -56,9 +57,9 @@ def protocol_probs(model, x: torch.Tensor, protocol: str, scales, crop: int, *, 
     ``shift`` (single protocol only) adds the centre crop's copies translated by +-shift
     pixels, the test-time augmentation of the fast-CIFAR recipes."""
     if protocol not in PROTOCOLS:
-        raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}; got {protocol!r}")
+        raise ConfigError(f"protocol must be one of {', '.join(PROTOCOLS)}; got {protocol!r}")
     if shift < 0 or (shift and protocol != "single"):
-        raise ValueError(f"a test-time shift (here {shift}) is for the single protocol, "
+        raise ConfigError(f"a test-time shift (here {shift}) is for the single protocol, "
                          f"0 or more pixels; got protocol {protocol!r}")
     dense = dense if dense is not None else (
         dense_model(model) if "dense" in protocol else None)
@@ -67,7 +68,7 @@ def protocol_probs(model, x: torch.Tensor, protocol: str, scales, crop: int, *, 
         xq = rescale(x, q)
         h, w = xq.shape[-2:]
         if h < crop or w < crop:
-            raise ValueError(f"scale {q} is smaller than the crop size {crop}; use scales >= {crop}")
+            raise ConfigError(f"scale {q} is smaller than the crop size {crop}; use scales >= {crop}")
         if protocol == "single":
             top, left = (h - crop) // 2, (w - crop) // 2
             n = (2 if flip else 1) * (3 if shift else 1)
@@ -151,7 +152,7 @@ def evaluate_protocol_folder(model, folder, *, protocol="single", scales, crop: 
         outs.append(p.clamp_min(1e-12).log())
         labels.append(int(y))
     if not outs:
-        raise ValueError(f"{folder}: no readable images to evaluate")
+        raise DataError(f"{folder}: no readable images to evaluate")
     result = classification_metrics(torch.cat(outs), torch.tensor(labels, device=device),
                                     model.num_classes)
     result["classes"] = classes

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from .weights import WeightsError
+from ..errors import WeightsError
 
 # The ImageNet weights torchvision publishes (its ``*_Weights.IMAGENET1K_V1`` entries).
 URLS = {

@@ -1,4 +1,7 @@
-"""A registry of model builders: ``create_model(name, **options)`` and ``list_models()``."""
+"""A registry of model builders by name: ``register_model``, ``list_models``, ``get_builder``.
+
+A leaf of the models package: it knows names and builders, nothing about weights (see
+:mod:`vggnet.models.factory` for ``create_model``)."""
 
 from __future__ import annotations
 
@@ -8,18 +11,18 @@ from typing import Callable
 
 import torch.nn as nn
 
+from ..errors import ConfigError, UnknownModelError
+
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
 
 
-class UnknownModelError(ValueError):
-    """An unknown model name; the message lists the valid names and the closest match."""
 
 
 def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
     """Register a builder under its function name. A second builder with the same name raises."""
     name = fn.__name__
     if name in _MODELS:
-        raise ValueError(f"a model named {name!r} is already registered; choose another name")
+        raise ConfigError(f"a model named {name!r} is already registered; choose another name")
     _MODELS[name] = fn
     return fn
 
@@ -41,24 +44,3 @@ def get_builder(name: str) -> Callable[..., nn.Module]:
         return _MODELS[name]
     except KeyError:
         raise UnknownModelError(unknown_model_message(name)) from None
-
-
-def create_model(name: str, *, weights=None, strict_head: bool = False, **options) -> nn.Module:
-    """Build a registered model by name.
-
-    ``options`` go to the builder (``num_classes``, ``in_channels``, ``width``, ``dropout``,
-    ``head``, ``init``, ...). ``weights`` is a path (``.pth``, ``.pt``, ``.safetensors``) or a
-    state dict in torchvision's, timm's or vggnet's own format; see :func:`vggnet.models.load_weights`;
-    or ``"imagenet"`` for torchvision's published ImageNet weights (downloaded once,
-    checksum-verified; see :mod:`vggnet.models.hub`).
-    """
-    model = get_builder(name)(**options)
-    if isinstance(weights, str) and weights.lower() in ("imagenet", "torchvision"):
-        from .hub import pretrained_file
-
-        weights = pretrained_file(name)
-    if weights is not None:
-        from .weights import load_weights
-
-        load_weights(model, weights, strict_head=strict_head)
-    return model

@@ -8,20 +8,20 @@ names a renaming (see :mod:`vggnet.models.weights`).
 
 from __future__ import annotations
 
-import inspect
 from collections import OrderedDict
+from dataclasses import replace
 from typing import Iterable
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..errors import ConfigError, InputError
+from .model_config import ACTIVATIONS, HEADS, ModelConfig
 from .configs import CONFIGS, LRN_ALPHA, LRN_BETA, LRN_K, LRN_SIZE, conv_spec
+from .heads import HEAD_CLASSES, ConvHead
 from .registry import register_model
 
-HEADS = ("classifier", "conv", "linear")
-INITS = ("kaiming", "paper", "xavier", "dirac")
-HEAD_POOLS = ("avg", "max")
 
 
 def scaled(channels: int, width: float) -> int:
@@ -29,7 +29,6 @@ def scaled(channels: int, width: float) -> int:
     return max(1, int(round(channels * width)))
 
 
-ACTIVATIONS = {"relu": lambda: nn.ReLU(inplace=True), "gelu": nn.GELU}
 
 
 def make_layers(cfg: Iterable, in_channels: int = 3, width: float = 1.0,
@@ -92,154 +91,6 @@ def make_layers(cfg: Iterable, in_channels: int = 3, width: float = 1.0,
     return nn.Sequential(layers)
 
 
-class MinSizePool(nn.Module):
-    """Average-pools a map up to at least ``size`` x ``size`` (a no-op for larger maps).
-
-    A map smaller than the 7x7 that fc6 expects is stretched exactly as torchvision's
-    ``AdaptiveAvgPool2d((7, 7))`` does, so the fully convolutional head gives the same result
-    as the classifier head whenever the map is at most 7x7, and a dense score map beyond.
-    """
-
-    def __init__(self, size: int = 7):
-        super().__init__()
-        self.size = size
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h, w = x.shape[-2:]
-        if h >= self.size and w >= self.size:
-            return x
-        return F.adaptive_avg_pool2d(x, (max(h, self.size), max(w, self.size)))
-
-    def extra_repr(self) -> str:
-        return f"size={self.size}"
-
-
-class SpatialMean(nn.Module):
-    """Averages a class-score map over its spatial positions (the paper's dense evaluation)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.mean(dim=(-2, -1))
-
-
-class Head(nn.Sequential):
-    """Base of the heads: an ordered set of named layers; the last one produces the logits."""
-
-    kind = ""
-    logits_layer = ""
-
-    def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        for name, layer in self.named_children():
-            if name == self.logits_layer:
-                if pre_logits:
-                    return self.pool_pre_logits(x)
-            x = layer(x)
-        return x
-
-    def pool_pre_logits(self, x: torch.Tensor) -> torch.Tensor:
-        return x
-
-    def last_layer(self) -> nn.Module:
-        """The layer that produces the logits (fc8, or fc of the linear head)."""
-        return getattr(self, self.logits_layer)
-
-
-class ClassifierHead(Head):
-    """The paper's FC-4096, FC-4096, FC-N after pooling to 7x7 (torchvision's ``classifier``)."""
-
-    kind = "classifier"
-    logits_layer = "fc8"
-
-    def __init__(self, in_channels: int, num_classes: int, fc_dim: int = 4096, dropout: float = 0.5):
-        super().__init__(OrderedDict([
-            ("avgpool", nn.AdaptiveAvgPool2d((7, 7))),
-            ("flatten", nn.Flatten(1)),
-            ("fc6", nn.Linear(in_channels * 49, fc_dim)),
-            ("relu6", nn.ReLU(inplace=True)),
-            ("drop6", nn.Dropout(dropout)),
-            ("fc7", nn.Linear(fc_dim, fc_dim)),
-            ("relu7", nn.ReLU(inplace=True)),
-            ("drop7", nn.Dropout(dropout)),
-            ("fc8", nn.Linear(fc_dim, num_classes)),
-        ]))
-
-
-class ConvHead(Head):
-    """The same FC layers as 7x7 and 1x1 convolutions: fully convolutional (Section 3.2).
-
-    Returns the spatial average of the class-score map; :meth:`score_map` returns the map.
-    """
-
-    kind = "conv"
-    logits_layer = "fc8"
-
-    def __init__(self, in_channels: int, num_classes: int, fc_dim: int = 4096, dropout: float = 0.5):
-        super().__init__(OrderedDict([
-            ("avgpool", MinSizePool(7)),
-            ("fc6", nn.Conv2d(in_channels, fc_dim, 7)),
-            ("relu6", nn.ReLU(inplace=True)),
-            ("drop6", nn.Dropout(dropout)),
-            ("fc7", nn.Conv2d(fc_dim, fc_dim, 1)),
-            ("relu7", nn.ReLU(inplace=True)),
-            ("drop7", nn.Dropout(dropout)),
-            ("fc8", nn.Conv2d(fc_dim, num_classes, 1)),
-            ("score_avg", SpatialMean()),
-        ]))
-
-    def pool_pre_logits(self, x: torch.Tensor) -> torch.Tensor:
-        return x.mean(dim=(-2, -1))
-
-    def score_map(self, x: torch.Tensor) -> torch.Tensor:
-        """The class-score map (N, classes, H', W') before spatial averaging."""
-        for name, layer in self.named_children():
-            if name == "score_avg":
-                break
-            x = layer(x)
-        return x
-
-
-class Scale(nn.Module):
-    """Multiplies by a fixed number (airbench's 1/9 on the logits)."""
-
-    def __init__(self, factor: float):
-        super().__init__()
-        self.factor = float(factor)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.factor
-
-    def extra_repr(self) -> str:
-        return f"factor={self.factor:g}"
-
-
-class LinearHead(Head):
-    """Global average (or max) pooling and one linear layer: the usual head for CIFAR-sized
-    inputs. ``logit_scale`` multiplies the logits by a fixed number (1: none)."""
-
-    kind = "linear"
-    logits_layer = "fc"
-
-    def __init__(self, in_channels: int, num_classes: int, fc_dim: int = 4096, dropout: float = 0.0,
-                 pool: str = "avg", logit_scale: float = 1.0):
-        layers = [
-            ("avgpool", nn.AdaptiveAvgPool2d(1)) if pool == "avg" else
-            ("maxpool", nn.AdaptiveMaxPool2d(1)),
-            ("flatten", nn.Flatten(1)),
-            ("drop", nn.Dropout(dropout)),
-            ("fc", nn.Linear(in_channels, num_classes)),
-        ]
-        if logit_scale != 1.0:
-            layers.append(("scale", Scale(logit_scale)))
-        super().__init__(OrderedDict(layers))
-
-
-_HEAD_CLASSES = {"classifier": ClassifierHead, "conv": ConvHead, "linear": LinearHead}
-
-
-def _check_choice(what: str, value, choices) -> None:
-    if value not in choices:
-        raise ValueError(f"{what} must be one of {', '.join(map(repr, choices))}; got {value!r}")
-
-
 class VGG(nn.Module):
     """A VGG network: ``features`` (the convolutional blocks) and ``head``.
 
@@ -247,65 +98,45 @@ class VGG(nn.Module):
     :meth:`reset_classifier`, :meth:`extract` (named feature taps) and :meth:`set_head`.
     """
 
-    def __init__(self, cfg: list, *, name: str = "vgg", num_classes: int = 1000,
-                 in_channels: int = 3, width: float = 1.0, batch_norm: bool = False,
-                 head: str = "classifier", dropout: float | None = None, fc_dim: int = 4096,
-                 init: str = "kaiming", activation: str = "relu", pool_before_norm: bool = False,
-                 bn_momentum: float = 0.1, bn_weight: bool = True, head_pool: str = "avg",
-                 logit_scale: float = 1.0):
+    def __init__(self, cfg: list, *, name: str = "vgg", batch_norm: bool = False, **options):
+        """``cfg``: the layer tokens (:mod:`vggnet.models.configs`); ``options``: the fields of
+        :class:`~vggnet.models.model_config.ModelConfig`, validated there once."""
         super().__init__()
-        _check_choice("head", head, HEADS)
-        _check_choice("init", init, INITS)
-        _check_choice("activation", activation, tuple(ACTIVATIONS))
-        _check_choice("head_pool", head_pool, HEAD_POOLS)
-        if head_pool != "avg" and head != "linear":
-            raise ValueError(f"head_pool={head_pool!r} needs head='linear' (the classifier and "
-                             "conv heads pool to 7x7 by averaging, as the paper's do)")
-        if logit_scale != 1.0 and head != "linear":
-            raise ValueError("logit_scale needs head='linear'")
-        if not (isinstance(logit_scale, (int, float)) and logit_scale > 0):
-            raise ValueError(f"logit_scale must be a positive number; got {logit_scale!r}")
-        if not 0.0 < bn_momentum <= 1.0:
-            raise ValueError(f"bn_momentum must be in (0, 1] (PyTorch's convention: the weight of "
-                             f"the new batch's statistics; 0.1 is the default); got {bn_momentum!r}")
-        for what, value in (("num_classes", num_classes), ("in_channels", in_channels),
-                            ("fc_dim", fc_dim)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{what} must be a positive integer; got {value!r}")
-        if not (isinstance(width, (int, float)) and width > 0):
-            raise ValueError(f"width must be a positive number (1.0 is the paper's); got {width!r}")
-        if dropout is None:
-            dropout = 0.0 if head == "linear" else 0.5  # the paper's dropout ratio is 0.5
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1); got {dropout!r}")
+        config = ModelConfig(name=name, **options)
         self.arch = name
         self.cfg = list(cfg)
-        self.features = make_layers(self.cfg, in_channels, width, batch_norm,
-                                    activation=activation, pool_before_norm=pool_before_norm,
-                                    bn_momentum=bn_momentum, bn_weight=bn_weight)
+        self.features = make_layers(self.cfg, config.in_channels, config.width, batch_norm,
+                                    activation=config.activation,
+                                    pool_before_norm=config.pool_before_norm,
+                                    bn_momentum=config.bn_momentum, bn_weight=config.bn_weight)
         self.num_features = [m for m in self.features if isinstance(m, nn.Conv2d)][-1].out_channels
-        self.num_classes = num_classes
-        self.init = init
-        self.in_channels = in_channels
         # each max-pooling halves the map (floor): the smallest input that survives them all
         # (and a whitening layer's 2x2 patches take one pixel)
         self.min_input_size = 2 ** sum(1 for token in self.cfg if token == "M") + \
             (1 if "W" in self.cfg else 0)
-        # Everything needed to build this model again: checkpoints carry it.
-        self.model_config = dict(name=name, num_classes=num_classes, in_channels=in_channels,
-                                 width=float(width), head=head, dropout=float(dropout),
-                                 fc_dim=fc_dim, init=init)
-        # the options of the compact CIFAR networks, recorded only when used, so that the
-        # configs of the paper's models (and checkpoints that carry them) stay as they were
-        extra = dict(activation=activation, pool_before_norm=pool_before_norm,
-                     bn_momentum=float(bn_momentum), bn_weight=bn_weight, head_pool=head_pool,
-                     logit_scale=float(logit_scale))
-        defaults = inspect.signature(VGG.__init__).parameters
-        self.model_config.update({k: v for k, v in extra.items() if v != defaults[k].default})
-        head_options = dict(pool=head_pool, logit_scale=logit_scale) if head == "linear" else {}
-        self.head = _HEAD_CLASSES[head](self.num_features, num_classes, fc_dim, dropout,
-                                        **head_options)
+        self.config = config
+        head_options = (dict(pool=config.head_pool, logit_scale=config.logit_scale)
+                        if config.head == "linear" else {})
+        self.head = HEAD_CLASSES[config.head](self.num_features, config.num_classes,
+                                              config.fc_dim, config.dropout, **head_options)
         self.reset_parameters()
+
+    # Everything needed to build this model again (checkpoints carry it as a dict).
+    @property
+    def model_config(self) -> dict:
+        return self.config.to_dict()
+
+    @property
+    def num_classes(self) -> int:
+        return self.config.num_classes
+
+    @property
+    def in_channels(self) -> int:
+        return self.config.in_channels
+
+    @property
+    def init(self) -> str:
+        return self.config.init
 
     # --- construction -----------------------------------------------------------------
     def reset_parameters(self) -> None:
@@ -369,8 +200,7 @@ class VGG(nn.Module):
         _init_layer(new, self.init, is_head=True)
         new.to(device=old.weight.device, dtype=old.weight.dtype)
         setattr(self.head, self.head.logits_layer, new)
-        self.num_classes = num_classes
-        self.model_config["num_classes"] = num_classes
+        self.config = replace(self.config, num_classes=num_classes)
 
     def set_head(self, kind: str) -> "VGG":
         """Switch between the ``classifier`` and ``conv`` heads, keeping the exact weights.
@@ -378,15 +208,16 @@ class VGG(nn.Module):
         The conversion is the paper's: fc6 becomes a 7x7 convolution, fc7 and fc8 1x1
         convolutions, by reshaping the same numbers. Returns ``self``.
         """
-        _check_choice("head", kind, HEADS)
+        if kind not in HEADS:
+            raise ConfigError(f"head must be one of {', '.join(map(repr, HEADS))}; got {kind!r}")
         if kind == self.head_kind:
             return self
         if "linear" in (kind, self.head_kind):
             raise ValueError("only the 'classifier' and 'conv' heads share weights; "
                              f"cannot convert a {self.head_kind!r} head to {kind!r}")
-        cfg = self.model_config
         ref = self.head.fc6.weight
-        new = _HEAD_CLASSES[kind](self.num_features, self.num_classes, cfg["fc_dim"], cfg["dropout"])
+        new = HEAD_CLASSES[kind](self.num_features, self.num_classes, self.config.fc_dim,
+                                 self.config.dropout)
         new.to(device=ref.device, dtype=ref.dtype)
         with torch.no_grad():
             for layer in ("fc6", "fc7", "fc8"):
@@ -395,7 +226,7 @@ class VGG(nn.Module):
                 dst.bias.copy_(src.bias)
         new.train(self.training)
         self.head = new
-        self.model_config["head"] = kind
+        self.config = replace(self.config, head=kind)
         return self
 
     # --- forward ------------------------------------------------------------------------
@@ -406,15 +237,15 @@ class VGG(nn.Module):
             return
         if not isinstance(x, torch.Tensor) or x.dim() != 4:
             shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-            raise ValueError(f"{self.arch} takes a batch of images N x C x H x W; got {shape} "
+            raise InputError(f"{self.arch} takes a batch of images N x C x H x W; got {shape} "
                              "(add a batch dimension with x[None] for one image)")
         if x.shape[1] != self.in_channels:
-            raise ValueError(f"{self.arch} was built for {self.in_channels} input channel(s); got "
+            raise InputError(f"{self.arch} was built for {self.in_channels} input channel(s); got "
                              f"{x.shape[1]} (convert the images, or build it with "
                              f"in_channels={x.shape[1]})")
         h, w = x.shape[-2:]
         if h < self.min_input_size or w < self.min_input_size:
-            raise ValueError(f"{self.arch} needs images of at least {self.min_input_size}x"
+            raise InputError(f"{self.arch} needs images of at least {self.min_input_size}x"
                              f"{self.min_input_size} pixels (its max-pooling layers halve them "
                              f"{self.min_input_size.bit_length() - 1} times); got {h}x{w}: "
                              "resize them first (vggnet predict does this for you)")

@@ -23,20 +23,15 @@ from typing import Mapping
 import torch
 import torch.nn as nn
 
+from ..errors import WeightsError, WeightsMismatchError
+from .registry import get_builder, list_models
+
 log = logging.getLogger("vggnet")
 
 FORMATS = ("vggnet", "torchvision", "timm")
 _TV_HEAD = {"classifier.0": "head.fc6", "classifier.3": "head.fc7", "classifier.6": "head.fc8"}
 _TIMM_HEAD = {"pre_logits.fc1": "head.fc6", "pre_logits.fc2": "head.fc7", "head.fc": "head.fc8"}
 _WRAPPER_KEYS = ("state_dict", "model", "model_state", "model_state_dict", "weights")
-
-
-class WeightsError(ValueError):
-    """A weights file or state dict that cannot be read or does not fit the model."""
-
-
-class WeightsMismatchError(WeightsError):
-    """Weights of another architecture, or with other shapes, than the model's."""
 
 
 @dataclass
@@ -167,8 +162,6 @@ def to_torchvision_state_dict(model) -> dict[str, torch.Tensor]:
 
 def infer_architecture(sd: Mapping[str, torch.Tensor]) -> str | None:
     """The registered model (with width, if not 1) whose convolutional layers these fit."""
-    from .registry import create_model, list_models
-
     try:
         fmt = detect_format(sd)
     except WeightsError:
@@ -182,7 +175,7 @@ def infer_architecture(sd: Mapping[str, torch.Tensor]) -> str | None:
     width = first.shape[0] / 64
     for name in list_models():
         with torch.device("meta"):
-            candidate = create_model(name, width=width, in_channels=first.shape[1],
+            candidate = get_builder(name)(width=width, in_channels=first.shape[1],
                                      head="linear", num_classes=1)
         feats = {k: v for k, v in candidate.state_dict().items() if k.startswith("features.")}
         if fmt != "vggnet":
@@ -202,7 +195,7 @@ def _layer_order(key: str):
     return (int(m.group(1)), int(m.group(2))) if m else (10**9, 0)
 
 
-def _fits_message(sd) -> str:
+def fits_message(sd) -> str:
     arch = infer_architecture(sd)
     return f"these weights fit {arch}" if arch else "these weights fit no registered VGG"
 
@@ -244,7 +237,7 @@ def load_weights(model, source, *, strict_head: bool = False) -> LoadReport:
         raise WeightsMismatchError(
             f"the weights do not fit {model.arch} (width {model.model_config['width']:g}): "
             + "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3
-                                         else "") + f". {_fits_message(raw)}.")
+                                         else "") + f". {fits_message(raw)}.")
 
     head_target = {k: v for k, v in target.items() if k.startswith("head.")}
     head_given = {k: v for k, v in sd.items() if k.startswith("head.")}
@@ -306,58 +299,3 @@ def read_metadata(path) -> dict[str, object]:
         except json.JSONDecodeError:
             out[key] = value
     return out
-
-
-def load_model(path, **overrides):
-    """Build a model from a vggnet ``.safetensors`` file alone (its config is in the file)."""
-    from .registry import create_model
-
-    meta = read_metadata(path)
-    if "model_config" not in meta:
-        raise WeightsError(f"{path} carries no vggnet model config; build the model with "
-                           "create_model(name, weights=path) instead")
-    config = dict(meta["model_config"])
-    config.update(overrides)
-    name = config.pop("name")
-    return create_model(name, weights=path, strict_head="num_classes" not in overrides, **config)
-
-
-def init_from_shallower(model, source) -> list[str]:
-    """Initialise ``model`` from a trained (usually shallower) net, layer by paper name.
-
-    The paper trained net A first and initialised the deeper nets' first four convolutional
-    layers and the three fully connected layers from it (Section 3.1). Layers are matched by
-    name (``conv3_2`` of A is ``conv3_2`` of D), so exactly those layers, and any other of the
-    same name and shape, are copied; the rest keep their initialisation. Returns the copied
-    layer names.
-    """
-    from .registry import create_model
-
-    raw = read_state_dict(source)
-    fmt = detect_format(raw)
-    if fmt != "vggnet":
-        arch = infer_architecture(raw)
-        if arch is None:
-            raise WeightsMismatchError(f"{source}: {_fits_message(raw)}, so its layers cannot be "
-                                       "named; give a vggnet checkpoint")
-        with torch.device("meta"):
-            donor = create_model(arch.split(" ")[0], width=model.model_config["width"])
-        raw = to_vggnet_state_dict(raw, donor, fmt)
-    target = model.state_dict()
-    copied, state = [], {}
-    for key, value in raw.items():
-        if key not in target:
-            continue
-        if value.shape != target[key].shape:
-            if key.startswith("head.") and value.numel() == target[key].numel():
-                value = value.reshape(target[key].shape)
-            else:
-                continue
-        state[key] = value
-        layer = key.split(".")[1]
-        if layer not in copied:
-            copied.append(layer)
-    if not state:
-        raise WeightsMismatchError(f"{source}: no layer matches {model.arch} by name and shape")
-    model.load_state_dict(state, strict=False)
-    return copied

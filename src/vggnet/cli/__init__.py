@@ -1,0 +1,54 @@
+"""The `vggnet` command: one thin module per sub-command, each parsing its arguments and
+calling the library.
+
+Errors that mean bad input (:class:`vggnet.errors.VggnetError`) are printed as one line;
+anything else is a bug and keeps its traceback. ``-v`` shows the traceback of every error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from ..errors import VggnetError
+from ..version import __version__
+from . import bench, evaluate, export, models, predict, recipes, samples, summary, train
+
+COMMANDS = (models, summary, recipes, train, evaluate, predict, samples, export, bench)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vggnet", description="VGG networks (Simonyan & Zisserman, 2014): train, "
+        "evaluate, predict, inspect and export.")
+    parser.add_argument("--version", action="version", version=f"vggnet {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="log more detail, and show the traceback of any error")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for command in COMMANDS:
+        command.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(message)s")
+    try:
+        args.func(args)
+    except VggnetError as exc:
+        if args.verbose:
+            raise
+        msg = exc.args[0] if exc.args else str(exc)
+        print(f"vggnet {args.command}: error: {msg}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"vggnet {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # output piped into `head` and the like: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    return getattr(args, "exit_code", 0)

@@ -1,0 +1,69 @@
+"""`vggnet export`: ONNX (checked against ONNX Runtime) or TorchScript, and int8."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import UsageError
+
+
+def register(sub) -> None:
+    p = sub.add_parser("export", help="export a checkpoint to ONNX or TorchScript")
+    p.add_argument("checkpoint", help="a run directory or a .safetensors checkpoint")
+    p.add_argument("--format", choices=["onnx", "torchscript"], default="onnx",
+                   help="onnx (default) or torchscript")
+    p.add_argument("--out", help="output file (default: beside the checkpoint)")
+    p.add_argument("--input-size", type=int, help="example input size (default: the checkpoint's)")
+    p.add_argument("--no-check", action="store_true", help="skip the parity check")
+    p.add_argument("--int8", action="store_true",
+                   help="also write an int8 ONNX model (ONNX Runtime static quantization), "
+                        "calibrated on the run's own training images")
+    p.add_argument("--calibration", type=int, default=512, help="calibration images for --int8")
+    p.add_argument("--check-images", type=int, default=1000,
+                   help="test images on which --int8 reports top-1 agreement with fp32")
+    p.add_argument("--data-root", help="where the run's data set lives (for --int8)")
+    p.set_defaults(func=run)
+
+
+def run(args) -> None:
+    from ..export.formats import export_onnx, export_torchscript
+    from ..run import load_checkpoint, resolve_checkpoint
+
+    if args.int8 and args.format != "onnx":
+        raise UsageError("--int8 makes an ONNX Runtime model: use it with --format onnx")
+    if args.format == "onnx":
+        _need_onnx()
+    ckpt = resolve_checkpoint(args.checkpoint)
+    model, meta = load_checkpoint(ckpt)
+    size = args.input_size or meta.preprocessing.input_size
+    suffix = ".onnx" if args.format == "onnx" else ".pt"
+    out = Path(args.out) if args.out else ckpt.with_suffix(suffix)
+    if args.format == "onnx":
+        export_onnx(model, out, size, check=not args.no_check)
+        checked = " (checked against ONNX Runtime)"
+    else:
+        export_torchscript(model, out, size, check=not args.no_check)
+        checked = " (reloaded and checked)"
+    print(f"wrote {out}{'' if args.no_check else checked}")
+    if args.int8:
+        _int8(model, meta, out, args)
+
+
+def _need_onnx() -> None:
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError as exc:
+        raise UsageError(f"ONNX export needs the onnx and onnxruntime packages ({exc.name} is "
+                         "missing): pip install 'vggnet[export]'") from None
+
+
+def _int8(model, meta, fp32_path: Path, args) -> None:
+    from ..export.quantize import quantize_run
+
+    int8_path = fp32_path.with_suffix(".int8.onnx")
+    r = quantize_run(model, meta, fp32_path, int8_path, calibration=args.calibration,
+                     check_images=args.check_images, data_root=args.data_root)
+    print(f"wrote {int8_path} (int8, calibrated on {r['calibration_images']} training images; "
+          f"top-1 agrees with fp32 on {100 * r['top1_agreement']:.2f}% of {r['test_images']} "
+          "test images)")

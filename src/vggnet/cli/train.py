@@ -1,0 +1,42 @@
+"""`vggnet train`: a recipe (packaged or a file), overridden by flags."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..errors import UsageError
+
+
+def register(sub) -> None:
+    from ..training.config import add_flags
+
+    p = sub.add_parser("train", help="train a VGG on an image data set",
+                       description="Train a VGG. A recipe (--config: a packaged recipe's name "
+                       "from `vggnet recipes`, or a TOML file) sets defaults; every flag below "
+                       "overrides it. Booleans take true/false.")
+    p.add_argument("--config", help="recipe: a packaged name such as cifar10_quick, or a "
+                                    "TOML file")
+    add_flags(p)
+    p.set_defaults(func=run)
+
+
+def run(args) -> None:
+    from ..training.config import flags_to_overrides, resolve
+    from ..training.loop import train
+
+    overrides = flags_to_overrides(args)
+    recipe = args.config
+    resume = str(overrides.get("resume", "false")).lower() in ("true", "1", "yes")
+    if resume and recipe is None:
+        out = Path(overrides.get("out") or "runs/train")
+        saved = out / "config.json"
+        if not saved.is_file():
+            raise UsageError(f"--resume: {saved} not found; is {out} a vggnet run directory?")
+        recipe = json.loads(saved.read_text())  # the run's own resolved config
+    result = train(resolve(recipe, overrides))
+    if not result.main:  # under torchrun, rank 0 alone speaks
+        return
+    state = "stopped early" if result.interrupted else "done"
+    print(f"{state}: best test top-1 {100 * result.best_top1:.2f}% after "
+          f"{len(result.history)} epochs; checkpoints in {result.out}")

@@ -1,0 +1,1 @@
+"""Deployment: batch-norm folding, ONNX and TorchScript export, int8 quantization."""

@@ -1,0 +1,136 @@
+"""Export to ONNX (checked against ONNX Runtime by default) and TorchScript."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from ..errors import ExportError
+from .optimize import fold_batchnorm
+
+
+def _pool_matrix(n_in: int, n_out: int) -> torch.Tensor:
+    """The (n_out, n_in) averaging matrix of adaptive average pooling along one axis."""
+    m = torch.zeros(n_out, n_in)
+    for i in range(n_out):
+        start, end = (i * n_in) // n_out, -((-(i + 1) * n_in) // n_out)
+        m[i, start:end] = 1.0 / (end - start)
+    return m
+
+
+class FixedAdaptivePool(nn.Module):
+    """Adaptive average pooling for one known input size, written as two matrix products.
+
+    ONNX has no adaptive pooling whose output is not a divisor of its input (e.g. a 1x1 map
+    stretched to 7x7 for a 32x32 image); the same linear map as two einsums exports anywhere.
+    """
+
+    def __init__(self, in_hw: tuple[int, int], out_hw: tuple[int, int]):
+        super().__init__()
+        self.register_buffer("ph", _pool_matrix(in_hw[0], out_hw[0]))
+        self.register_buffer("pw", _pool_matrix(in_hw[1], out_hw[1]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("oh,nchw,pw->ncop", self.ph, x, self.pw)
+
+
+def make_exportable(model: nn.Module, input_size: int) -> nn.Module:
+    """Replace the head's adaptive pooling by a fixed pooling for ``input_size`` inputs when
+    ONNX cannot express it (the model must then be fed that size, as ONNX's graph says)."""
+    head = model.head
+    pool = getattr(head, "avgpool", None)
+    if pool is None:
+        return model
+    c = model.model_config["in_channels"]
+    with torch.no_grad():
+        fmap = model.forward_features(torch.zeros(1, c, input_size, input_size))
+    h, w = fmap.shape[-2:]
+    out = pool(fmap).shape[-2:]
+    if (h, w) == tuple(out) or (h % out[0] == 0 and w % out[1] == 0):
+        return model  # identity or an exact divisor: ONNX handles it natively
+    head.avgpool = FixedAdaptivePool((h, w), tuple(out))
+    return model
+
+
+def _example(model, input_size: int, batch: int = 2) -> torch.Tensor:
+    c = model.model_config["in_channels"]
+    return torch.randn(batch, c, input_size, input_size, generator=torch.Generator().manual_seed(0))
+
+
+def export_onnx(model, path, input_size: int = 224, *, opset: int = 17, check: bool = True,
+                atol: float = 1e-4) -> Path:
+    """ONNX with a dynamic batch axis; batch norm folded. With ``check``, ONNX Runtime runs
+    the file and its outputs must match PyTorch's to ``atol`` (fp32 summation-order noise)."""
+    path = Path(path)
+    model = make_exportable(fold_batchnorm(model).cpu().float().eval(), input_size)
+    x = _example(model, input_size)
+    with warnings.catch_warnings():
+        # the TorchScript-based exporter is deprecated, not wrong; every other warning (the
+        # tracer's, above all) still reaches the user
+        warnings.filterwarnings("ignore", category=DeprecationWarning,
+                                module=r"torch\.onnx.*|vggnet\.export.*")
+        torch.onnx.export(model, (x,), str(path), dynamo=False, input_names=["images"],
+                          output_names=["logits"], opset_version=opset,
+                          dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}})
+    _undo_shared_initializers(path)
+    if check:
+        err = onnx_max_abs_diff(model, path, x)
+        if err > atol:
+            raise ExportError(f"{path}: ONNX Runtime differs from PyTorch by {err:.2e} (> {atol})")
+    return path
+
+
+def _undo_shared_initializers(path: Path) -> None:
+    """The exporter stores equal tensors (e.g. all-zero biases of a fresh model) once and
+    feeds the other users through Identity nodes; quantizers and graph optimizers then no
+    longer see those biases as constants (ONNX Runtime leaves such layers in fp32). Give
+    every layer its own initializer again."""
+    import onnx
+    from onnx import numpy_helper
+
+    m = onnx.load(str(path))
+    inits = {t.name: t for t in m.graph.initializer}
+    keep = []
+    for node in m.graph.node:
+        if node.op_type == "Identity" and node.input[0] in inits:
+            copy = numpy_helper.from_array(numpy_helper.to_array(inits[node.input[0]]),
+                                           node.output[0])
+            m.graph.initializer.append(copy)
+        else:
+            keep.append(node)
+    if len(keep) != len(m.graph.node):
+        del m.graph.node[:]
+        m.graph.node.extend(keep)
+        onnx.save(m, str(path))
+
+
+def onnx_max_abs_diff(model, path, x: torch.Tensor) -> float:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = session.run(None, {"images": x.numpy()})[0]
+    with torch.inference_mode():
+        expected = model(x).numpy()
+    return float(np.abs(got - expected).max())
+
+
+def export_torchscript(model, path, input_size: int = 224, *, check: bool = True,
+                       atol: float = 1e-5) -> Path:
+    """A traced TorchScript module (batch norm folded); reloaded and compared with ``check``."""
+    path = Path(path)
+    model = fold_batchnorm(model).cpu().float().eval()
+    x = _example(model, input_size)
+    with torch.inference_mode():
+        traced = torch.jit.trace(model, x)
+    traced.save(str(path))
+    if check:
+        loaded = torch.jit.load(str(path))
+        with torch.inference_mode():
+            err = (loaded(x) - model(x)).abs().max().item()
+        if err > atol:
+            raise ExportError(f"{path}: TorchScript differs from PyTorch by {err:.2e}")
+    return path

@@ -1,0 +1,116 @@
+"""int8 inference on the CPU: ONNX Runtime static quantization, calibrated on real images.
+
+Weights are quantized per output channel (signed int8), activations per tensor (unsigned
+int8), in QDQ format, which ONNX Runtime runs with VNNI/AMX int8 kernels where the CPU has them.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..data.augment import normalize
+from ..evaluation.protocols import rescale
+from ..run import RunMetadata, open_run_data
+
+
+def quantize_onnx(fp32_path, int8_path, calibration_images: torch.Tensor, mean, std, *,
+                  batch_size: int = 32, input_size: int | None = None) -> Path:
+    """Quantize an exported fp32 ONNX model (see :func:`export_onnx`) to int8.
+
+    ``calibration_images`` are real uint8 images (N x C x H x W); a few hundred suffice.
+    """
+    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat,
+                                          QuantType, quantize_static)
+
+    images = calibration_images
+    if input_size and images.shape[-1] != input_size:
+        images = rescale(images.float(), input_size).round().clamp(0, 255).to(torch.uint8)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter([normalize(images[i:i + batch_size], mean, std).numpy()
+                                 for i in range(0, len(images), batch_size)])
+
+        def get_next(self):
+            batch = next(self.batches, None)
+            return None if batch is None else {"images": batch.astype(np.float32)}
+
+    # ONNX Runtime's quantizer logs its advice to pre-process the model (noise for VGG) on the
+    # root logger; a filter on that logger drops just that message, for just this call (the
+    # root's level, and every other record, are left alone)
+    quiet = _DropMessages("Please consider to run pre-processing before quantization")
+    root = logging.getLogger()
+    root.addFilter(quiet)
+    try:
+        quantize_static(str(fp32_path), str(int8_path), Reader(), quant_format=QuantFormat.QDQ,
+                        per_channel=True, activation_type=QuantType.QUInt8,
+                        weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax)
+    finally:
+        root.removeFilter(quiet)
+    return Path(int8_path)
+
+
+class _DropMessages(logging.Filter):
+    def __init__(self, *fragments: str):
+        super().__init__()
+        self.fragments = fragments
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not any(f in record.getMessage() for f in self.fragments)
+
+
+class OnnxClassifier:
+    """Runs an ONNX model on float NCHW tensors, returning logits as a tensor.
+
+    ONNX Runtime's worker threads busy-wait after each call unless ``spin`` is off (the
+    default here): spinning saves a little latency but takes the cores from whatever runs
+    next in the process (decoding, PyTorch), which on a small machine costs more.
+    """
+
+    def __init__(self, path, threads: int | None = None, spin: bool = False):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        if not spin:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.session.run(None, {"images": x.contiguous().numpy().astype(np.float32)})[0]
+        return torch.from_numpy(out)
+
+
+def compare_int8(model, int8: "OnnxClassifier", images: torch.Tensor, labels: torch.Tensor,
+                 mean, std, batch_size: int = 500) -> dict:
+    """How often the int8 model's top class equals the fp32 model's, and both accuracies."""
+    agree = correct_fp32 = correct_int8 = 0
+    with torch.inference_mode():
+        for i in range(0, len(images), batch_size):
+            x = normalize(images[i:i + batch_size], mean, std)
+            y = labels[i:i + batch_size]
+            a, b = model(x).argmax(1), int8(x).argmax(1)
+            agree += (a == b).sum().item()
+            correct_fp32 += (a == y).sum().item()
+            correct_int8 += (b == y).sum().item()
+    n = max(1, len(images))
+    return {"test_images": len(images), "top1_agreement": round(agree / n, 4),
+            "fp32_top1": round(correct_fp32 / n, 4), "int8_top1": round(correct_int8 / n, 4)}
+
+
+def quantize_run(model, meta: RunMetadata, fp32_onnx, int8_onnx, *, calibration: int = 512,
+                 check_images: int | None = 1000, data_root=None) -> dict:
+    """int8 ONNX model of a run's exported ``fp32_onnx``, calibrated on ``calibration`` of the
+    run's training images, compared with ``model`` on ``check_images`` test images."""
+    pre = meta.preprocessing
+    calib = open_run_data(meta, "train", n=calibration, data_root=data_root).images
+    quantize_onnx(fp32_onnx, int8_onnx, calib, pre.mean, pre.std, input_size=pre.input_size)
+    test = open_run_data(meta, "test", n=check_images, data_root=data_root)
+    report = compare_int8(model.eval(), OnnxClassifier(int8_onnx), test.images, test.labels,
+                          pre.mean, pre.std)
+    return {"calibration_images": len(calib), **report}

@@ -1,0 +1,86 @@
+"""Prediction from a checkpoint alone: the preprocessing and class names come with the weights."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .data.augment import normalize
+from .errors import ImageReadError, InputError, WeightsError
+from .io import open_image, resize_center_crop
+from .run import load_checkpoint, read_run_metadata
+
+
+@dataclass
+class Prediction:
+    path: str
+    top: list[tuple[str, float]] | None = None  # (class name, probability), best first
+    error: str | None = None
+
+
+class Predictor:
+    """Loads a checkpoint once and classifies images of any size and mode."""
+
+    def __init__(self, checkpoint, device: str | torch.device = "cpu", onnx=None):
+        """``onnx``: run this exported model (e.g. ``best.int8.onnx`` from ``vggnet export
+        --int8``) in ONNX Runtime instead; names and preprocessing still come from
+        ``checkpoint``'s metadata, and its PyTorch weights are not loaded."""
+        if onnx is not None:
+            from .export.quantize import OnnxClassifier
+
+            if not Path(onnx).is_file():
+                raise WeightsError(f"ONNX model not found: {onnx}")
+            self.meta = read_run_metadata(checkpoint)
+            self.model, self.device = OnnxClassifier(onnx), torch.device("cpu")
+        else:
+            self.device = torch.device(device)
+            self.model, self.meta = load_checkpoint(checkpoint, device=self.device)
+        pre = self.meta.preprocessing
+        self.input_size, self.test_scale = pre.input_size, pre.test_scale
+        self.mean, self.std = pre.mean, pre.std
+        self.classes = list(self.meta.classes)
+
+    def preprocess(self, image) -> torch.Tensor:
+        """A PIL RGB image -> normalised 1 x C x S x S tensor."""
+        im = resize_center_crop(image, self.test_scale, self.input_size)
+        x = torch.from_numpy(np.asarray(im, dtype=np.uint8).copy()).permute(2, 0, 1)[None]
+        return normalize(x, self.mean, self.std)
+
+    @torch.inference_mode()
+    def probabilities(self, batch: torch.Tensor) -> torch.Tensor:
+        """Class probabilities of a normalised batch (N x C x H x W)."""
+        if batch.is_floating_point() and not torch.isfinite(batch).all():
+            bad = (~torch.isfinite(batch)).flatten(1).any(1).nonzero().flatten().tolist()
+            raise InputError(f"input images {bad[:10]} hold NaN or infinite values; "
+                             "check how they were produced or normalised (is a std 0?)")
+        return self.model(batch.to(self.device)).float().softmax(1).cpu()
+
+    def predict(self, paths, top_k: int = 5, batch_size: int = 64) -> list[Prediction]:
+        """One :class:`Prediction` per path; unreadable files get an error, the rest go on."""
+        top_k = max(1, min(top_k, len(self.classes)))
+        results: list[Prediction] = []
+        pending: list[tuple[Prediction, torch.Tensor]] = []
+
+        def flush():
+            if not pending:
+                return
+            probs = self.probabilities(torch.cat([x for _, x in pending]))
+            values, indices = probs.topk(top_k, dim=1)
+            for (pred, _), v, i in zip(pending, values, indices):
+                pred.top = [(self.classes[j], float(p)) for p, j in zip(v.tolist(), i.tolist())]
+            pending.clear()
+
+        for path in paths:
+            pred = Prediction(path=str(path))
+            results.append(pred)
+            try:
+                pending.append((pred, self.preprocess(open_image(path))))
+            except ImageReadError as exc:
+                pred.error = str(exc)
+            if len(pending) >= batch_size:
+                flush()
+        flush()
+        return results

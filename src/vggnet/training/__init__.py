@@ -1,0 +1,1 @@
+"""Training: configuration, setup, the resumable state, the loop, recipe hooks, history."""

@@ -1,0 +1,54 @@
+"""What some recipes add to the generic loop, kept out of it: each hook is called at the
+start of the run and of every epoch."""
+
+from __future__ import annotations
+
+import logging
+
+import torch.nn as nn
+
+from .config import TrainConfig
+
+log = logging.getLogger("vggnet")
+
+
+class Hook:
+    def on_train_start(self, model: nn.Module, data, resumed: bool) -> None:
+        """Once, before the model moves to its device and before any step."""
+
+    def on_epoch_start(self, model: nn.Module, epoch: int) -> None:
+        """After ``model.train()``, before the epoch's first step."""
+
+
+class Whitening(Hook):
+    """A whitening first layer (``vgg_speed``): its weights are set once from the covariance of
+    the training images' patches and never trained; its bias trains for the first
+    ``bias_epochs`` epochs only (airbench94's recipe)."""
+
+    def __init__(self, cfg: TrainConfig):
+        self.bias_epochs = cfg.whiten_bias_epochs
+        self.keep_weights = bool(cfg.weights or cfg.init_from)
+
+    def on_train_start(self, model, data, resumed):
+        if not (self.keep_weights or resumed):
+            model.init_whitening(data.whitening_sample())
+            log.info("whitening layer set from the covariance of the training images' patches")
+
+    def on_epoch_start(self, model, epoch):
+        model.features.whiten.bias.requires_grad_(epoch < self.bias_epochs)
+
+
+class FrozenFeatures(Hook):
+    """Fine-tuning the head only: the backbone's batch-norm statistics stay as loaded."""
+
+    def on_epoch_start(self, model, epoch):
+        model.features.eval()
+
+
+def recipe_hooks(cfg: TrainConfig, model: nn.Module) -> list[Hook]:
+    hooks: list[Hook] = []
+    if getattr(model, "has_whitening", False):
+        hooks.append(Whitening(cfg))
+    if cfg.freeze == "features":
+        hooks.append(FrozenFeatures())
+    return hooks

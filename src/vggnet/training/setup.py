@@ -1,0 +1,191 @@
+"""Setting a run up: device, data, model, optimizer and schedule, each from the config.
+
+Each builder reads the :class:`~vggnet.training.config.TrainConfig` and nothing else, so the
+benchmark (``vggnet bench``) and the tests build exactly what ``vggnet train`` runs.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from ..data import ImageTensors, TensorLoader, load_splits
+from ..device import uses_bf16
+from ..errors import ConfigError, DataError
+from ..models import create_model, init_from_shallower, load_weights
+from ..models.hub import PRETRAINED_NAMES, pretrained_file
+from ..run import resolve_checkpoint
+from .config import TrainConfig
+from .distributed import DistContext
+from .schedule import LRSchedule
+
+log = logging.getLogger("vggnet")
+
+
+def build_data(cfg: TrainConfig) -> tuple[ImageTensors, ImageTensors]:
+    train, test = load_splits(cfg.data, root=cfg.data_root, image_size=cfg.image_size,
+                              download=cfg.download, val_fraction=cfg.val_fraction, seed=cfg.seed)
+    return train.subset(cfg.train_subset, cfg.seed), test.subset(cfg.test_subset, cfg.seed)
+
+
+@dataclass
+class Data:
+    """What the loop needs from the data: loaders and what the checkpoint records."""
+    loader: object
+    test_loader: object
+    classes: list[str]
+    mean: list[float]
+    std: list[float]
+    channels: int
+    input_size: int
+    n_train: int
+    n_test: int
+    test_set: ImageTensors | None = None  # in-memory test images, for the scale protocols
+    train_set: ImageTensors | None = None  # in-memory training images
+
+    def whitening_sample(self, n: int = 5000) -> torch.Tensor:
+        """Up to ``n`` normalised training images (float, on the CPU), to set a whitening
+        layer from: the first ``n`` of the in-memory set, or streamed batches."""
+        if self.train_set is not None:
+            x = self.train_set.images[:n].float().div_(255)
+            mean = torch.tensor(self.mean).view(1, -1, 1, 1)
+            std = torch.tensor(self.std).view(1, -1, 1, 1)
+            return (x - mean) / std
+        batches, seen = [], 0  # streamed: the loader's batches come normalised
+        for xb, _ in self.loader.batches(0):
+            batches.append(xb.float().cpu())
+            seen += len(xb)
+            if seen >= n:
+                break
+        return torch.cat(batches)[:n]
+
+
+def build_loaders(cfg: TrainConfig, ctx: DistContext, device: torch.device,
+                  data_gen: torch.Generator) -> Data:
+    """In-memory uint8 tensors on the device (the default), or a streamed ImageFolder."""
+    per_rank = cfg.batch_size // ctx.world_size
+    if cfg.stream:
+        from ..data.stream import IMAGENET_MEAN, IMAGENET_STD, FolderImages, StreamLoader, stream_splits
+
+        train_dir, test_dir = stream_splits(cfg.data)
+        crop = cfg.crop_size
+        s_min = cfg.scale or crop
+        s_max = cfg.scale_max or s_min
+        if s_min < crop:
+            raise ConfigError(f"scale {s_min} is smaller than the crop size {crop}")
+        train_images = FolderImages(train_dir, train=True, crop=crop, scale=(s_min, s_max),
+                                    flip=cfg.flip)
+        test_images = FolderImages(test_dir, train=False, crop=crop,
+                                   test_scale=test_scale(cfg, crop))
+        if test_images.classes != train_images.classes:
+            raise DataError(f"{cfg.data}: the class folders of {train_dir.name}/ and "
+                            f"{test_dir.name}/ differ")
+        common = dict(mean=IMAGENET_MEAN, std=IMAGENET_STD, device=device,
+                      channels_last=cfg.channels_last, workers=cfg.workers)
+        loader = StreamLoader(train_images, per_rank, train=True, lighting=cfg.lighting,
+                              generator=data_gen, rank=ctx.rank, world_size=ctx.world_size,
+                              shuffle_seed=cfg.seed, **common)
+        test_loader = StreamLoader(test_images, cfg.eval_batch_size, **common)
+        return Data(loader, test_loader, train_images.classes, IMAGENET_MEAN, IMAGENET_STD, 3,
+                    crop, len(train_images), len(test_images))
+
+    # decoded once into uint8 tensors, kept on the device
+    train_set, test_set = build_data(cfg)
+    mean, std = train_set.stats()
+    loader = TensorLoader(train_set, per_rank, mean=mean, std=std,
+                          train=True, rank=ctx.rank, world_size=ctx.world_size,
+                          crop_padding=cfg.crop_padding, flip=cfg.flip, cutout=cfg.cutout,
+                          device=device, generator=data_gen, drop_last=len(train_set) > cfg.batch_size,
+                          channels_last=cfg.channels_last, lighting=cfg.lighting,
+                          scale=(cfg.scale, cfg.scale_max or cfg.scale) if cfg.scale else None,
+                          crop_size=cfg.crop_size, shuffle_seed=cfg.seed,
+                          alternate_flip=cfg.alternate_flip)
+    input_size = cfg.crop_size or int(train_set.images.shape[-1])
+    if cfg.scale and min(cfg.scale, input_size) < input_size:
+        raise ConfigError(f"scale {cfg.scale} is smaller than the crop size {input_size}")
+    test_loader = TensorLoader(test_set, cfg.eval_batch_size, mean=mean, std=std, device=device,
+                               channels_last=cfg.channels_last)
+    return Data(loader, test_loader, train_set.classes, mean, std, int(train_set.images.shape[1]),
+                input_size, len(train_set), len(test_set), test_set, train_set)
+
+
+def build_model(cfg: TrainConfig, num_classes: int, in_channels: int = 3) -> nn.Module:
+    options = {"init": cfg.init} if cfg.init else {}  # none: the model's own
+    model = create_model(cfg.model, num_classes=num_classes, in_channels=in_channels,
+                         width=cfg.width, head=cfg.head, dropout=cfg.dropout, fc_dim=cfg.fc_dim,
+                         **options)
+    if cfg.weights:
+        path = cfg.weights
+        if path.lower() in PRETRAINED_NAMES:  # published weights, verified
+            path = pretrained_file(cfg.model)
+        elif Path(path).is_dir():
+            path = resolve_checkpoint(path)
+        report = load_weights(model, path)
+        log.info(f"loaded {len(report.loaded)} tensors from {cfg.weights} ({report.format} format)")
+    if cfg.init_from:
+        copied = init_from_shallower(model, resolve_checkpoint(cfg.init_from)
+                                     if Path(cfg.init_from).is_dir() else cfg.init_from)
+        log.info(f"initialised {', '.join(copied)} from {cfg.init_from}")
+    if cfg.freeze == "features":
+        for p in model.features.parameters():
+            p.requires_grad_(False)
+    return model
+
+
+def apply_conv_algorithm(model: nn.Module, cfg: TrainConfig, device: torch.device) -> int:
+    """Run 3x3 convolutions of small maps by Winograd's F(2x2, 3x3) where that was measured
+    faster: bf16 training steps on the CPU, layers of >= 256 channels on maps of <= 8x8
+    (models/winograd.py). ``winograd`` forces it for every 3x3 convolution on maps of <= 8x8,
+    in any precision, evaluation included. Parameters are shared, so checkpoints are unchanged.
+    Returns how many convolutions may use it."""
+    from ..models.winograd import convert_to_winograd
+
+    if cfg.conv_algorithm == "winograd":
+        return convert_to_winograd(model, min_channels=1, dtypes=None, backward_only=False)
+    if cfg.conv_algorithm == "auto" and device.type == "cpu" and uses_bf16(device,
+                                                                           cfg.precision):
+        return convert_to_winograd(model)
+    return 0
+
+
+def test_scale(cfg: TrainConfig, input_size: int) -> int:
+    """The paper's single test scale: Q = S for fixed S, Q = (S_min + S_max) / 2 if jittered."""
+    if not cfg.scale:
+        return input_size
+    return (cfg.scale + (cfg.scale_max or cfg.scale)) // 2
+
+
+def build_optimizer(cfg: TrainConfig, model: nn.Module, device: torch.device):
+    """SGD (Nesterov) or AdamW; no weight decay on batch-norm and bias parameters; the
+    batch-norm biases' learning rate multiplied by ``norm_bias_lr``."""
+    norm_biases = {id(m.bias) for m in model.modules()
+                   if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.bias is not None}
+    decay, no_decay, fast_biases = [], [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        if id(p) in norm_biases and cfg.norm_bias_lr != 1.0:
+            fast_biases.append(p)
+        else:
+            (no_decay if p.ndim <= 1 else decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    if fast_biases:
+        groups.append({"params": fast_biases, "weight_decay": 0.0,
+                       "lr": cfg.lr * cfg.norm_bias_lr})
+    fast = {"foreach": True} if device.type == "cpu" else {"fused": True}
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum,
+                               nesterov=cfg.nesterov and cfg.momentum > 0, **fast)
+    return torch.optim.AdamW(groups, lr=cfg.lr, **fast)
+
+
+def build_schedule(cfg: TrainConfig, optimizer, steps_per_epoch: int) -> LRSchedule:
+    """The one object that sets the learning rate (warm-up, shape and plateau rule alike)."""
+    return LRSchedule(optimizer, cfg.schedule, epochs=cfg.epochs, steps_per_epoch=steps_per_epoch,
+                      warmup_epochs=cfg.warmup_epochs, step_epochs=cfg.step_epochs,
+                      gamma=cfg.step_gamma, patience=cfg.plateau_patience)

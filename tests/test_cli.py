@@ -1,0 +1,81 @@
+"""The command line: one line for bad input, a traceback for bugs, checks before data, help
+for every flag, the version, and the packaged recipes."""
+
+import argparse
+from dataclasses import fields
+
+import pytest
+
+import vggnet
+from vggnet.cli import build_parser, main
+from vggnet.training.config import TrainConfig, find_recipe, list_recipes, resolve
+
+
+def test_unknown_model_is_reported_before_any_data_is_read(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("VGGNET_DATA", raising=False)
+    monkeypatch.setenv("VGGNET_CACHE", str(tmp_path / "cache"))
+    code = main(["train", "--model", "vgg17", "--data", "cifar10", "--data-root",
+                 str(tmp_path / "nothing-here"), "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2 and "unknown model 'vgg17'" in err and "vgg16" in err
+    assert "cifar10 not found" not in err and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--width", "-1"], "width must be a positive number"),
+    (["--data", "no/such/folder"], "data set 'no/such/folder' not found"),
+    (["--weights", "no/such/file.pth"], "weights: no/such/file.pth not found"),
+    (["--schedule", "plateu"], "schedule must be one of"),
+])
+def test_the_whole_config_is_checked_first(tmp_path, capsys, flags, message):
+    code = main(["train", "--data", "digits", "--out", str(tmp_path / "run"), *flags])
+    assert code == 2 and message in capsys.readouterr().err
+
+
+def test_an_internal_bug_keeps_its_traceback(monkeypatch):
+    """A ValueError from a bug is not dressed up as a user error."""
+    import vggnet.cli.models as cmd
+
+    def broken(args):
+        raise ValueError("an internal bug")
+
+    monkeypatch.setattr(cmd, "run", broken)  # registered when main() builds its parser
+    with pytest.raises(ValueError, match="an internal bug"):
+        main(["models"])
+
+
+def test_user_errors_are_one_line_and_verbose_shows_the_traceback(tmp_path, capsys):
+    assert main(["evaluate", str(tmp_path / "nothing")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "checkpoint not found" in err
+    with pytest.raises(vggnet.WeightsError, match="checkpoint not found"):
+        main(["-v", "evaluate", str(tmp_path / "nothing")])
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.strip() == f"vggnet {vggnet.__version__}"
+
+
+def test_every_train_flag_has_its_fields_help():
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    actions = {a.dest: a for a in sub.choices["train"]._actions}
+    for f in fields(TrainConfig):
+        help_text = actions[f.name].help
+        assert f.metadata["help"] and help_text.startswith(f.metadata["help"].replace("%", "%%")), f.name
+        assert "(default " in help_text
+
+
+def test_packaged_recipes_are_found_by_name_from_anywhere(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # no configs/ folder here
+    names = list_recipes()
+    assert {"cifar10_quick", "demo_digits", "imagenet/vgg16_S256"} <= set(names)
+    for spelling in ("cifar10_quick", "cifar10_quick.toml", "configs/cifar10_quick.toml"):
+        assert find_recipe(spelling) == names["cifar10_quick"]
+    assert resolve("cifar10_quick").model == "vgg11_bn"
+    assert main(["recipes"]) == 0
+    assert "imagenet/vgg16_S256" in capsys.readouterr().out
+    assert main(["train", "--config", "cifar10_quik"]) == 2
+    assert "Did you mean 'cifar10_quick'?" in capsys.readouterr().err

@@ -1,0 +1,79 @@
+"""The learning-rate schedule is one object: the plateau rule really lowers the rate, and what
+the history logs is the optimizer's rate."""
+
+import json
+
+import pytest
+import torch
+
+from vggnet.training.config import resolve
+from vggnet.training.loop import train
+from vggnet.training.schedule import LRSchedule
+
+
+def _optimizer(lr=0.1):
+    return torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=lr)
+
+
+def test_plateau_rule_is_torchs_reduce_lr_on_plateau():
+    """The same metric sequence lowers the rate at the same epochs as torch's own scheduler."""
+    metrics = [0.1, 0.2, 0.2, 0.2, 0.2, 0.25, 0.25, 0.25, 0.25, 0.25, 0.3, 0.3, 0.3, 0.3]
+    ours, ref_opt = _optimizer(), _optimizer()
+    schedule = LRSchedule(ours, "plateau", epochs=len(metrics), steps_per_epoch=5, gamma=0.1,
+                          patience=2)
+    ref = torch.optim.lr_scheduler.ReduceLROnPlateau(ref_opt, mode="max", factor=0.1, patience=2)
+    for m in metrics:
+        for _ in range(5):
+            schedule.step()
+        schedule.epoch_end(m)
+        ref.step(m)
+        assert ours.param_groups[0]["lr"] == pytest.approx(ref_opt.param_groups[0]["lr"])
+    assert ours.param_groups[0]["lr"] == pytest.approx(0.1 * 0.1 ** 3)  # lowered 3 times
+
+
+def test_plateau_with_warmup_keeps_both():
+    """Warm-up is per step, the plateau rule per epoch: neither undoes the other."""
+    opt = _optimizer(1.0)
+    s = LRSchedule(opt, "plateau", epochs=10, steps_per_epoch=4, warmup_epochs=1, patience=0)
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.25)  # first warm-up step
+    for _ in range(4):
+        s.step()
+    s.epoch_end(0.5)
+    s.epoch_end(0.5)  # no improvement, patience 0: lowered
+    for _ in range(3):
+        s.step()
+        assert opt.param_groups[0]["lr"] == pytest.approx(0.1)  # warm-up over, lowered once
+
+
+def test_schedule_state_round_trip():
+    opt = _optimizer()
+    s = LRSchedule(opt, "plateau", epochs=5, steps_per_epoch=3, patience=0)
+    for m in (0.5, 0.5, 0.5):
+        s.epoch_end(m)
+    saved = s.state_dict()
+    opt2 = _optimizer()
+    s2 = LRSchedule(opt2, "plateau", epochs=5, steps_per_epoch=3, patience=0)
+    s2.load_state_dict(saved)
+    assert opt2.param_groups[0]["lr"] == pytest.approx(opt.param_groups[0]["lr"]) == \
+        pytest.approx(0.1 * 0.1 ** 2)
+    assert s2.epoch_end(0.5) and opt2.param_groups[0]["lr"] == pytest.approx(0.1 * 0.1 ** 3)
+
+
+def test_a_run_whose_accuracy_stalls_ends_at_lr_times_gamma_to_the_k(tmp_path):
+    """A frozen backbone (its batch norm in eval mode) and a head that cannot move (lr 1e-9):
+    the test accuracy is the same every epoch, so with patience 2 the rate must fall after
+    epochs 4 and 7. Before the fix, a LambdaLR reset the rate every step and it never fell,
+    while the log claimed it had."""
+    out = tmp_path / "run"
+    cfg = resolve(None, dict(data="digits", model="vgg11_bn", width=0.25, head="linear",
+                             batch_size=256, lr=1e-9, schedule="plateau", plateau_patience=2,
+                             step_gamma=0.1, freeze="features", epochs=7, flip=False,
+                             crop_padding=0, progress=False, out=str(out)))
+    train(cfg)
+    history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len({h["test_top1"] for h in history}) == 1  # it really stalled
+    state = torch.load(out / "last.state.pt", weights_only=True)
+    lrs = [g["lr"] for g in state["optimizer"]["param_groups"]]
+    assert lrs == [pytest.approx(1e-9 * 0.1 ** 2)] * len(lrs)
+    # the logged rate is the one each epoch ran with: lowered after epoch 4, again after 7
+    assert [h["lr"] for h in history] == pytest.approx([1e-9] * 4 + [1e-10] * 3)
