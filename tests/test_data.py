@@ -151,3 +151,26 @@ def test_cifar10_absent_says_where_it_looked_and_how_to_get_it(tmp_path):
                  str(tmp_path / "cifar10-jpeg.tar.gz")):
         assert part in text
     assert "download=True" not in text  # torchvision's own advice names its API, not our CLI
+
+
+def test_epoch_sampler_order_and_rank_slices():
+    """One sampler for the in-memory and streamed loaders: the order is a function of (seed,
+    epoch), the ranks' slices partition each global batch, and skip resumes mid-epoch."""
+    from vggnet.data.sampler import EpochSampler
+
+    def epoch(rank, world, seed=3, e=2, skip=0):
+        s = EpochSampler(50, 4, shuffle=True, seed=seed, rank=rank, world_size=world)
+        s.set_epoch(e)
+        return [b.tolist() for b in s.batches(skip)]
+
+    assert epoch(0, 1) == epoch(0, 1) and epoch(0, 1) != epoch(0, 1, e=3)
+    one = EpochSampler(50, 8, shuffle=True, seed=3, drop_last=True)
+    one.set_epoch(2)
+    whole = [b.tolist() for b in one.batches()]
+    ranks = [epoch(r, 2) for r in (0, 1)]
+    assert len(whole) == len(ranks[0]) == 50 // 8  # several processes: full batches only
+    for b, r0, r1 in zip(whole, *ranks):
+        assert r0 + r1 == b  # rank 0 takes the first half of the global batch, rank 1 the rest
+    assert epoch(0, 1, skip=5) == epoch(0, 1)[5:]
+    plain = EpochSampler(10, 4, shuffle=False)
+    assert [b.tolist() for b in plain.batches()] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]

@@ -37,7 +37,7 @@ def test_loader_alternate_flip_flips_each_image_in_exactly_one_of_two_epochs():
     for epoch in range(2):
         loader.set_epoch(epoch)
         x, y = next(iter(loader.batches()))
-        order = loader._indices()
+        order = loader.sampler.order()
         views.append(x[torch.argsort(order)])  # back in data-set order
     original = (data.images.float() / 255 - 0.5) / 0.5
     flipped = [torch.isclose(v, original.flip(3)).flatten(1).all(1) for v in views]

@@ -115,15 +115,22 @@ def open_image(src: str | Path | bytes, draft: int | None = None, name: str | No
         raise ImageReadError(f"{name}: corrupt or truncated image ({exc})") from None
 
 
-def resize_center_crop(im, size: int, crop: int | None = None):
-    """Shorter side to ``size``, then a centre crop of ``crop`` (default ``size``) pixels."""
+def resize_shorter_side(im, size: int):
+    """A Pillow image resized isotropically so that its shorter side is ``size`` (bilinear,
+    antialiased when shrinking): the one resize of data sets, streamed folders and prediction."""
     from PIL import Image
 
-    crop = crop or size
     w, h = im.size
     scale = size / min(w, h)
-    nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
-    im = im.resize((nw, nh), Image.BILINEAR, reducing_gap=3.0)
+    return im.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.BILINEAR,
+                     reducing_gap=3.0)
+
+
+def resize_center_crop(im, size: int, crop: int | None = None):
+    """Shorter side to ``size``, then a centre crop of ``crop`` (default ``size``) pixels."""
+    crop = crop or size
+    im = resize_shorter_side(im, size)
+    nw, nh = im.size
     left, top = (nw - crop) // 2, (nh - crop) // 2
     return im.crop((left, top, left + crop, top + crop))
 

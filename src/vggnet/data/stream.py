@@ -19,8 +19,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from . import augment
 from ..errors import DataError, ImageReadError
-from ..io import open_image
+from ..io import open_image, resize_shorter_side
 from .datasets import TEST_SPLITS, folder_items
+from .sampler import EpochSampler
 
 log = logging.getLogger("vggnet")
 
@@ -86,10 +87,7 @@ class FolderImages(Dataset):
             log.warning(f"skipped: {exc}")
             return None
         if s is not None:
-            w, h = im.size
-            f = s / min(w, h)
-            im = im.resize((max(s, round(w * f)), max(s, round(h * f))), Image.BILINEAR,
-                           reducing_gap=3.0)
+            im = resize_shorter_side(im, s)
         if self.crop is not None:
             w, h = im.size
             if self.train:
@@ -119,29 +117,21 @@ class StreamLoader:
                  generator: torch.Generator | None = None, channels_last: bool = False,
                  workers: int = 4, rank: int = 0, world_size: int = 1, shuffle_seed: int = 0,
                  drop_last: bool = True):
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer; got {batch_size}")
+        self.sampler = EpochSampler(len(data), batch_size, shuffle=train, seed=shuffle_seed,
+                                    rank=rank, world_size=world_size,
+                                    drop_last=drop_last and train)
         self.data, self.batch_size, self.train = data, batch_size, train
         self.classes = data.classes
         self.mean, self.std, self.lighting = mean, std, lighting
         self.device = torch.device(device)
         self.generator = generator or torch.Generator().manual_seed(0)
         self.channels_last, self.workers = channels_last, workers
-        self.rank, self.world_size = rank, world_size
-        self.shuffle_seed, self.epoch, self.drop_last = shuffle_seed, 0, drop_last and train
 
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    @property
-    def global_batch(self) -> int:
-        return self.batch_size * self.world_size
+        self.sampler.set_epoch(epoch)
 
     def __len__(self) -> int:
-        n = len(self.data)
-        if self.drop_last or self.world_size > 1:
-            return n // self.global_batch
-        return -(-n // self.global_batch)
+        return len(self.sampler)
 
     def __iter__(self):
         return self.batches()
@@ -149,18 +139,9 @@ class StreamLoader:
     def _rank_batches(self, skip: int) -> list[list]:
         """This rank's batches of the epoch, as (index, seed) items when training: the order
         and every image's augmentation are functions of (shuffle_seed, epoch) alone."""
-        n = len(self.data)
-        if self.train:
-            seed = self.shuffle_seed * 1_000_003 + self.epoch
-            order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
-            order = [(i, seed) for i in order]
-        else:
-            order = list(range(n))
-        step, out = self.global_batch, []
-        for start in range(skip * step, min(len(self) * step, n), step):
-            chunk = order[start:start + step]
-            out.append(chunk[self.rank * self.batch_size:(self.rank + 1) * self.batch_size])
-        return out
+        seed = self.sampler.epoch_seed
+        return [[(i, seed) for i in b.tolist()] if self.train else b.tolist()
+                for b in self.sampler.batches(skip)]
 
     def batches(self, skip: int = 0):
         loader = DataLoader(self.data, batch_sampler=self._rank_batches(skip),

@@ -30,7 +30,7 @@ def tta_probs(model, x: torch.Tensor, *, flip: bool = False, shift: int = 0) -> 
 
 
 @torch.inference_mode()
-def predict_logits(model, loader, *, autocast=contextlib.nullcontext, tta: bool = False,
+def predict_log_probs(model, loader, *, autocast=contextlib.nullcontext, tta: bool = False,
                    tta_shift: int = 0):
     """Log-probabilities for every batch of ``loader`` (and the labels), on the device.
 
@@ -72,7 +72,7 @@ def evaluate(model, loader, num_classes: int, *, autocast=contextlib.nullcontext
              tta: bool = False, tta_shift: int = 0) -> dict:
     was_training = model.training
     model.eval()
-    log_probs, labels = predict_logits(model, loader, autocast=autocast, tta=tta,
+    log_probs, labels = predict_log_probs(model, loader, autocast=autocast, tta=tta,
                                        tta_shift=tta_shift)
     model.train(was_training)
     return classification_metrics(log_probs, labels, num_classes)

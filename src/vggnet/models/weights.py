@@ -221,24 +221,7 @@ def load_weights(model, source, *, strict_head: bool = False) -> LoadReport:
                 and value.numel() == target[key].numel():
             sd[key] = value.reshape(target[key].shape)
 
-    problems = []
-    for key in target:
-        if key.startswith("features.") and key not in sd:
-            problems.append(f"{key} is missing from the weights")
-    for key, value in sd.items():
-        if not key.startswith("features."):
-            continue
-        if key not in target:
-            problems.append(f"unexpected key {key}")
-        elif value.shape != target[key].shape:
-            problems.append(f"{key} has shape {tuple(value.shape)} in the weights but "
-                            f"{tuple(target[key].shape)} in the model")
-    if problems:
-        raise WeightsMismatchError(
-            f"the weights do not fit {model.arch} (width {model.model_config['width']:g}): "
-            + "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3
-                                         else "") + f". {fits_message(raw)}.")
-
+    _check_backbone(model, sd, target, raw)
     head_target = {k: v for k, v in target.items() if k.startswith("head.")}
     head_given = {k: v for k, v in sd.items() if k.startswith("head.")}
     logits = f"head.{model.head.logits_layer}."
@@ -268,6 +251,28 @@ def load_weights(model, source, *, strict_head: bool = False) -> LoadReport:
     model.load_state_dict(state, strict=False)
     report.loaded = sorted(state)
     return report
+
+
+def _check_backbone(model, sd: dict, target: dict, raw: dict) -> None:
+    """The convolutional layers must match exactly; the error names the first offenders and
+    the architecture the weights fit."""
+    problems = []
+    for key in target:
+        if key.startswith("features.") and key not in sd:
+            problems.append(f"{key} is missing from the weights")
+    for key, value in sd.items():
+        if not key.startswith("features."):
+            continue
+        if key not in target:
+            problems.append(f"unexpected key {key}")
+        elif value.shape != target[key].shape:
+            problems.append(f"{key} has shape {tuple(value.shape)} in the weights but "
+                            f"{tuple(target[key].shape)} in the model")
+    if problems:
+        more = f"; and {len(problems) - 3} more" if len(problems) > 3 else ""
+        raise WeightsMismatchError(
+            f"the weights do not fit {model.arch} (width {model.model_config['width']:g}): "
+            + "; ".join(problems[:3]) + f"{more}. {fits_message(raw)}.")
 
 
 # --- vggnet's own files -------------------------------------------------------------------

@@ -14,16 +14,16 @@ layout change is needed between layers. ``convert_to_winograd`` swaps the eligib
 of a model for ``WinogradConv2d``, which shares the parameters (state dicts are unchanged) and
 decides per call, by rules measured on a 2-core AVX512-BF16 CPU: Winograd for bf16 training
 steps of layers with >= 256 input channels on maps of <= 8x8 (even sides), where forward plus
-backward run 1.2x to 2.1x faster than oneDNN's (benchmarks/winograd_layers.py); the ordinary
-convolution otherwise, since with fewer channels or in a forward pass alone the transforms cost
-more than the products save, and in fp32 the batched matmul is itself the slower one. Always the ordinary one while tracing,
-scripting, exporting or compiling. A VGG-16-BN training step on CIFAR-10 in bf16 is 1.3x
-faster (benchmarks/RESULTS.md).
+backward measured faster than oneDNN's (per-layer figures: benchmarks/winograd_layers.py, and
+the whole training step: benchmarks/RESULTS.md); the ordinary convolution otherwise, since
+with fewer channels or in a forward pass alone the transforms cost more than the products save,
+and in fp32 the batched matmul is itself the slower one. Always the ordinary one while
+tracing, scripting, exporting or compiling.
 
-The price is accuracy per product, not per model: in bf16 each layer's output differs from the
-exact convolution by about 0.7% (relative L2 norm) instead of 0.25%, because the transformed
-values are rounded to bf16 too (tests/test_winograd.py bounds it). configs/cifar10_quick.toml
-trains with it to the same accuracy as without (README: 87.11% vs 87.10%).
+The price is accuracy per product, not per model: in bf16 the transformed values are rounded
+to bf16 too, so each layer's output is somewhat further from the exact convolution than the
+direct bf16 convolution's (tests/test_winograd.py bounds it); the quick CIFAR-10 recipe trains
+with it to the same accuracy as without (README).
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ import typing
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
+from ..device import PRECISIONS
 from ..errors import ConfigError, DataError
 from ..data.datasets import BUILTIN as BUILTIN_DATA
 from ..models.registry import get_builder
@@ -79,7 +80,7 @@ class TrainConfig:
     device: str = opt("auto", "auto (cuda if available), cpu, cuda, cuda:N")
     precision: str = opt("auto", "auto (bf16 on GPU, fp32 on CPU), fp32, bf16")
     channels_last: bool = opt(True, "channels-last memory format (faster convolutions on CPUs and GPUs)")
-    conv_algorithm: str = opt("auto", "3x3 convolutions on maps of <= 8x8: auto (Winograd F(2x2,3x3) for bf16 CPU training steps of layers with >= 256 channels: VGG-16-BN 1.3x faster), winograd (always, any precision), direct (never)")
+    conv_algorithm: str = opt("auto", "3x3 convolutions on maps of <= 8x8: auto (Winograd F(2x2,3x3) for bf16 CPU training steps of layers with >= 256 channels, where it measured faster: benchmarks/RESULTS.md), winograd (always, any precision), direct (never)")
     compile: bool = opt(False, "torch.compile the model (measure before turning on)")
     sync_bn: bool = opt(False, "SyncBatchNorm across processes (torchrun only)")
     deterministic: bool = opt(False, "deterministic kernels (slower); for exact resumes")
@@ -103,7 +104,7 @@ CHOICES = {
     "freeze": ("none", "features"),
     "optimizer": ("sgd", "adamw"),
     "schedule": SCHEDULES,
-    "precision": ("auto", "fp32", "bf16"),
+    "precision": PRECISIONS,
     "conv_algorithm": ("auto", "direct", "winograd"),
 }
 

@@ -13,7 +13,7 @@ import math
 import signal
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -65,7 +65,6 @@ class EpochSums:
     images: int = 0                # trained in this call (a resumed epoch counts its own)
     interrupted: bool = False
     steps_done: int = 0            # steps of the epoch finished so far
-    extra: dict = field(default_factory=dict)
 
 
 def train_step(state: TrainState, step: Step, x: torch.Tensor, y: torch.Tensor):
