@@ -179,3 +179,18 @@ def test_report_shows_the_airbench_cpu_baseline_or_how_to_run_it():
               "environment": {"cpu": "EPYC", "torch": "2.14.1"}}
     text = "\n".join(report.airbench_cpu_section(result))
     assert "| 9.9 | 500.0 | 970.1 | 90.05% | 90.81% |" in text and "EPYC" in text
+
+
+def test_report_shows_the_real_loop_remeasurement_with_its_machine():
+    report = _report_module()
+    assert report.training_loop_section(None)[-1] == "Not run yet."
+    run = {"environment": {"cpu": "test cpu", "cores": 2, "torch_threads": 2, "torch": "t",
+                           "torchvision": "tv", "python": "3", "cpu_capability": "AVX2"},
+           "training": {"model": "m", "batch": 8, "steps": 2, "repeats": 3, "baseline": "b",
+                        "baseline_images_per_s": 100.0, "vggnet_fp32_images_per_s": 120.0,
+                        "ratio_fp32": 1.2, "range_images_per_s": {"baseline": [99.0, 101.0],
+                                                                  "fp32": [118.0, 121.0]}}}
+    text = "\n".join(report.training_loop_section(run))
+    assert "train_one_epoch" in text and "AVX2" in text and "test cpu, 2 cores" in text
+    assert "| vggnet engine, fp32 | 120.0 [118.0-121.0] | 1.20x |" in text
+    assert "bf16 autocast" not in text  # not measured, not shown

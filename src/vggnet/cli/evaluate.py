@@ -23,7 +23,7 @@ def register(sub) -> None:
     p.add_argument("--scales", type=int, nargs="+", metavar="Q",
                    help="test scales Q (shorter side); default: the checkpoint's test scale")
     p.add_argument("--grid", type=int, default=5, help="multicrop: grid x grid crops per scale")
-    p.add_argument("--flip", "--tta", dest="flip", action="store_true",
+    p.add_argument("--flip", action="store_true",
                    help="also average over horizontally flipped images")
     p.add_argument("--tta-shift", type=int, default=0, metavar="N",
                    help="single protocol: also average over the crop translated by +-N pixels "

@@ -27,7 +27,7 @@ URLS = {
     "vgg19": "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth",
     "vgg19_bn": "https://download.pytorch.org/models/vgg19_bn-c79401a0.pth",
 }
-PRETRAINED_NAMES = ("imagenet", "torchvision")
+PRETRAINED_NAMES = ("imagenet",)
 _HASH = re.compile(r"-([a-f0-9]{8,})\.")
 
 

@@ -1,0 +1,28 @@
+"""Training throughput of `vggnet train`'s own loop against the tutorial loop, in one run.
+
+    python benchmarks/training_loop.py --data-root ../shared/data \
+        --out benchmarks/results/training_loop.json
+
+The training half of `vggnet bench` alone (no ONNX export, no int8): since the redesign it times
+``vggnet.training.loop.train_one_epoch``, built by training's own setup functions, so what it
+measures is the loop `vggnet train` runs. bf16 rows appear only on CPUs with native bf16.
+"""
+
+import argparse
+import json
+from pathlib import Path
+
+from vggnet.bench import bench_training, environment
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data-root")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--out")
+    args = ap.parse_args()
+    result = {"environment": environment(),
+              "training": bench_training(root=args.data_root, repeats=args.repeats)}
+    print(json.dumps(result, indent=2))
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
