@@ -35,8 +35,12 @@ def test_training_bench_times_both_loops_and_reports_their_ratio():
     row = bench_training(data="digits", batch=8, steps=2, warmup=1, workers=0, repeats=2)
     assert row["batch"] == 8 and row["repeats"] == 2
     assert row["baseline_images_per_s"] > 0 and row["vggnet_fp32_images_per_s"] > 0
-    ratio = row["vggnet_fp32_images_per_s"] / row["baseline_images_per_s"]
-    assert abs(row["ratio_fp32"] - ratio) < 0.01  # ratio of the medians, as reported
+    base, ours = row["baseline_images_per_s"], row["vggnet_fp32_images_per_s"]
+    # the ratio of the medians, as reported: the figures are rounded to 0.1 img/s and the ratio
+    # to 0.01, so recomputing it from them is exact only to that rounding (a slow machine runs
+    # this tiny benchmark at about 2 img/s, where 0.05 img/s is 2.5%)
+    rounding = 0.05 / base + 0.05 / ours
+    assert row["ratio_fp32"] == pytest.approx(ours / base, rel=rounding, abs=0.005)
     for name, key in (("baseline", "baseline_images_per_s"), ("fp32", "vggnet_fp32_images_per_s")):
         low, high = row["range_images_per_s"][name]
         assert low <= row[key] <= high  # the median of the repeats lies within their range
