@@ -97,6 +97,24 @@ def test_int8_export_calibrates_on_the_runs_images_and_agrees(tmp_path, capsys):
 
     ops = {n.op_type for n in onnx.load(str(tmp_path / "m.int8.onnx")).graph.node}
     assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
+    # 7-bit weights by default: full-range int8 saturates in ONNX Runtime on CPUs without VNNI
+    assert _int8_weight_range(tmp_path / "m.int8.onnx") <= 64
+    assert main(["export", str(out), "--out", str(tmp_path / "f.onnx"), "--int8",
+                 "--int8-full-range", "--calibration", "64", "--check-images", "50"]) == 0
+    assert _int8_weight_range(tmp_path / "f.int8.onnx") == 127
+    assert main(["export", str(out), "--int8-full-range"]) == 2  # without --int8: one line
+
+
+def _int8_weight_range(path) -> int:
+    """The largest |value| among a model's int8 initializers (the quantized weights)."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    ints = [numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer
+            if t.data_type == onnx.TensorProto.INT8]
+    assert ints
+    return int(max(np.abs(a.astype(np.int16)).max() for a in ints))
 
 
 def test_predict_with_the_int8_onnx_model(tmp_path, capsys, monkeypatch):
