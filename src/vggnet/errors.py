@@ -30,6 +30,14 @@ class ImageReadError(VggnetError, ValueError):
     """A file that is not a readable image; the message is one line."""
 
 
+class NotAnImageError(ImageReadError):
+    """Bytes that no image decoder recognises (a text file, a PDF, a renamed archive)."""
+
+
+class ImageTooLargeError(ImageReadError):
+    """An image with more pixels than is safe to decode (a decompression bomb)."""
+
+
 class WeightsError(VggnetError, ValueError):
     """A weights file or checkpoint that cannot be used as asked."""
 

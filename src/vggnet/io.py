@@ -23,7 +23,7 @@ from typing import Callable
 
 import numpy as np
 
-from .errors import ImageReadError
+from .errors import ImageReadError, ImageTooLargeError, NotAnImageError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm")
 
@@ -64,7 +64,7 @@ def to_rgb(im):
 def _refuse_bomb(name: str, size: tuple[int, int]) -> None:
     limit = max_image_pixels()
     if limit is not None and size[0] * size[1] > limit:
-        raise ImageReadError(
+        raise ImageTooLargeError(
             f"{name}: refused, {size[0]} x {size[1]} is too many pixels for a safe decode "
             f"(more than {limit:,}); downscale it first")
 
@@ -103,13 +103,13 @@ def open_image(src: str | Path | bytes, draft: int | None = None, name: str | No
             return to_rgb(ImageOps.exif_transpose(im))
     except ImageReadError as exc:
         msg = str(exc)
-        raise ImageReadError(msg if msg.startswith(name) else f"{name}: {msg}") from None
+        raise type(exc)(msg if msg.startswith(name) else f"{name}: {msg}") from None
     except Image.DecompressionBombError as exc:  # a program lowered Pillow's limit meanwhile
-        raise ImageReadError(f"{name}: refused, too many pixels for a safe decode ({exc}); "
+        raise ImageTooLargeError(f"{name}: refused, too many pixels for a safe decode ({exc}); "
                              "downscale it first") from None
     except UnidentifiedImageError:
         what = Path(name).suffix or "an image"
-        raise ImageReadError(f"{name}: not an image Pillow can read (is it really "
+        raise NotAnImageError(f"{name}: not an image Pillow can read (is it really "
                              f"{what}?)") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageReadError(f"{name}: corrupt or truncated image ({exc})") from None

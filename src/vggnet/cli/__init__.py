@@ -14,15 +14,16 @@ import sys
 
 from ..errors import VggnetError
 from ..version import __version__
-from . import bench, evaluate, export, models, predict, recipes, samples, summary, train
+from . import (bench, evaluate, export, models, predict, recipes, samples, serve, summary,
+               train)
 
-COMMANDS = (models, summary, recipes, train, evaluate, predict, samples, export, bench)
+COMMANDS = (models, summary, recipes, train, evaluate, predict, samples, export, bench, serve)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vggnet", description="VGG networks (Simonyan & Zisserman, 2014): train, "
-        "evaluate, predict, inspect and export.")
+        "evaluate, predict, inspect, export and serve.")
     parser.add_argument("--version", action="version", version=f"vggnet {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="log more detail, and show the traceback of any error")

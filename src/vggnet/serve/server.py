@@ -1,0 +1,165 @@
+"""Running the service under uvicorn, with a graceful shutdown.
+
+On SIGTERM (or a first Ctrl-C) the server drains: it keeps listening, answers every new request
+with 503, lets the requests in flight finish (up to ``drain_timeout_s``), then shuts down and
+exits with status 0. A second signal stops it at once. With ``workers > 1`` a small supervisor
+binds the socket once, starts that many worker processes (each with its own model, batcher and
+metrics) and passes SIGTERM on to them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+
+from .app import ServeSettings, create_app
+
+log = logging.getLogger(__name__)
+
+
+def _uvicorn_server_class():
+    import uvicorn
+
+    class DrainingServer(uvicorn.Server):
+        def __init__(self, config, app):
+            super().__init__(config)
+            self.service = app.state.service
+            self.drain_timeout = app.state.settings.drain_timeout_s
+            self.drain_deadline: float | None = None
+
+        def handle_exit(self, sig, frame):
+            if self.drain_deadline is None:  # first signal: drain
+                self.service.draining = True
+                self.drain_deadline = time.monotonic() + self.drain_timeout
+                log.info("vggnet serve: draining (%d request(s) in flight); new requests get "
+                         "503", self.service.inflight)
+            else:  # second signal: stop now
+                self.should_exit = self.force_exit = True
+
+        async def on_tick(self, counter: int) -> bool:
+            if self.drain_deadline is not None and (
+                    self.service.inflight == 0 or time.monotonic() > self.drain_deadline):
+                self.should_exit = True
+            return await super().on_tick(counter)
+
+    return DrainingServer
+
+
+def _config(app, settings: ServeSettings, host: str, port: int, log_level: str,
+            access_log: bool):
+    import uvicorn
+
+    return uvicorn.Config(app, host=host, port=port, log_level=log_level,
+                          access_log=access_log, timeout_graceful_shutdown=5,
+                          lifespan="on")
+
+
+def serve(settings: ServeSettings, host: str = "127.0.0.1", port: int = 8000, *,
+          workers: int = 1, log_level: str = "info", access_log: bool = True,
+          sock: socket.socket | None = None) -> None:
+    """Serve until SIGTERM / Ctrl-C. ``sock``: an already bound socket (tests bind port 0)."""
+    if workers > 1:
+        return _supervise(settings, host, port, workers, log_level, access_log)
+    app = create_app(settings)
+    server = _uvicorn_server_class()(_config(app, settings, host, port, log_level,
+                                             access_log), app)
+    server.run(sockets=[sock] if sock is not None else None)
+
+
+def _worker(settings_json: str, sock: socket.socket, log_level: str, access_log: bool,
+            threads: int) -> None:
+    import torch
+
+    _die_with_parent()
+    torch.set_num_threads(threads)
+    settings = ServeSettings(**json.loads(settings_json))
+    app = create_app(settings)
+    server = _uvicorn_server_class()(_config(app, settings, "", 0, log_level, access_log), app)
+    server.run(sockets=[sock])
+
+
+def _die_with_parent() -> None:
+    """Linux: this worker gets SIGTERM when its supervisor dies, even by SIGKILL, so no worker
+    is left holding the port."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() == 1:  # the supervisor died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _supervise(settings: ServeSettings, host: str, port: int, workers: int, log_level: str,
+               access_log: bool) -> None:
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.set_inheritable(True)
+    threads = settings.threads or max(1, (os.cpu_count() or 1) // workers)
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_worker, name=f"vggnet-serve-{i}",
+                         args=(json.dumps(settings.to_dict()), sock, log_level, access_log,
+                               threads)) for i in range(workers)]
+    for p in procs:
+        p.start()
+    log.info("vggnet serve: %d workers on http://%s:%d (%d inference thread%s each)", workers,
+             host, sock.getsockname()[1], threads, "s" if threads > 1 else "")
+
+    def forward(sig, frame):
+        for p in procs:
+            if p.is_alive():
+                os.kill(p.pid, sig)
+
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        for p in procs:
+            p.join()
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+        sock.close()
+
+
+class BackgroundServer:
+    """The service on a background thread of this process, for notebooks, tests and load
+    tests: ``with BackgroundServer(settings) as server: requests.get(server.url + "/healthz")``.
+    Port 0 (the default) takes a free port; ``url`` says which."""
+
+    def __init__(self, settings: ServeSettings, host: str = "127.0.0.1", port: int = 0, *,
+                 log_level: str = "warning", access_log: bool = False):
+        self.app = create_app(settings)
+        self.sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((host, port))
+        self.url = f"http://{host}:{self.sock.getsockname()[1]}"
+        self.server = _uvicorn_server_class()(
+            _config(self.app, settings, host, port, log_level, access_log), self.app)
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]},
+                                       name="vggnet-serve", daemon=True)
+
+    def __enter__(self) -> "BackgroundServer":
+        self.thread.start()
+        deadline = time.monotonic() + 60
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the service did not start (see the log above)")
+            time.sleep(0.02)
+        return self
+
+    def drain(self) -> None:
+        """What SIGTERM does: 503 to new requests, then stop once none is in flight."""
+        self.server.handle_exit(signal.SIGTERM, None)
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(30)
+        self.sock.close()

@@ -1,0 +1,414 @@
+"""`vggnet serve`: answers equal `vggnet predict`'s, every kind of bad input gets a JSON error
+with the right status while the service keeps serving, dynamic batching groups concurrent
+requests, metrics count what happened, and SIGTERM drains."""
+
+import asyncio
+import hashlib
+import http.client
+import json
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("fastapi")
+pytest.importorskip("uvicorn")
+
+from fastapi.testclient import TestClient  # noqa: E402
+
+from vggnet.cli import main  # noqa: E402
+from vggnet.predict import Predictor  # noqa: E402
+from vggnet.serve import BackgroundServer, DynamicBatcher, ServeSettings, create_app  # noqa: E402
+from vggnet.training.config import resolve  # noqa: E402
+from vggnet.training.loop import train  # noqa: E402
+
+from helpers import write_image  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("serve") / "run"
+    train(resolve(None, dict(data="digits", width=0.125, epochs=1, flip=False, progress=False,
+                             out=str(out))))
+    return out
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("serve_images")
+    return [write_image(folder / f"{i}.{ext}", size=size, seed=i)
+            for i, (ext, size) in enumerate([("png", (40, 30)), ("jpg", (300, 200)),
+                                             ("png", (8, 8))])]
+
+
+@pytest.fixture(scope="module")
+def client(run):
+    with TestClient(create_app(ServeSettings(run=str(run), max_images=4,
+                                             max_upload_mb=1))) as c:
+        yield c
+
+
+def _files(paths):
+    return [("file", (p.name, p.read_bytes(), "application/octet-stream")) for p in paths]
+
+
+def test_predictions_equal_vggnet_predicts(client, run, images):
+    expected = Predictor(run).predict(images, top_k=3)
+    r = client.post("/v1/predict?top_k=3", files=_files(images))
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert [p["file"] for p in body["predictions"]] == [p.name for p in images]
+    for got, want in zip(body["predictions"], expected):
+        assert [t["class"] for t in got["top"]] == [c for c, _ in want.top]
+        np.testing.assert_allclose([t["probability"] for t in got["top"]],
+                                   [p for _, p in want.top], atol=1e-5)
+    assert body["model"]["architecture"] == "vgg11_bn" and body["latency_ms"] > 0
+    # one image as the raw body gives the same answer
+    raw = client.post("/v1/predict?top_k=3", content=images[1].read_bytes(),
+                      headers={"content-type": "image/jpeg", "x-filename": "b.jpg"})
+    assert raw.status_code == 200
+    assert raw.json()["predictions"][0]["top"] == body["predictions"][1]["top"]
+    assert raw.json()["predictions"][0]["file"] == "b.jpg"
+
+
+def test_model_endpoint_names_the_weights(client, run):
+    m = client.get("/v1/model").json()
+    assert m["weights_sha256"] == hashlib.sha256((run / "best.safetensors").read_bytes()).hexdigest()
+    assert m["classes"] == [str(i) for i in range(10)]
+    assert m["preprocessing"]["input_size"] > 0 and len(m["preprocessing"]["mean"]) == 3
+    assert m["backend"] == "torch" and m["limits"]["max_images"] == 4
+    assert client.get("/healthz").json()["status"] == "ok"
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG that declares a size and holds no pixels (a decompression bomb's header)."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
+
+
+def _chunks(total: int, size: int = 64 * 1024):
+    sent = 0
+    while sent < total:
+        yield b"\0" * min(size, total - sent)
+        sent += size
+
+
+BAD = {
+    "text instead of an image": (dict(files=[("f", ("notes.jpg", b"hello", "image/jpeg"))]),
+                                 415, "not an image"),
+    "truncated JPEG": ("truncated", 422, "corrupt or truncated"),
+    "zero-byte file": (dict(files=[("f", ("empty.png", b"", "image/png"))]), 422,
+                       "empty file (0 bytes)"),
+    "decompression bomb": (dict(files=[("f", ("bomb.png", _png_header(20000, 20000),
+                                               "image/png"))]), 413, "too many pixels"),
+    "upload over the limit": (dict(content=b"\0" * (1024 * 1024 + 1),
+                                   headers={"content-type": "image/png"}), 413,
+                              "upload too large"),
+    "upload over the limit, chunked": (dict(content=_chunks(3 * 1024 * 1024),
+                                            headers={"content-type": "image/png"}), 413,
+                                       "upload too large"),
+    "too many images": ("five", 413, "too many images in one request: at most 4"),
+    "wrong content type": (dict(content=b"{}", headers={"content-type": "application/json"}),
+                           415, "cannot read application/json"),
+    "no content type": (dict(content=b"\0\0"), 415, "no content type"),
+    "multipart without a file": (dict(files={"name": (None, "x")}), 422, "no file in the form"),
+    "url-encoded form": (dict(data={"name": "x"}), 415,
+                         "cannot read application/x-www-form-urlencoded"),
+    "bad top_k": (dict(params={"top_k": 0}, files=[("f", ("a.png", b"x", "image/png"))]), 422,
+                  "top_k"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_input_gets_a_json_error_and_the_service_goes_on(client, images, case):
+    kwargs, status, fragment = BAD[case]
+    if kwargs == "truncated":
+        kwargs = dict(files=[("f", ("cut.jpg", images[1].read_bytes()[:300], "image/jpeg"))])
+    elif kwargs == "five":
+        kwargs = dict(files=_files(images[:1] * 5))
+    r = client.post("/v1/predict", **kwargs)
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"] == "application/json"
+    detail = r.json()["detail"]
+    assert fragment in detail and "\n" not in detail and "Traceback" not in detail
+    ok = client.post("/v1/predict", files=_files(images[:1]))
+    assert ok.status_code == 200
+
+
+def test_one_bad_file_among_good_ones_is_named(client, images):
+    files = _files(images[:2]) + [("file", ("broken.jpg", b"\xff\xd8junk", "image/jpeg"))]
+    r = client.post("/v1/predict", files=files)
+    assert r.status_code in (415, 422)
+    assert [e["file"] for e in r.json()["errors"]] == ["broken.jpg"]
+
+
+def test_routes_and_methods_that_do_not_exist(client):
+    r = client.get("/v2/predict")
+    assert r.status_code == 404 and r.json() == {"detail": "Not Found"}
+    r = client.get("/v1/predict")
+    assert r.status_code == 405 and "detail" in r.json()
+    r = client.post("/v1/explain", files=[("f", ("a.png", b"x", "image/png"))])
+    assert r.status_code == 501 and "Grad-CAM" in r.json()["detail"]
+
+
+def test_page_openapi_and_static_assets_are_served_by_the_package(client):
+    page = client.get("/")
+    assert page.status_code == 200 and 'id="file"' in page.text
+    assert "http://" not in page.text and "https://" not in page.text  # no CDN: works offline
+    for asset in ("app.js", "style.css"):
+        r = client.get(f"/static/{asset}")
+        assert r.status_code == 200 and "https://" not in r.text
+    schema = client.get("/openapi.json").json()
+    assert {"/v1/predict", "/v1/model", "/healthz", "/metrics"} <= set(schema["paths"])
+    body = schema["paths"]["/v1/predict"]["post"]["requestBody"]["content"]
+    assert {"multipart/form-data", "image/*"} <= set(body)
+
+
+def _metric(text: str, name: str, **labels) -> float:
+    for line in text.splitlines():
+        if line.startswith(name) and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            if line.split("{")[0].split(" ")[0] == name:
+                return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_metrics_count_requests_errors_and_batches(run, images):
+    with TestClient(create_app(ServeSettings(run=str(run)))) as c:
+        for _ in range(3):
+            assert c.post("/v1/predict", files=_files(images)).status_code == 200
+        assert c.post("/v1/predict", content=b"x", headers={"content-type": "text/plain"}
+                      ).status_code == 415
+        c.get("/no/such/page")
+        text = c.get("/metrics").text
+    assert _metric(text, "vggnet_requests_total", route="/v1/predict", status="200") == 3
+    assert _metric(text, "vggnet_requests_total", route="/v1/predict", status="415") == 1
+    assert _metric(text, "vggnet_requests_total", route="other", status="404") == 1
+    assert _metric(text, "vggnet_errors_total", reason="unsupported_media_type") == 1
+    assert _metric(text, "vggnet_images_total") == 9
+    assert _metric(text, "vggnet_batch_size_sum") == 9
+    assert _metric(text, "vggnet_request_latency_seconds_count", route="/v1/predict") == 4
+
+
+def test_batcher_groups_waiting_images_up_to_max_batch():
+    sizes = []
+
+    def infer(x):
+        sizes.append(len(x))
+        return x * 2
+
+    async def go():
+        b = DynamicBatcher(infer, ThreadPoolExecutor(1), max_batch=4, max_wait_ms=50)
+        b.start()
+        xs = [torch.full((1, 3), float(i)) for i in range(10)]
+        out = await asyncio.gather(*(b.submit(x) for x in xs))
+        await b.stop()
+        return xs, out
+
+    xs, out = asyncio.run(go())
+    assert sizes == [4, 4, 2]  # all ten waited together; the last batch closed on max_wait
+    for x, y in zip(xs, out):  # every request got its own row back
+        assert torch.equal(y, x[0] * 2)
+
+
+def test_batcher_without_batching_and_with_a_failing_model():
+    sizes = []
+
+    def infer(x):
+        sizes.append(len(x))
+        if (x < 0).any():
+            raise RuntimeError("boom")
+        return x
+
+    async def go():
+        b = DynamicBatcher(infer, ThreadPoolExecutor(1), max_batch=1, max_wait_ms=0)
+        b.start()
+        ok = await asyncio.gather(*(b.submit(torch.ones(1, 2)) for _ in range(3)))
+        with pytest.raises(RuntimeError, match="boom"):
+            await b.submit(-torch.ones(1, 2))
+        after = await b.submit(torch.ones(1, 2))  # the batcher survived the failure
+        await b.stop()
+        return ok, after
+
+    ok, after = asyncio.run(go())
+    assert sizes == [1, 1, 1, 1, 1] and len(ok) == 3 and torch.equal(after, torch.ones(2))
+    with pytest.raises(ValueError, match="max_batch"):
+        DynamicBatcher(infer, None, max_batch=0)
+
+
+def _post(url: str, data: bytes, timeout: float = 60) -> tuple[int, dict]:
+    host, port = url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
+    conn.request("POST", "/v1/predict", body=data, headers={"content-type": "image/png"})
+    r = conn.getresponse()
+    body = json.loads(r.read())
+    conn.close()
+    return r.status, body
+
+
+def test_concurrent_requests_share_forward_passes_on_a_live_server(run, images):
+    data = images[0].read_bytes()
+    batch_counts = {}
+    for max_batch in (1, 16):
+        settings = ServeSettings(run=str(run), max_batch=max_batch, max_wait_ms=200)
+        with BackgroundServer(settings) as server:
+            with ThreadPoolExecutor(16) as pool:
+                answers = list(pool.map(lambda _: _post(server.url, data), range(16)))
+            text = server.app.state.metrics.render()
+        assert all(status == 200 for status, _ in answers)
+        assert len({json.dumps(b["predictions"][0]["top"]) for _, b in answers}) == 1
+        assert _metric(text, "vggnet_batch_size_sum") == 16
+        batch_counts[max_batch] = _metric(text, "vggnet_batch_size_count")
+    assert batch_counts[1] == 16
+    assert batch_counts[16] <= 8  # sixteen concurrent requests, at least two per pass
+
+
+def test_upload_over_the_limit_is_refused_before_it_is_sent_whole(run):
+    with BackgroundServer(ServeSettings(run=str(run), max_upload_mb=1)) as server:
+        host, port = server.url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as s:
+            s.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+                      b"Content-Length: 1000000000\r\n\r\n" + b"\0" * 1000)
+            reply = s.recv(65536).decode()  # answered although 999,999,000 bytes never came
+        assert reply.startswith("HTTP/1.1 413") and "upload too large" in reply
+        status, _ = _post(server.url, b"")  # and it keeps serving
+        assert status == 422
+
+
+def test_drain_finishes_requests_in_flight_and_refuses_new_ones(run, images):
+    settings = ServeSettings(run=str(run), max_batch=64, max_wait_ms=1500)
+    data = images[0].read_bytes()
+    with BackgroundServer(settings) as server:
+        slow = ThreadPoolExecutor(1).submit(_post, server.url, data)  # waits 1.5 s for a batch
+        time.sleep(0.5)
+        server.drain()
+        status, body = _post(server.url, data)
+        assert status == 503 and "shutting down" in body["detail"]
+        assert slow.result(timeout=30)[0] == 200
+        server.thread.join(10)
+        assert not server.thread.is_alive()  # it stopped by itself once nothing was in flight
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_sigterm_drains_the_real_command(run, images):
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vggnet", "serve", str(run), "--port", str(port),
+         "--max-wait-ms", "2000", "--max-batch", "64", "--no-access-log"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()
+                time.sleep(0.1)
+        slow = ThreadPoolExecutor(1).submit(_post, url, images[0].read_bytes())
+        time.sleep(0.7)
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        assert _post(url, images[0].read_bytes())[0] == 503
+        assert slow.result(timeout=30)[0] == 200
+        assert proc.wait(timeout=30) == 0
+        assert "draining" in proc.stdout.read()
+    finally:
+        proc.kill()
+
+
+def test_onnx_and_int8_backends(run, images, tmp_path):
+    pytest.importorskip("onnxruntime")
+    torch_probs = Predictor(run).predict(images, top_k=10)
+    with TestClient(create_app(ServeSettings(run=str(run), backend="onnx"))) as c:
+        body = c.post("/v1/predict?top_k=10", files=_files(images)).json()
+        assert c.get("/v1/model").json()["weights_file"] == "best.onnx"
+    for got, want in zip(body["predictions"], torch_probs):
+        assert got["top"][0]["class"] == want.top[0][0]
+        np.testing.assert_allclose(sorted(t["probability"] for t in got["top"]),
+                                   sorted(p for _, p in want.top), atol=1e-4)
+    assert main(["serve", str(run), "--backend", "int8"]) == 2  # no int8 model yet: one line
+    assert main(["export", str(run), "--int8", "--calibration", "64",
+                 "--check-images", "64"]) == 0
+    with TestClient(create_app(ServeSettings(run=str(run), backend="int8"))) as c:
+        r = c.post("/v1/predict", files=_files(images))
+        assert r.status_code == 200 and len(r.json()["predictions"]) == 3
+        assert c.get("/v1/model").json()["weights_file"] == "best.int8.onnx"
+
+
+def test_command_line_errors_are_one_line(run, tmp_path, capsys):
+    assert main(["serve", str(tmp_path / "nothing")]) == 2
+    assert main(["serve", str(run), "--max-batch", "0"]) == 2
+    assert main(["serve", str(run), "--max-upload-mb", "-1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3 and all(line.startswith("vggnet serve: error:") for line in err)
+    assert "--max-batch must be at least 1" in err[1]
+
+
+def test_several_workers_share_one_port(run, images):
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vggnet", "serve", str(run), "--port", str(port),
+         "--workers", "2", "--no-access-log"], stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                status, _ = _post(f"http://127.0.0.1:{port}", images[0].read_bytes(), 5)
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()
+                time.sleep(0.2)
+        assert status == 200
+        workers = _workers_of(proc.pid)
+        assert len(workers) == 2
+        proc.send_signal(signal.SIGTERM)  # passed on to both workers, which drain and exit
+        assert proc.wait(timeout=60) == 0
+        assert not any(Path(f"/proc/{w}").exists() for w in workers)
+    finally:
+        proc.kill()
+
+
+def test_workers_do_not_outlive_a_killed_supervisor(run):
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "vggnet", "serve", str(run), "--port",
+                             str(port), "--workers", "2"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while len(_workers_of(proc.pid)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    workers = _workers_of(proc.pid)
+    assert len(workers) == 2
+    proc.kill()  # SIGKILL: the supervisor cannot pass anything on
+    proc.wait()
+    deadline = time.monotonic() + 30
+    while any(Path(f"/proc/{w}").exists() for w in workers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(Path(f"/proc/{w}").exists() for w in workers)
+
+
+def _workers_of(pid: int) -> list[int]:
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [int(c) for c in children
+            if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
