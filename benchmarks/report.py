@@ -14,6 +14,27 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 
 
+SERVE_LOADS = [  # (results file, title, note)
+    ("serve_load_quick.json", "The quick CIFAR-10 run (VGG-11-BN, width 0.5, 2.3 M parameters)",
+     "In PyTorch this model takes about 1.5 ms for one image and 0.5 ms per image in a batch of "
+     "32 here; its int8 ONNX Runtime copy, about 1 ms for one image. One HTTP request costs a "
+     "few ms of Python in the server and the client, which share the two cores, so the "
+     "requests, not the model, bound the rate near 400 requests/s: batching saves the "
+     "PyTorch model's share (2.8x) but has nothing left to save for int8. The price of "
+     "waiting up to 5 ms for a batch to fill shows at concurrency 1 (79 against 127 "
+     "requests/s); `--max-wait-ms 0` batches only what queued while the model was busy: in "
+     "one run of `--max-wait-ms 0 --concurrency 1 32` it gave 137 and 377 requests/s with "
+     "PyTorch, 376 and 442 with int8."),
+    ("serve_load_vgg16_bn.json", "VGG-16-BN at CIFAR-10 size (15 M parameters)",
+     "Served from `runs/cifar10_vgg16_bn_load`: `vggnet train --config cifar10_vgg16_bn "
+     "--epochs 1 --train-subset 2048 --test-subset 1000 --precision fp32`, a run trained just "
+     "enough to have real run metadata; its accuracy is meaningless (its near-constant "
+     "logits also make int8's top-1 agreement meaningless), its speed is what a trained "
+     "VGG-16-BN's would be. Here the model, not the request, dominates: batching gives 2.9x "
+     "in PyTorch and 1.96x in int8."),
+]
+
+
 def _load(name: str):
     path = RESULTS / name
     return json.loads(path.read_text()) if path.is_file() else None
@@ -70,15 +91,17 @@ def training_loop_section(run: dict | None) -> list[str]:
                   "within one table only.", ""] + training_rows(run["training"])
 
 
-def cpu_section(cpu: dict) -> list[str]:
+def cpu_section(cpu: dict, title: str = "## CPU (`vggnet bench`)", file: str = "cpu.json",
+                run: str = "runs/cifar10_quick", note: str = "") -> list[str]:
     env = cpu["environment"]
-    out = ["## CPU (`vggnet bench`)", "",
+    out = [title, "",
            "```bash",
            "VGGNET_DATA=../shared/data vggnet bench --data-root ../shared/data \\",
-           "    --run runs/cifar10_quick --out benchmarks/results/cpu.json",
+           f"    --run {run} --out benchmarks/results/{file}",
            "```", "",
-           _hardware(env) + " One run of each benchmark; every ratio is measured in the "
-           "same process as its baseline.", ""]
+           _hardware(env) + f" CPU capability as torch sees it: "
+           f"{env.get('cpu_capability', 'not recorded')}. One run of each benchmark; every "
+           "ratio is measured in the same process as its baseline." + note, ""]
     out += ["### 1. Training throughput", ""] + training_rows(cpu["training"])
     inf = cpu["inference"]
     out += ["", "### 2. Inference latency", "",
@@ -114,6 +137,47 @@ def cpu_section(cpu: dict) -> list[str]:
         else:
             out.append(f"`{tta['run']}` did not reach {100 * tta['target']:.0f}% "
                        f"(best {100 * tta['best_top1']:.2f}%).")
+    return out
+
+
+def serve_load_section(runs: list[dict]) -> list[str]:
+    """`benchmarks/serve_load.py`: requests/s and latency of `vggnet serve` per configuration
+    and concurrency, and the batching goal at concurrency 32."""
+    out = ["## `vggnet serve` under load (`benchmarks/serve_load.py`)", ""]
+    if not runs:
+        return out + ["Not run yet: `python benchmarks/serve_load.py --run RUN "
+                      "--out benchmarks/results/serve_load.json`."]
+    for r in runs:
+        env = r["environment"]
+        out += [f"### {r['title']}", "", "```bash",
+                f"python benchmarks/serve_load.py --run {r['run']} --data-root ../shared/data \\",
+                f"    --out benchmarks/results/{r['file']}", "```", "",
+                _hardware(env) + f" Client: {r['client']}; at most {r['requests_per_level']} "
+                f"requests or {r['time_limit_s']:.0f} s per level; dynamic batching with "
+                f"--max-batch 32 --max-wait-ms {r['max_wait_ms']:g}.", "",
+                "| configuration | concurrency | requests | failed | requests/s | p50 ms | p95 ms "
+                "| p99 ms | mean batch |", "|---|---|---|---|---|---|---|---|---|"]
+        rows = r["rows"]
+        for row in rows:
+            out.append(f"| {row['config']} | {row['concurrency']} | {row['requests']} | "
+                       f"{row['failed']} | {row['requests_per_s']} | {row['p50_ms']} | "
+                       f"{row['p95_ms']} | {row['p99_ms']} | {row['mean_batch']} |")
+        out.append("")
+        for backend in ("torch", "int8"):
+            at = {row["max_batch"]: row for row in rows
+                  if row["backend"] == backend and row["concurrency"] == 32}
+            if 1 in at and 32 in at:
+                ratio = at[32]["requests_per_s"] / at[1]["requests_per_s"]
+                ok = (ratio >= 2 and at[32]["p99_ms"] < 1000
+                      and not any(row["failed"] for row in rows))
+                out.append(f"- {backend}, concurrency 32: batching gives {ratio:.2f}x the "
+                           f"requests/s of one image at a time, p99 {at[32]['p99_ms']} ms, "
+                           f"{sum(row['failed'] for row in rows)} failed requests in the whole "
+                           f"run ({'meets' if ok else 'misses'} the goal >= 2x with p99 < 1 s "
+                           "and none failed).")
+        if r.get("note"):
+            out += ["", r["note"]]
+        out.append("")
     return out
 
 
@@ -177,7 +241,23 @@ def main() -> None:
              "commands that produce those files are given with each section.", ""]
     cpu = _load("cpu.json")
     lines += cpu_section(cpu) if cpu else ["## CPU", "", "Not run yet: `vggnet bench`."]
+    avx2 = _load("cpu_avx2.json")
+    if avx2:
+        lines += [""] + cpu_section(
+            avx2, "## CPU (`vggnet bench`) after the redesign, on an AVX2 machine",
+            "cpu_avx2.json", "runs/cifar10_quick_fp32",
+            " The same benchmarks as above, re-run after the redesign (training now times "
+            "`train_one_epoch`, the loop `vggnet train` runs) on a machine without AVX-512 or "
+            "native bf16, so no bf16 rows; its quick run was trained in fp32 there "
+            "(`--precision fp32`). Its int8 model has 7-bit weights, the default since "
+            "full-range int8 was found to saturate on such CPUs (see the README).")
     lines += [""] + training_loop_section(_load("training_loop.json"))
+    loads = []
+    for file, title, note in SERVE_LOADS:
+        result = _load(file)
+        if result:
+            loads.append({**result, "file": file, "title": title, "note": note})
+    lines += [""] + serve_load_section(loads)
     lines += [""] + gpu_section(_load("gpu.json"))
     lines += [""] + airbench_cpu_section(_load("airbench_cpu.json"))
     layers = RESULTS / "winograd_layers.md"

@@ -4,9 +4,9 @@ concurrencies, with and without dynamic batching, PyTorch fp32 against ONNX Runt
     python benchmarks/serve_load.py --run runs/cifar10_quick --data-root ../shared/data \\
         --out benchmarks/results/serve_load.json
 
-Each configuration starts its own `vggnet serve` process; the client (asyncio + httpx, one
-keep-alive connection per concurrent user) runs in this process, on the same machine, so the
-two share the CPU cores, as a sidecar client would. Each level sends a fixed number of
+Each configuration starts its own `vggnet serve` process; the client (asyncio streams, one
+keep-alive HTTP/1.1 connection per concurrent user) runs in this process, on the same machine,
+so the two share the CPU cores, as a sidecar client would. Each level sends a fixed number of
 requests and stops early at a time limit, so the run ends by itself. Every request posts one
 real CIFAR-10 test image as the raw body; any status other than 200, and any connection
 error, counts as a failed request.
@@ -71,43 +71,74 @@ def _start(run: str, backend: str, max_batch: int, max_wait_ms: float, threads: 
             time.sleep(0.2)
 
 
+class _Connection:
+    """One keep-alive HTTP/1.1 connection written with asyncio streams: a client light enough
+    (tens of microseconds a request) not to be what is measured at concurrency 32, where a
+    full HTTP client library in this process took a large share of the two cores."""
+
+    def __init__(self, reader, writer, host: str):
+        self.reader, self.writer, self.host = reader, writer, host
+
+    @classmethod
+    async def open(cls, url: str) -> "_Connection":
+        host, port = url.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        return cls(reader, writer, host)
+
+    async def request(self, method: str, path: str, body: bytes = b"",
+                      content_type: str = "image/jpeg") -> tuple[int, bytes]:
+        head = (f"{method} {path} HTTP/1.1\r\nHost: {self.host}\r\n"
+                f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n\r\n")
+        self.writer.write(head.encode() + body)
+        await self.writer.drain()
+        status = int((await self.reader.readline()).split()[1])
+        length = 0
+        while (line := await self.reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.decode().partition(":")
+            if name.lower() == "content-length":
+                length = int(value)
+        return status, await self.reader.readexactly(length)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
 async def _level(url: str, images: list[bytes], concurrency: int, requests: int,
                  time_limit: float) -> dict:
-    import httpx
-
     latencies, failures, sent = [], 0, 0
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as client:
-        for image in images[:3]:  # warm-up
-            await client.post("/v1/predict", content=image, headers={"content-type": "image/jpeg"})
-        start = time.perf_counter()
-        stop_at = start + time_limit
+    conns = [await _Connection.open(url) for _ in range(concurrency)]
+    for image in images[:3]:  # warm-up
+        await conns[0].request("POST", "/v1/predict", image)
+    start = time.perf_counter()
+    stop_at = start + time_limit
 
-        async def user():
-            nonlocal failures, sent
-            while sent < requests and time.perf_counter() < stop_at:
-                image = images[sent % len(images)]
-                sent += 1
-                t0 = time.perf_counter()
-                try:
-                    r = await client.post("/v1/predict", content=image,
-                                          headers={"content-type": "image/jpeg"})
-                    ok = r.status_code == 200
-                except httpx.HTTPError:
-                    ok = False
-                latencies.append(time.perf_counter() - t0)
-                failures += not ok
+    async def user(conn: _Connection):
+        nonlocal failures, sent
+        while sent < requests and time.perf_counter() < stop_at:
+            image = images[sent % len(images)]
+            sent += 1
+            t0 = time.perf_counter()
+            try:
+                status, _ = await conn.request("POST", "/v1/predict", image)
+                ok = status == 200
+            except (OSError, asyncio.IncompleteReadError, ValueError, IndexError):
+                ok = False
+                conn = await _Connection.open(url)
+            latencies.append(time.perf_counter() - t0)
+            failures += not ok
 
-        await asyncio.gather(*(user() for _ in range(concurrency)))
-        elapsed = time.perf_counter() - start
-        metrics = (await client.get("/metrics")).text
+    await asyncio.gather(*(user(c) for c in conns))
+    elapsed = time.perf_counter() - start
+    _, metrics = await conns[0].request("GET", "/metrics")
+    for c in conns:
+        c.close()
     lat = np.array(latencies) * 1000
     return {"concurrency": concurrency, "requests": len(latencies), "failed": failures,
             "seconds": round(elapsed, 2), "requests_per_s": round(len(latencies) / elapsed, 1),
             "p50_ms": round(float(np.percentile(lat, 50)), 1),
             "p95_ms": round(float(np.percentile(lat, 95)), 1),
             "p99_ms": round(float(np.percentile(lat, 99)), 1),
-            "batch_metrics": _batch_totals(metrics)}
+            "batch_metrics": _batch_totals(metrics.decode())}
 
 
 def _batch_totals(metrics: str) -> tuple[float, float]:
@@ -163,7 +194,8 @@ def main() -> None:
             proc.wait(30)
     result = {"environment": environment(), "run": args.run, "max_wait_ms": args.max_wait_ms,
               "requests_per_level": args.requests, "time_limit_s": args.time_limit,
-              "client": "httpx AsyncClient in the same machine, one raw-body JPEG per request",
+              "client": "asyncio streams, one keep-alive connection per user, on the same machine; "
+                        "one raw-body JPEG per request",
               "rows": rows}
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -113,6 +113,30 @@ def test_report_shows_measured_rows_and_says_what_was_not_measured():
     assert "| 32 | 3000.0 | 2900.0 | 0.97x (misses the goal <= 0.9x) | not measured | - | - | - |" in text
 
 
+
+def test_report_of_the_serve_load_test_states_the_batching_goal():
+    report = _report_module()
+    env = {"cpu": "c", "cores": 2, "torch_threads": 2, "torch": "t", "torchvision": "tv",
+           "python": "3"}
+
+    def row(backend, max_batch, rps, p99, failed=0):
+        return {"config": f"{backend} {max_batch}", "backend": backend, "max_batch": max_batch,
+                "concurrency": 32, "requests": 100, "failed": failed, "requests_per_s": rps,
+                "p50_ms": 1.0, "p95_ms": 2.0, "p99_ms": p99, "mean_batch": 1.0}
+
+    run = {"environment": env, "run": "runs/x", "file": "f.json", "title": "t", "client": "c",
+           "requests_per_level": 100, "time_limit_s": 30.0, "max_wait_ms": 5.0,
+           "rows": [row("torch", 1, 100.0, 400.0), row("torch", 32, 250.0, 500.0),
+                    row("int8", 1, 100.0, 400.0), row("int8", 32, 150.0, 300.0)]}
+    text = "\n".join(report.serve_load_section([run]))
+    assert "torch, concurrency 32: batching gives 2.50x" in text
+    assert "(meets the goal >= 2x with p99 < 1 s and none failed)" in text
+    assert "int8, concurrency 32: batching gives 1.50x" in text and "misses" in text
+    run["rows"][1] = row("torch", 32, 250.0, 1500.0)  # fast but p99 over 1 s
+    assert "2.50x the requests/s of one image at a time, p99 1500.0 ms, 0 failed requests " \
+        "in the whole run (misses" in "\n".join(report.serve_load_section([run]))
+    assert "Not run yet" in "\n".join(report.serve_load_section([]))
+
 def test_gpu_time_to_94_script_runs_a_recipe_end_to_end_on_the_cpu(tmp_path):
     """The GPU benchmark cannot be timed here, but its recipe runner is exercised on digits so
     that it is ready to run on a GPU machine."""

@@ -167,3 +167,34 @@ def test_onnx_export_lets_the_tracers_warnings_through(tmp_path):
     messages = [str(w.message) for w in caught]
     assert any("probe from the traced model" in m for m in messages)
     assert not any("legacy TorchScript-based ONNX export" in m for m in messages)
+
+
+def test_export_checks_scale_with_the_logits_and_still_catch_a_broken_file(tmp_path):
+    """Large logits (an untrained or sharply trained net) carry proportionally larger fp32
+    rounding between runtimes: the check is relative to their scale, so such a model exports,
+    while a file whose weights were changed is still refused."""
+    pytest.importorskip("onnxruntime")
+    import onnx
+    from onnx import numpy_helper
+
+    from vggnet.errors import ExportError
+    from vggnet.export.formats import export_onnx
+
+    model = create_model("vgg11_bn", **SMALL).eval()
+    with torch.no_grad():
+        model.get_classifier().weight.mul_(1e4)  # logits in the thousands
+    export_onnx(model, tmp_path / "big.onnx", 32)  # passes its check
+    m = onnx.load(str(tmp_path / "big.onnx"))
+    init = max(m.graph.initializer, key=lambda t: np.prod(t.dims))
+    w = numpy_helper.to_array(init).copy()
+    w.flat[0] += 1.0
+    init.CopyFrom(numpy_helper.from_array(w, init.name))
+    onnx.save(m, str(tmp_path / "broken.onnx"))
+    from vggnet.export.formats import _check_close, onnx_outputs
+
+    x = torch.randn(2, 3, 32, 32)
+    with torch.inference_mode():
+        ref = model(x)
+    with pytest.raises(ExportError, match="differs from PyTorch"):
+        _check_close(onnx_outputs(tmp_path / "broken.onnx", x), ref, 1e-4, "broken.onnx",
+                     "ONNX Runtime")
