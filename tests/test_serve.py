@@ -161,8 +161,28 @@ def test_routes_and_methods_that_do_not_exist(client):
     assert r.status_code == 404 and r.json() == {"detail": "Not Found"}
     r = client.get("/v1/predict")
     assert r.status_code == 405 and "detail" in r.json()
-    r = client.post("/v1/explain", files=[("f", ("a.png", b"x", "image/png"))])
-    assert r.status_code == 501 and "Grad-CAM" in r.json()["detail"]
+
+
+
+def test_explain_returns_the_grad_cam_sheet_as_png(client, images):
+    from io import BytesIO
+
+    from PIL import Image
+
+    r = client.post("/v1/explain?class=3", files=_files(images[:1]))
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+    with Image.open(BytesIO(r.content)) as im:
+        assert im.format == "PNG" and im.width == 2 * im.height + 8  # picture | heatmap
+    pp = client.post("/v1/explain?method=gradcam%2B%2B", content=images[1].read_bytes(),
+                     headers={"content-type": "image/jpeg"})
+    assert pp.status_code == 200 and pp.content[:4] == b"\x89PNG"
+    bad = client.post("/v1/explain?class=33", files=_files(images[:1]))
+    assert bad.status_code == 422 and "closest" in bad.json()["detail"]
+    two = client.post("/v1/explain", files=_files(images[:2]))
+    assert two.status_code == 422 and "one image" in two.json()["detail"]
+    junk = client.post("/v1/explain", content=b"junk", headers={"content-type": "image/png"})
+    assert junk.status_code == 415
+    assert client.get("/v1/model").json()["explain"] is True
 
 
 def test_page_openapi_and_static_assets_are_served_by_the_package(client):
@@ -343,6 +363,9 @@ def test_onnx_and_int8_backends(run, images, tmp_path):
     with TestClient(create_app(ServeSettings(run=str(run), backend="onnx"))) as c:
         body = c.post("/v1/predict?top_k=10", files=_files(images)).json()
         assert c.get("/v1/model").json()["weights_file"] == "best.onnx"
+        assert c.get("/v1/model").json()["explain"] is False
+        r = c.post("/v1/explain", files=_files(images[:1]))  # Grad-CAM needs PyTorch
+        assert r.status_code == 501 and "--backend torch" in r.json()["detail"]
     for got, want in zip(body["predictions"], torch_probs):
         assert got["top"][0]["class"] == want.top[0][0]
         np.testing.assert_allclose(sorted(t["probability"] for t in got["top"]),

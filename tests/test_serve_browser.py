@@ -70,7 +70,7 @@ def test_page_shows_the_class_that_vggnet_predict_gives(tmp_path, capsys):
     options = webdriver.ChromeOptions()
     options.binary_location = binary
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--window-size=760,820"):
+                "--window-size=760,1180"):
         options.add_argument(arg)
     with BackgroundServer(ServeSettings(run=str(run))) as server:
         browser = webdriver.Chrome(options=options,
@@ -85,6 +85,9 @@ def test_page_shows_the_class_that_vggnet_predict_gives(tmp_path, capsys):
             bars = browser.find_elements(By.CSS_SELECTOR, "#top5 li")
             latency = browser.find_element(By.ID, "latency").text
             error_shown = browser.find_element(By.ID, "error").is_displayed()
+            WebDriverWait(browser, 60).until(  # the Grad-CAM sheet follows the top 5
+                lambda b: b.execute_script("const i = document.getElementById('explain');"
+                                           "return !i.closest('[hidden]') && i.naturalWidth"))
             shot = tmp_path / "page.png"
             assert browser.save_screenshot(str(shot))
         finally:

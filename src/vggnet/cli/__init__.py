@@ -14,16 +14,17 @@ import sys
 
 from ..errors import VggnetError
 from ..version import __version__
-from . import (bench, evaluate, export, models, predict, recipes, samples, serve, summary,
-               train)
+from . import (bench, compare, evaluate, explain, export, features, models, predict, recipes,
+               samples, serve, summary, train)
 
-COMMANDS = (models, summary, recipes, train, evaluate, predict, samples, export, bench, serve)
+COMMANDS = (models, summary, recipes, train, evaluate, predict, explain, features, compare, samples,
+            export, bench, serve)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vggnet", description="VGG networks (Simonyan & Zisserman, 2014): train, "
-        "evaluate, predict, inspect, export and serve.")
+        "evaluate, predict, explain, inspect, export and serve.")
     parser.add_argument("--version", action="version", version=f"vggnet {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="log more detail, and show the traceback of any error")

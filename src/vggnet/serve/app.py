@@ -18,12 +18,13 @@ from pathlib import Path
 
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
-from ..errors import ImageReadError, ImageTooLargeError, NotAnImageError
+from ..errors import ConfigError, ImageReadError, ImageTooLargeError, NotAnImageError
+from ..io import open_image
 from .backend import ServedModel
 from .batcher import DynamicBatcher
 from .metrics import ServiceMetrics
@@ -184,16 +185,38 @@ def create_app(settings: ServeSettings, model: ServedModel | None = None):
                 "predictions": out,
                 "latency_ms": round(1000 * (time.perf_counter() - start), 2)}
 
-    @app.post("/v1/explain", summary="Grad-CAM overlay of one image (not available yet)",
-              status_code=501)
-    async def explain():
-        metrics.error("not_implemented")
-        return _json(501, "Grad-CAM explanations are not part of this vggnet version yet; "
-                          "use /v1/predict")
+    explainer = model.explainer()
+
+    @app.post("/v1/explain", openapi_extra=_UPLOAD_BODY, response_class=Response,
+              summary="Grad-CAM of one image: the picture and its heatmap side by side (PNG)",
+              responses={200: {"content": {"image/png": {}}}})
+    async def explain(request: Request,
+                      class_name: str | None = Query(None, alias="class", description="class "
+                                                     "to explain (default: the top one)"),
+                      method: str = Query("gradcam", pattern="^gradcam(\\+\\+)?$")):
+        if explainer is None:
+            raise RequestError(501, "Grad-CAM needs the PyTorch model: serve with --backend "
+                               "torch", "explain_unavailable")
+        uploads = await _read_uploads(request, settings)
+        if len(uploads) != 1:
+            raise RequestError(422, f"explain takes one image, not {len(uploads)}",
+                               "explain_one_image")
+        name, data = uploads[0]
+        loop = asyncio.get_running_loop()
+        try:
+            image = await loop.run_in_executor(decode_pool, open_image, data, None, name)
+        except ImageReadError as exc:
+            raise _image_error([(name, exc)]) from None
+        try:
+            png = await loop.run_in_executor(infer_pool, explainer.png_for, image, class_name,
+                                             method)
+        except ConfigError as exc:
+            raise RequestError(422, str(exc), "unknown_class") from None
+        return Response(png, media_type="image/png")
 
     @app.get("/v1/model", summary="The model behind the service")
     async def model_info():
-        return {**model.info.to_dict(), "explain": False,
+        return {**model.info.to_dict(), "explain": explainer is not None,
                 "limits": {"max_batch": settings.max_batch, "max_wait_ms": settings.max_wait_ms,
                            "max_upload_mb": settings.max_upload_mb,
                            "max_images": settings.max_images}}
@@ -294,6 +317,11 @@ async def _decode_all(model: ServedModel, uploads, pool) -> list:
             raise r
     if not errors:
         return results
+    raise _image_error(errors)
+
+
+def _image_error(errors: list) -> RequestError:
+    """One request error for the files that could not be read, with the fitting status."""
     listed = [{"file": name, "error": str(e)} for name, e in errors]
     if any(isinstance(e, ImageTooLargeError) for _, e in errors):
         status, reason = 413, "image_too_large"
@@ -303,4 +331,4 @@ async def _decode_all(model: ServedModel, uploads, pool) -> list:
         status, reason = 422, "unreadable_image"
     first = str(errors[0][1])
     more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-    raise RequestError(status, first + more, reason, listed)
+    return RequestError(status, first + more, reason, listed)

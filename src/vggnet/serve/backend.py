@@ -116,3 +116,22 @@ class ServedModel:
 
     def probabilities(self, batch: torch.Tensor) -> torch.Tensor:
         return self.predictor.probabilities(batch)
+
+    def explainer(self):
+        """Grad-CAM on the served PyTorch model (None for the ONNX Runtime backends)."""
+        if self.info.backend != "torch":
+            return None
+        return _ServiceExplainer(self.predictor)
+
+
+class _ServiceExplainer:
+    """One Explainer per Grad-CAM method, sharing the service's loaded model."""
+
+    def __init__(self, predictor):
+        from ..features.explain import Explainer
+
+        self.by_method = {m: Explainer(None, predictor=predictor, method=m)
+                          for m in ("gradcam", "gradcam++")}
+
+    def png_for(self, image, class_name: str | None, method: str = "gradcam") -> bytes:
+        return self.by_method[method].png(image, class_name)

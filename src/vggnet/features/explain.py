@@ -1,0 +1,132 @@
+"""Grad-CAM of a run's model on image files: the heatmap over the picture the network saw,
+side by side with it (PNG), and the raw map (``.npy``)."""
+
+from __future__ import annotations
+
+import difflib
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import ConfigError, ImageReadError
+from ..io import atomic_write, open_image, resize_center_crop
+from ..predict import Predictor
+from .gradcam import check_layer, default_layer, grad_cam
+
+DISPLAY = 224  # small inputs (CIFAR's 32 px) are shown enlarged to at least this size
+
+
+@dataclass
+class Explanation:
+    path: str
+    class_name: str | None = None
+    probability: float | None = None
+    layer: str | None = None
+    png: Path | None = None
+    npy: Path | None = None
+    error: str | None = None
+
+
+def class_index(classes: list[str], name: str | None) -> int | None:
+    """The index of a class given by name; a name not in the run's classes names the closest."""
+    if name is None:
+        return None
+    if name in classes:
+        return classes.index(name)
+    close = difflib.get_close_matches(name, classes, n=1, cutoff=0.0)
+    raise ConfigError(f"class {name!r} is not one of this run's {len(classes)} classes"
+                      + (f" (closest: {close[0]!r})" if close else ""))
+
+
+def overlay(image, cam: torch.Tensor, alpha: float = 0.5, colormap: str = "jet"):
+    """A PIL RGB image with a [0, 1] heatmap (resized to it) blended over it."""
+    import matplotlib
+    from PIL import Image
+
+    h, w = image.size[1], image.size[0]
+    if cam.shape != (h, w):
+        cam = torch.nn.functional.interpolate(cam[None, None].float(), size=(h, w),
+                                              mode="bilinear", align_corners=False)[0, 0]
+    colours = matplotlib.colormaps[colormap](cam.clamp(0, 1).numpy())[..., :3]
+    blend = (1 - alpha) * np.asarray(image, dtype=np.float32) / 255 + alpha * colours
+    return Image.fromarray((blend.clip(0, 1) * 255).round().astype(np.uint8), "RGB")
+
+
+def side_by_side(image, cam: torch.Tensor, alpha: float = 0.5):
+    """The picture and its heatmap overlay next to each other, enlarged when tiny."""
+    from PIL import Image
+
+    scale = max(1, -(-DISPLAY // max(image.size)))
+    size = (image.size[0] * scale, image.size[1] * scale)
+    big = image.resize(size, Image.NEAREST) if scale > 1 else image
+    heat = overlay(big, cam, alpha)
+    sheet = Image.new("RGB", (size[0] * 2 + 8, size[1]), (255, 255, 255))
+    sheet.paste(big, (0, 0))
+    sheet.paste(heat, (size[0] + 8, 0))
+    return sheet
+
+
+class Explainer:
+    """Grad-CAM for one run: ``explain(image)`` gives the map; ``explain_files`` writes them."""
+
+    def __init__(self, run, device: str = "cpu", layer: str | None = None,
+                 method: str = "gradcam", predictor: Predictor | None = None):
+        """``predictor``: share an already loaded PyTorch :class:`Predictor` (the service)."""
+        self.predictor = predictor or Predictor(run, device=device)
+        self.model = self.predictor.model
+        self.classes = self.predictor.classes
+        self.layer = check_layer(self.model, layer) if layer else default_layer(self.model)
+        self.method = method
+
+    def crop(self, image):
+        """The picture the network sees: resized and centre-cropped as for prediction."""
+        p = self.predictor
+        return resize_center_crop(image, p.test_scale, p.input_size)
+
+    def explain(self, image, class_name: str | None = None):
+        """(crop, CamResult, probability of the class) for one PIL image."""
+        crop = self.crop(image)
+        x = self.predictor.preprocess(image).to(self.predictor.device)
+        idx = class_index(self.classes, class_name)
+        result = grad_cam(self.model, x, self.layer, idx, self.method)[0]
+        with torch.inference_mode():
+            p = self.model(x).float().softmax(1)[0, result.class_index].item()
+        return crop, result, p
+
+    def png(self, image, class_name: str | None = None) -> bytes:
+        crop, result, _ = self.explain(image, class_name)
+        buf = io.BytesIO()
+        side_by_side(crop, result.normalized()).save(buf, "PNG")
+        return buf.getvalue()
+
+    def explain_files(self, paths, out_dir, class_name: str | None = None) -> list[Explanation]:
+        class_index(self.classes, class_name)  # a bad class name fails before any work
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        results, taken = [], set()
+        for path in paths:
+            ex = Explanation(path=str(path))
+            results.append(ex)
+            try:
+                image = open_image(path)
+            except ImageReadError as exc:
+                ex.error = str(exc)
+                continue
+            crop, result, p = self.explain(image, class_name)
+            stem, n = Path(path).stem, 1
+            while stem in taken:  # two files of one name in different folders
+                n += 1
+                stem = f"{Path(path).stem}_{n}"
+            taken.add(stem)
+            name = f"{stem}.{self.method.replace('+', 'p')}"
+            ex.png, ex.npy = out_dir / f"{name}.png", out_dir / f"{name}.npy"
+            sheet = side_by_side(crop, result.normalized())
+            atomic_write(ex.png, lambda tmp: sheet.save(tmp, "PNG"))
+            raw = result.cam.numpy().astype(np.float32)
+            atomic_write(ex.npy, lambda tmp: np.save(open(tmp, "wb"), raw))
+            ex.class_name, ex.probability, ex.layer = (self.classes[result.class_index], p,
+                                                       result.layer)
+        return results
