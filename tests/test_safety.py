@@ -117,7 +117,10 @@ def test_sigkill_in_the_middle_of_a_checkpoint_write(tmp_path):
     for i, delay in enumerate((0.0, 0.07, 0.13, 0.19, 0.26, 0.33)):
         proc = _spawn(out, "--epochs", "200", *(["--resume"] if i else []))
         before = len(epochs_seen) and epochs_seen[-1]
+        # a new state, and weights beside it: the state is written first, so right after the
+        # first one a kill could otherwise land before any weights exist to load
         _wait_for(lambda: (out / "last.state.pt").is_file()
+                  and (out / "last.safetensors").is_file()
                   and torch.load(out / "last.state.pt", weights_only=True)["epoch"] > before, proc)
         time.sleep(delay)
         proc.send_signal(signal.SIGKILL)
