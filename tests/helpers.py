@@ -28,3 +28,14 @@ def make_folder_dataset(root: Path, classes=("cat", "dog"), per_class=6, sizes=(
         for i in range(per_class):
             write_image(root / c / f"{i}.png", size=sizes[i % len(sizes)], seed=ci * 100 + i)
     return root
+
+
+def train_tiny_run(out: Path) -> Path:
+    """A real run in ``out``: a width-1/8 VGG-11-BN trained one epoch on the bundled digits
+    (seconds, offline), with every file a run directory holds."""
+    from vggnet.training.config import resolve
+    from vggnet.training.loop import train
+
+    train(resolve(None, dict(data="digits", width=0.125, epochs=1, flip=False, progress=False,
+                             out=str(out))))
+    return out

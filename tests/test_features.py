@@ -10,10 +10,8 @@ from vggnet.cli import main
 from vggnet.errors import ConfigError
 from vggnet.features import default_layer, grad_cam
 from vggnet.models import create_model
-from vggnet.training.config import resolve
-from vggnet.training.loop import train
 
-from helpers import write_image
+from helpers import train_tiny_run, write_image
 
 SMALL = dict(width=0.25, fc_dim=64, num_classes=10)
 
@@ -122,8 +120,7 @@ def test_grad_cam_runs_one_forward_pass(monkeypatch):
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("explain") / "run"
-    train(resolve(None, dict(data="digits", width=0.125, epochs=1, flip=False, progress=False,
-                             out=str(out))))
+    train_tiny_run(out)
     return out
 
 

@@ -7,20 +7,17 @@ import pytest
 from PIL import Image
 
 from vggnet.cli import main
-from vggnet.training.loop import train
-from vggnet.training.config import resolve
 from vggnet.errors import ImageReadError
 from vggnet.io import open_image
 from vggnet.predict import Predictor
 
-from helpers import write_image
+from helpers import train_tiny_run, write_image
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("predict") / "run"
-    train(resolve(None, dict(data="digits", width=0.125, epochs=1, flip=False, progress=False,
-                             out=str(out))))
+    train_tiny_run(out)
     return out
 
 

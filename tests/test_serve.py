@@ -30,17 +30,14 @@ from fastapi.testclient import TestClient  # noqa: E402
 from vggnet.cli import main  # noqa: E402
 from vggnet.predict import Predictor  # noqa: E402
 from vggnet.serve import BackgroundServer, DynamicBatcher, ServeSettings, create_app  # noqa: E402
-from vggnet.training.config import resolve  # noqa: E402
-from vggnet.training.loop import train  # noqa: E402
 
-from helpers import write_image  # noqa: E402
+from helpers import train_tiny_run, write_image  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("serve") / "run"
-    train(resolve(None, dict(data="digits", width=0.125, epochs=1, flip=False, progress=False,
-                             out=str(out))))
+    train_tiny_run(out)
     return out
 
 

@@ -22,11 +22,9 @@ from PIL import Image  # noqa: E402
 
 from vggnet.cli import main  # noqa: E402
 from vggnet.serve import BackgroundServer, ServeSettings  # noqa: E402
-from vggnet.training.config import resolve  # noqa: E402
-from vggnet.training.loop import train  # noqa: E402
 
 from conftest import CIFAR_TAR  # noqa: E402
-from helpers import write_image  # noqa: E402
+from helpers import train_tiny_run, write_image  # noqa: E402
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "chrome")
 
@@ -61,8 +59,7 @@ def test_page_shows_the_class_that_vggnet_predict_gives(tmp_path, capsys):
     run = os.environ.get("VGGNET_SERVE_RUN")
     if not run:
         run = tmp_path / "run"
-        train(resolve(None, dict(data="digits", width=0.125, epochs=1, flip=False,
-                                 progress=False, out=str(run))))
+        train_tiny_run(run)
     photo = _photo(tmp_path)
     assert main(["predict", str(run), str(photo), "--json"]) == 0
     expected = json.loads(capsys.readouterr().out)[0]["top"][0]["class"]

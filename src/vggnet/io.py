@@ -13,6 +13,7 @@ pixel is decoded, and never changes Pillow's setting: a program that raises
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -186,3 +187,12 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
 
 def write_json(path: Path, data: dict) -> Path:
     return atomic_write(path, lambda p: p.write_text(json.dumps(data, indent=2, default=str) + "\n"))
+
+
+def sha256_file(path: str | Path) -> str:
+    """The SHA-256 of a file, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

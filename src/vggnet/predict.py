@@ -43,11 +43,18 @@ class Predictor:
         self.mean, self.std = pre.mean, pre.std
         self.classes = list(self.meta.classes)
 
+    def crop(self, image):
+        """The picture the network sees: shorter side to the test scale, centre crop."""
+        return resize_center_crop(image, self.test_scale, self.input_size)
+
+    def to_tensor(self, crop) -> torch.Tensor:
+        """A cropped PIL RGB image -> normalised 1 x C x S x S tensor."""
+        x = torch.from_numpy(np.asarray(crop, dtype=np.uint8).copy()).permute(2, 0, 1)[None]
+        return normalize(x, self.mean, self.std)
+
     def preprocess(self, image) -> torch.Tensor:
         """A PIL RGB image -> normalised 1 x C x S x S tensor."""
-        im = resize_center_crop(image, self.test_scale, self.input_size)
-        x = torch.from_numpy(np.asarray(im, dtype=np.uint8).copy()).permute(2, 0, 1)[None]
-        return normalize(x, self.mean, self.std)
+        return self.to_tensor(self.crop(image))
 
     @torch.inference_mode()
     def probabilities(self, batch: torch.Tensor) -> torch.Tensor:

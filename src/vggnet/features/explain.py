@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, ImageReadError
-from ..io import atomic_write, open_image, resize_center_crop
+from ..io import atomic_write, open_image
 from ..predict import Predictor
 from .gradcam import check_layer, default_layer, grad_cam
 
@@ -81,23 +81,16 @@ class Explainer:
         self.layer = check_layer(self.model, layer) if layer else default_layer(self.model)
         self.method = method
 
-    def crop(self, image):
-        """The picture the network sees: resized and centre-cropped as for prediction."""
-        p = self.predictor
-        return resize_center_crop(image, p.test_scale, p.input_size)
-
-    def explain(self, image, class_name: str | None = None):
-        """(crop, CamResult, probability of the class) for one PIL image."""
-        crop = self.crop(image)
-        x = self.predictor.preprocess(image).to(self.predictor.device)
+    def explain(self, image, class_name: str | None = None, method: str | None = None):
+        """(the picture the network saw, its CamResult) for one PIL image."""
+        crop = self.predictor.crop(image)
+        x = self.predictor.to_tensor(crop).to(self.predictor.device)
         idx = class_index(self.classes, class_name)
-        result = grad_cam(self.model, x, self.layer, idx, self.method)[0]
-        with torch.inference_mode():
-            p = self.model(x).float().softmax(1)[0, result.class_index].item()
-        return crop, result, p
+        return crop, grad_cam(self.model, x, self.layer, idx, method or self.method)[0]
 
-    def png(self, image, class_name: str | None = None) -> bytes:
-        crop, result, _ = self.explain(image, class_name)
+    def png(self, image, class_name: str | None = None, method: str | None = None) -> bytes:
+        """The side-by-side sheet of one PIL image, as PNG bytes."""
+        crop, result = self.explain(image, class_name, method)
         buf = io.BytesIO()
         side_by_side(crop, result.normalized()).save(buf, "PNG")
         return buf.getvalue()
@@ -115,7 +108,7 @@ class Explainer:
             except ImageReadError as exc:
                 ex.error = str(exc)
                 continue
-            crop, result, p = self.explain(image, class_name)
+            crop, result = self.explain(image, class_name)
             stem, n = Path(path).stem, 1
             while stem in taken:  # two files of one name in different folders
                 n += 1
@@ -127,6 +120,6 @@ class Explainer:
             atomic_write(ex.png, lambda tmp: sheet.save(tmp, "PNG"))
             raw = result.cam.numpy().astype(np.float32)
             atomic_write(ex.npy, lambda tmp: np.save(open(tmp, "wb"), raw))
-            ex.class_name, ex.probability, ex.layer = (self.classes[result.class_index], p,
-                                                       result.layer)
+            ex.class_name, ex.probability, ex.layer = (self.classes[result.class_index],
+                                                       result.probability, result.layer)
         return results

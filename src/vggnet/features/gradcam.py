@@ -33,6 +33,7 @@ class CamResult:
     class_index: int
     score: float               # the class's logit
     layer: str
+    probability: float         # the class's softmax probability
 
     def normalized(self, size: tuple[int, int] | None = None) -> torch.Tensor:
         """In [0, 1] (min-max, as torchcam), bilinearly resized to ``size`` (H, W) if given."""
@@ -110,8 +111,10 @@ def grad_cam(model: nn.Module, images: torch.Tensor, layer: str | None = None,
     with torch.no_grad():
         weights = _weights(grads, activation.detach(), method)
         cams = F.relu((weights[:, :, None, None] * activation).sum(1))
-    return [CamResult(cam=c, class_index=int(i), score=float(s), layer=layer)
-            for c, i, s in zip(cams, idx.tolist(), scores.detach())]
+        probs = logits.detach().float().softmax(1).gather(1, idx.view(-1, 1)).squeeze(1)
+    return [CamResult(cam=c, class_index=int(i), score=float(s), layer=layer,
+                      probability=float(p))
+            for c, i, s, p in zip(cams, idx.tolist(), scores.detach(), probs)]
 
 
 def _weights(grads: torch.Tensor, activation: torch.Tensor, method: str) -> torch.Tensor:

@@ -77,12 +77,8 @@ class FeatureExtractor:
         self.model = self.predictor.model
 
     def grid(self, path, layers: list[str], top: int = 8):
-        image = open_image(path)
-        x = self.predictor.preprocess(image).to(self.predictor.device)
-        crop_size = self.predictor.input_size
-        from ..io import resize_center_crop
-
-        crop = resize_center_crop(image, self.predictor.test_scale, crop_size)
+        crop = self.predictor.crop(open_image(path))
+        x = self.predictor.to_tensor(crop).to(self.predictor.device)
         return feature_grid(crop, strongest_channels(self.model, x, layers, top))
 
     @torch.inference_mode()

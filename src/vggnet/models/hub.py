@@ -8,13 +8,13 @@ is then read as tensors only (never unpickled as Python objects).
 
 from __future__ import annotations
 
-import hashlib
 import re
 from pathlib import Path
 
 import torch
 
 from ..errors import WeightsError
+from ..io import sha256_file
 
 # The ImageNet weights torchvision publishes (its ``*_Weights.IMAGENET1K_V1`` entries).
 URLS = {
@@ -29,14 +29,6 @@ URLS = {
 }
 PRETRAINED_NAMES = ("imagenet",)
 _HASH = re.compile(r"-([a-f0-9]{8,})\.")
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def pretrained_file(name: str, progress: bool = True) -> Path:
@@ -62,7 +54,7 @@ def pretrained_file(name: str, progress: bool = True) -> Path:
             raise WeightsError(f"cannot download {url} ({exc.__class__.__name__}: {exc}); "
                                f"offline, copy {filename} into {dst.parent} or pass the file "
                                "with weights=PATH") from None
-    elif not _sha256(dst).startswith(expected):
+    elif not sha256_file(dst).startswith(expected):
         raise WeightsError(f"{dst} is corrupt or altered (its SHA-256 does not start with "
                            f"{expected}); delete it to download it again")
     return dst

@@ -137,55 +137,72 @@ def _too_large(size: int, limit: int, streamed: bool = False) -> str:
             "or fewer per request (the server's --max-upload-mb)")
 
 
-def create_app(settings: ServeSettings, model: ServedModel | None = None):
-    """The FastAPI app for one run; ``model`` may be passed in already loaded (tests)."""
+class _Service:
+    """What the routes share: the model, its batcher and worker threads, state and metrics."""
 
-    model = model or ServedModel(settings.run, settings.backend, settings.device,
-                                 settings.threads)
-    state, metrics = ServiceState(), ServiceMetrics()
-    infer_pool = ThreadPoolExecutor(1, thread_name_prefix="vggnet-infer")
-    decode_pool = ThreadPoolExecutor(2, thread_name_prefix="vggnet-decode")
-    batcher = DynamicBatcher(model.probabilities, infer_pool, max_batch=settings.max_batch,
-                             max_wait_ms=settings.max_wait_ms, on_batch=metrics.batch)
+    def __init__(self, settings: ServeSettings, model: ServedModel):
+        self.settings, self.model = settings, model
+        self.state, self.metrics = ServiceState(), ServiceMetrics()
+        self.infer_pool = ThreadPoolExecutor(1, thread_name_prefix="vggnet-infer")
+        self.decode_pool = ThreadPoolExecutor(2, thread_name_prefix="vggnet-decode")
+        self.batcher = DynamicBatcher(model.probabilities, self.infer_pool,
+                                      max_batch=settings.max_batch,
+                                      max_wait_ms=settings.max_wait_ms,
+                                      on_batch=self.metrics.batch)
+        self.explainer = model.explainer()
 
     @asynccontextmanager
-    async def lifespan(app):
-        batcher.start()
+    async def lifespan(self, app):
+        self.batcher.start()
         yield
-        await batcher.stop()
-        infer_pool.shutdown(wait=True)
-        decode_pool.shutdown(wait=True)
+        await self.batcher.stop()
+        self.infer_pool.shutdown(wait=True)
+        self.decode_pool.shutdown(wait=True)
 
-    app = FastAPI(title="vggnet", version=model.info.vggnet_version, lifespan=lifespan,
+    def top_k(self, uploads, probs, k: int) -> dict:
+        k = min(k, len(self.model.classes))
+        out = []
+        for (name, _), p in zip(uploads, probs):
+            values, indices = p.topk(k)
+            out.append({"file": name, "top": [
+                {"class": self.model.classes[i], "probability": round(float(v), 6)}
+                for v, i in zip(values.tolist(), indices.tolist())]})
+        info = self.model.info
+        return {"model": {"architecture": info.architecture, "run": info.run,
+                          "backend": info.backend, "weights_sha256": info.weights_sha256},
+                "predictions": out}
+
+
+def create_app(settings: ServeSettings, model: ServedModel | None = None):
+    """The FastAPI app for one run; ``model`` may be passed in already loaded (tests)."""
+    model = model or ServedModel(settings.run, settings.backend, settings.device,
+                                 settings.threads)
+    svc = _Service(settings, model)
+    app = FastAPI(title="vggnet", version=model.info.vggnet_version, lifespan=svc.lifespan,
                   description=f"VGG image classification: {model.info.architecture} from "
                               f"{model.info.run} ({model.info.backend} backend)")
-    app.state.service, app.state.model, app.state.settings = state, model, settings
-    app.state.metrics = metrics
-    _error_handlers(app, metrics)
+    app.state.service, app.state.model, app.state.settings = svc.state, model, settings
+    app.state.metrics = svc.metrics
+    _error_handlers(app, svc.metrics)
+    _image_routes(app, svc)
+    _info_routes(app, svc)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.add_middleware(_Guard, settings=settings, state=svc.state, metrics=svc.metrics)
+    return app
 
+
+def _image_routes(app, svc: _Service) -> None:
     @app.post("/v1/predict", openapi_extra=_UPLOAD_BODY,
               summary="Classify one or several images")
     async def predict(request: Request, top_k: int = Query(5, ge=1, description="classes "
                                                            "returned per image")):
         start = time.perf_counter()
-        uploads = await _read_uploads(request, settings)
-        tensors = await _decode_all(model, uploads, decode_pool)
-        probs = await asyncio.gather(*(batcher.submit(x) for x in tensors))
-        metrics.images(len(probs))
-        k = min(top_k, len(model.classes))
-        out = []
-        for (name, _), p in zip(uploads, probs):
-            values, indices = p.topk(k)
-            out.append({"file": name, "top": [
-                {"class": model.classes[i], "probability": round(float(v), 6)}
-                for v, i in zip(values.tolist(), indices.tolist())]})
-        info = model.info
-        return {"model": {"architecture": info.architecture, "run": info.run,
-                          "backend": info.backend, "weights_sha256": info.weights_sha256},
-                "predictions": out,
+        uploads = await _read_uploads(request, svc.settings)
+        tensors = await _decode_all(svc.model, uploads, svc.decode_pool)
+        probs = await asyncio.gather(*(svc.batcher.submit(x) for x in tensors))
+        svc.metrics.images(len(probs))
+        return {**svc.top_k(uploads, probs, top_k),
                 "latency_ms": round(1000 * (time.perf_counter() - start), 2)}
-
-    explainer = model.explainer()
 
     @app.post("/v1/explain", openapi_extra=_UPLOAD_BODY, response_class=Response,
               summary="Grad-CAM of one image: the picture and its heatmap side by side (PNG)",
@@ -194,48 +211,48 @@ def create_app(settings: ServeSettings, model: ServedModel | None = None):
                       class_name: str | None = Query(None, alias="class", description="class "
                                                      "to explain (default: the top one)"),
                       method: str = Query("gradcam", pattern="^gradcam(\\+\\+)?$")):
-        if explainer is None:
+        if svc.explainer is None:
             raise RequestError(501, "Grad-CAM needs the PyTorch model: serve with --backend "
                                "torch", "explain_unavailable")
-        uploads = await _read_uploads(request, settings)
+        uploads = await _read_uploads(request, svc.settings)
         if len(uploads) != 1:
             raise RequestError(422, f"explain takes one image, not {len(uploads)}",
                                "explain_one_image")
         name, data = uploads[0]
         loop = asyncio.get_running_loop()
         try:
-            image = await loop.run_in_executor(decode_pool, open_image, data, None, name)
+            image = await loop.run_in_executor(svc.decode_pool, open_image, data, None, name)
         except ImageReadError as exc:
             raise _image_error([(name, exc)]) from None
         try:
-            png = await loop.run_in_executor(infer_pool, explainer.png_for, image, class_name,
-                                             method)
+            png = await loop.run_in_executor(svc.infer_pool, svc.explainer.png, image,
+                                             class_name, method)
         except ConfigError as exc:
             raise RequestError(422, str(exc), "unknown_class") from None
         return Response(png, media_type="image/png")
 
+
+def _info_routes(app, svc: _Service) -> None:
+    settings = svc.settings
+
     @app.get("/v1/model", summary="The model behind the service")
     async def model_info():
-        return {**model.info.to_dict(), "explain": explainer is not None,
+        return {**svc.model.info.to_dict(), "explain": svc.explainer is not None,
                 "limits": {"max_batch": settings.max_batch, "max_wait_ms": settings.max_wait_ms,
                            "max_upload_mb": settings.max_upload_mb,
                            "max_images": settings.max_images}}
 
     @app.get("/healthz", summary="Liveness and readiness")
     async def healthz():
-        return {"status": "ok", "inflight": state.inflight - 1}
+        return {"status": "ok", "inflight": svc.state.inflight - 1}  # less this request
 
     @app.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)
     async def prometheus():
-        return PlainTextResponse(metrics.render(), media_type=metrics.content_type)
+        return PlainTextResponse(svc.metrics.render(), media_type=svc.metrics.content_type)
 
     @app.get("/", include_in_schema=False)
     async def page():
         return FileResponse(STATIC / "index.html", media_type="text/html")
-
-    app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    app.add_middleware(_Guard, settings=settings, state=state, metrics=metrics)
-    return app
 
 
 def _error_handlers(app, metrics: ServiceMetrics) -> None:

@@ -3,7 +3,6 @@ ONNX Runtime, with the run's own preprocessing and class names."""
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,21 +10,13 @@ from pathlib import Path
 import torch
 
 from ..errors import UsageError, WeightsError
-from ..io import open_image
+from ..io import open_image, sha256_file
 from ..predict import Predictor
 from ..run import load_checkpoint, resolve_checkpoint
 from ..version import __version__
 
 BACKENDS = ("torch", "onnx", "int8")
 log = logging.getLogger(__name__)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _onnx_file(checkpoint: Path, backend: str) -> Path:
@@ -98,7 +89,7 @@ class ServedModel:
             run=str(Path(run)), checkpoint=str(checkpoint), backend=backend,
             architecture=meta.model_config.get("name", "?"), config=dict(meta.model_config),
             classes=list(meta.classes), preprocessing=meta.preprocessing.to_dict(),
-            weights_file=weights.name, weights_sha256=_sha256(weights))
+            weights_file=weights.name, weights_sha256=sha256_file(weights))
         if not self.info.classes:
             raise WeightsError(f"{checkpoint}: the checkpoint names no classes; it cannot be "
                                "served")
@@ -121,17 +112,6 @@ class ServedModel:
         """Grad-CAM on the served PyTorch model (None for the ONNX Runtime backends)."""
         if self.info.backend != "torch":
             return None
-        return _ServiceExplainer(self.predictor)
-
-
-class _ServiceExplainer:
-    """One Explainer per Grad-CAM method, sharing the service's loaded model."""
-
-    def __init__(self, predictor):
         from ..features.explain import Explainer
 
-        self.by_method = {m: Explainer(None, predictor=predictor, method=m)
-                          for m in ("gradcam", "gradcam++")}
-
-    def png_for(self, image, class_name: str | None, method: str = "gradcam") -> bytes:
-        return self.by_method[method].png(image, class_name)
+        return Explainer(None, predictor=self.predictor)
