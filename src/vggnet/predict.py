@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from .data.augment import normalize
+from .data.names import readable
 from .errors import ImageReadError, InputError, WeightsError
 from .io import open_image, resize_center_crop
 from .run import load_checkpoint, read_run_metadata
@@ -41,7 +42,7 @@ class Predictor:
         pre = self.meta.preprocessing
         self.input_size, self.test_scale = pre.input_size, pre.test_scale
         self.mean, self.std = pre.mean, pre.std
-        self.classes = list(self.meta.classes)
+        self.classes = readable(list(self.meta.classes))  # WordNet ids with their names
 
     def crop(self, image):
         """The picture the network sees: shorter side to the test scale, centre crop."""

@@ -26,6 +26,7 @@ from .errors import DataError, WeightsError
 from .io import atomic_write, write_json
 from .models import create_model, load_weights, save_weights
 from .data.stream import IMAGENET_MEAN, IMAGENET_STD
+from .models.normalization import InputNorm
 from .models.weights import read_metadata as read_file_metadata
 from .version import __version__
 
@@ -160,6 +161,8 @@ def load_checkpoint(run_or_file: str | Path, which: str = "best", device="cpu"):
     config = dict(meta.model_config)
     model = create_model(config.pop("name"), **config)
     load_weights(model, path, strict_head=True)
+    pre = meta.preprocessing  # features on this run's model see its own data's statistics
+    model.input_norm = InputNorm(tuple(pre.mean), tuple(pre.std))
     return model.to(device).eval(), meta
 
 

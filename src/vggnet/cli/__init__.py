@@ -15,10 +15,10 @@ import sys
 from ..errors import VggnetError
 from ..version import __version__
 from . import (bench, compare, evaluate, explain, export, features, models, predict, recipes,
-               samples, serve, summary, train)
+               samples, serve, stylize, summary, train)
 
-COMMANDS = (models, summary, recipes, train, evaluate, predict, explain, features, compare, samples,
-            export, bench, serve)
+COMMANDS = (models, summary, recipes, train, evaluate, predict, explain, features, compare, stylize,
+            samples, export, bench, serve)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -27,7 +27,7 @@ import torch
 from ..errors import DataError, ImageReadError
 from ..io import IMAGE_EXTENSIONS, decode_image, is_image_name
 
-BUILTIN = ("cifar10", "cifar100", "digits")
+BUILTIN = ("cifar10", "cifar100", "imagenette", "digits")
 
 
 @dataclass
@@ -194,6 +194,9 @@ def load_splits(source: str, *, root: str | Path | None = None, image_size: int 
     if name in ("cifar10", "cifar100"):
         return _cifar(name, Path(root) if root else default_data_root(), download, image_size,
                       use_cache)
+    if name == "imagenette":
+        path = find_imagenette(Path(root) if root else default_data_root(), download)
+        return _from_path(path, image_size, val_fraction, seed, use_cache)
     path = Path(source).expanduser()
     if not path.exists():
         raise DataError(f"data set {source!r} not found: give one of {', '.join(BUILTIN)}, "
@@ -296,6 +299,31 @@ def _cifar(name, root: Path, download, image_size, use_cache):
         return out
 
     return convert(train), convert(test)
+
+
+IMAGENETTE_COPIES = ("imagenette-224.tar.gz", "imagenette2-320", "imagenette2-320.tgz",
+                     "imagenette2-160", "imagenette2-160.tgz", "imagenette2", "imagenette2.tgz",
+                     "imagenette")
+
+
+def find_imagenette(root: Path, download: bool) -> Path:
+    """A local copy of Imagenette under ``root`` (a folder or archive of train/ and val/), or
+    the 320 px release fetched by torchvision (its checksum verified) with ``download``."""
+    for name in IMAGENETTE_COPIES:
+        candidate = root / name
+        if candidate.is_file() or (candidate.is_dir() and any(candidate.rglob("train"))):
+            return candidate
+    if not download:
+        raise DataError(f"imagenette not found under {root}: looked for "
+                        f"{', '.join(IMAGENETTE_COPIES)}. Pass --download to fetch the 320 px "
+                        "release (checksum verified), --data PATH for a copy elsewhere, or "
+                        "point --data-root (or the VGGNET_DATA variable) at its folder")
+    from torchvision import datasets
+
+    root.mkdir(parents=True, exist_ok=True)
+    for split in ("train", "val"):
+        datasets.Imagenette(str(root), split=split, size="320px", download=split == "train")
+    return root / "imagenette2-320"
 
 
 def _digits(seed: int):

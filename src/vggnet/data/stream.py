@@ -20,14 +20,15 @@ from torch.utils.data import DataLoader, Dataset
 from . import augment
 from ..errors import DataError, ImageReadError
 from ..io import open_image, resize_shorter_side
+from ..models import normalization
 from .datasets import TEST_SPLITS, folder_items
 from .sampler import EpochSampler
 
 log = logging.getLogger("vggnet")
 
 # The usual ImageNet statistics: a streamed set is not read twice to measure its own.
-IMAGENET_MEAN = [0.485, 0.456, 0.406]
-IMAGENET_STD = [0.229, 0.224, 0.225]
+IMAGENET_MEAN = list(normalization.IMAGENET_MEAN)
+IMAGENET_STD = list(normalization.IMAGENET_STD)
 
 
 def stream_splits(root: str | Path) -> tuple[Path, Path]:

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..data.names import matches
 from ..errors import ConfigError, ImageReadError
 from ..io import atomic_write, open_image
 from ..predict import Predictor
@@ -34,8 +35,9 @@ def class_index(classes: list[str], name: str | None) -> int | None:
     """The index of a class given by name; a name not in the run's classes names the closest."""
     if name is None:
         return None
-    if name in classes:
-        return classes.index(name)
+    for i, label in enumerate(classes):  # "n03888257 parachute", "n03888257" or "parachute"
+        if label == name or matches(label, name):
+            return i
     close = difflib.get_close_matches(name, classes, n=1, cutoff=0.0)
     raise ConfigError(f"class {name!r} is not one of this run's {len(classes)} classes"
                       + (f" (closest: {close[0]!r})" if close else ""))

@@ -26,10 +26,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError, InputError, WeightsError
+from ..models.normalization import InputNorm, input_norm
 
 LPIPS_LAYERS = ("relu1_2", "relu2_2", "relu3_3", "relu4_3", "relu5_3")
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 # LPIPS v0.1's input scaling: ImageNet's mean and std, carried to [-1, 1] inputs
 LPIPS_SHIFT = (-0.030, -0.088, -0.188)
 LPIPS_SCALE = (0.458, 0.448, 0.450)
@@ -80,19 +79,40 @@ def lpips_linear_weights(path: str | Path | None = None) -> dict[str, torch.Tens
             from None
 
 
-def _vgg_backbone(backbone, arch: str) -> nn.Module:
+def load_backbone(backbone, arch: str) -> nn.Module:
+    """A frozen VGG from a model, "imagenet" (published weights, downloaded once and
+    checked), a vggnet run folder or checkpoint (its own architecture and input statistics),
+    or a weights file in torchvision, timm or vggnet format (``arch``)."""
+    from ..models import create_model
+
     if backbone is None:
-        from ..models import create_model
+        backbone = "imagenet"
+    if isinstance(backbone, (str, Path)):
+        if str(backbone) != "imagenet" and _is_run(Path(backbone)):
+            from ..run import load_checkpoint
 
-        backbone = create_model(arch, weights="imagenet")  # downloaded once, checked
-    elif isinstance(backbone, (str, Path)):
-        from ..models import create_model
-
-        backbone = create_model(arch, weights=backbone)
+            backbone = load_checkpoint(backbone)[0]
+        else:
+            backbone = create_model(arch, weights=str(backbone))
     backbone = backbone.eval()
     for p in backbone.parameters():
         p.requires_grad_(False)
     return backbone
+
+
+def _is_run(path: Path) -> bool:
+    """A vggnet run folder, or a checkpoint file that carries run metadata."""
+    if path.is_dir():
+        return True
+    if not path.is_file():
+        return False
+    from ..run import read_run_metadata
+
+    try:
+        read_run_metadata(path)
+        return True
+    except WeightsError:  # a plain weights file (torchvision, timm)
+        return False
 
 
 class LPIPS(nn.Module):
@@ -111,7 +131,7 @@ class LPIPS(nn.Module):
         if input_range not in ("[-1,1]", "[0,1]"):
             raise ConfigError(f"input_range must be '[-1,1]' or '[0,1]', not {input_range!r}")
         self.input_range = input_range
-        self.backbone = _vgg_backbone(backbone, "vgg16")
+        self.backbone = load_backbone(backbone, "vgg16")
         if getattr(self.backbone, "arch", "vgg16") != "vgg16":
             raise ConfigError(f"LPIPS is defined on VGG-16 (configuration D without batch "
                               f"norm), not {self.backbone.arch}")
@@ -161,14 +181,15 @@ def gram(x: torch.Tensor) -> torch.Tensor:
 
 
 class VGGPerceptualLoss(nn.Module):
-    """Feature (and Gram) loss on a frozen VGG. Inputs: RGB in [0, 1], normalised here with
-    the backbone's ImageNet mean and std. ``features`` / ``styles``: {layer: weight};
+    """Feature (and Gram) loss on a frozen VGG. Inputs: RGB in [0, 1], normalised here the
+    way the backbone expects (its ``input_norm``: range, channel order, mean and std; or
+    ``norm``, a preset name such as "caffe" or an :class:`InputNorm`). ``features`` / ``styles``: {layer: weight};
     ``preset``: one of :data:`PRESETS` ("johnson", "esrgan", "real_esrgan", "gatys")."""
 
     def __init__(self, backbone=None, *, preset: str | None = None,
                  features: dict[str, float] | None = None,
                  styles: dict[str, float] | None = None, criterion: str | None = None,
-                 arch: str | None = None, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+                 arch: str | None = None, norm: str | InputNorm | None = None):
         super().__init__()
         if preset is not None:
             if preset not in PRESETS:
@@ -183,15 +204,14 @@ class VGGPerceptualLoss(nn.Module):
         self.criterion = criterion or "l1"
         if self.criterion not in ("l1", "l2"):
             raise ConfigError(f"criterion must be 'l1' or 'l2', not {self.criterion!r}")
-        self.backbone = _vgg_backbone(backbone, arch or "vgg19")
+        self.backbone = load_backbone(backbone, arch or "vgg19")
         valid = self.backbone.tap_names()
         bad = [n for n in {**self.features, **self.styles} if n not in valid]
         if bad:
             raise ConfigError(f"unknown layer(s) {bad} for {self.backbone.arch}; valid: "
                               f"{', '.join(valid)}")
         self.layers = list(dict.fromkeys([*self.features, *self.styles]))
-        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1))
+        self.norm = input_norm(norm, self.backbone)
 
     def _distance(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return F.l1_loss(a, b) if self.criterion == "l1" else F.mse_loss(a, b)
@@ -200,9 +220,9 @@ class VGGPerceptualLoss(nn.Module):
         for t, name in ((x, "input"), (target, "target")):
             _check_range(t, 0.0, name, "VGGPerceptualLoss takes [0, 1] RGB images ((x + 1) / 2 "
                                        "for [-1, 1] ones)")
-        fx = self.backbone.extract((x - self.mean) / self.std, self.layers)
+        fx = self.backbone.extract(self.norm(x), self.layers)
         with torch.no_grad():
-            ft = self.backbone.extract((target - self.mean) / self.std, self.layers)
+            ft = self.backbone.extract(self.norm(target), self.layers)
         loss = x.new_zeros(())
         for name, w in self.features.items():
             loss = loss + w * self._distance(fx[name], ft[name])

@@ -20,6 +20,7 @@ from ..errors import ConfigError, InputError
 from .model_config import ACTIVATIONS, HEADS, ModelConfig
 from .configs import CONFIGS, LRN_ALPHA, LRN_BETA, LRN_K, LRN_SIZE, conv_spec
 from .heads import HEAD_CLASSES, ConvHead
+from .normalization import TORCHVISION
 from .registry import register_model
 
 
@@ -105,6 +106,7 @@ class VGG(nn.Module):
         config = ModelConfig(name=name, **options)
         self.arch = name
         self.cfg = list(cfg)
+        self.input_norm = TORCHVISION  # what its inputs must look like (models/normalization)
         self.features = make_layers(self.cfg, config.in_channels, config.width, batch_norm,
                                     activation=config.activation,
                                     pool_before_norm=config.pool_before_norm,

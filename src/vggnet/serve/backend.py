@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from ..data.names import readable
 from ..errors import UsageError, WeightsError
 from ..io import open_image, sha256_file
 from ..predict import Predictor
@@ -88,7 +89,7 @@ class ServedModel:
         self.info = ModelInfo(
             run=str(Path(run)), checkpoint=str(checkpoint), backend=backend,
             architecture=meta.model_config.get("name", "?"), config=dict(meta.model_config),
-            classes=list(meta.classes), preprocessing=meta.preprocessing.to_dict(),
+            classes=readable(list(meta.classes)), preprocessing=meta.preprocessing.to_dict(),
             weights_file=weights.name, weights_sha256=sha256_file(weights))
         if not self.info.classes:
             raise WeightsError(f"{checkpoint}: the checkpoint names no classes; it cannot be "
