@@ -204,7 +204,18 @@ def load_splits(source: str, *, root: str | Path | None = None, image_size: int 
     return _from_path(path, image_size, val_fraction, seed, use_cache)
 
 
+def split_root(path: Path) -> Path:
+    """The folder that holds train/ (and val/ or test/): ``path`` itself, or its only
+    subfolder when the archive was unpacked into one top folder (imagenette2-320/train/...)."""
+    if path.is_dir() and not (path / "train").is_dir():
+        subdirs = [d for d in path.iterdir() if d.is_dir() and not d.name.startswith(".")]
+        if len(subdirs) == 1 and (subdirs[0] / "train").is_dir():
+            return subdirs[0]
+    return path
+
+
 def _from_path(path: Path, image_size, val_fraction, seed, use_cache):
+    path = split_root(path)
     if path.is_file():
         if not tarfile.is_tarfile(path):
             raise DataError(f"{path} is neither a folder nor a tar archive of images")
@@ -237,15 +248,53 @@ def _pick_splits(splits, path, val_fraction, seed):
     if "train" in splits:
         test = next((splits[s] for s in TEST_SPLITS if s in splits), None)
         if test is None:
-            return split_fraction(splits["train"], val_fraction, seed)
-        if test.classes != splits["train"].classes:
-            raise DataError(f"{path}: the class folders of train/ and the test split differ "
-                            f"({splits['train'].classes} vs {test.classes})")
-        return splits["train"], test
+            return _warn_small_classes(split_fraction(splits["train"], val_fraction, seed), path)
+        train = splits["train"]
+        if test.classes != train.classes:
+            missing = [c for c in train.classes if c not in test.classes]
+            extra = [c for c in test.classes if c not in train.classes]
+            raise DataError(
+                f"{path}: the class folders of train/ and the test split differ"
+                + (f"; the test split has no {', '.join(missing[:5])}" if missing else "")
+                + (f"; train/ has no {', '.join(extra[:5])}" if extra else "")
+                + ": give both splits the same class folders (an empty folder is not enough: "
+                  "a class needs at least one image in each)")
+        return _warn_small_classes((train, test), path)
     if "all" in splits:
-        return split_fraction(splits["all"], val_fraction, seed)
+        return _warn_small_classes(split_fraction(splits["all"], val_fraction, seed), path)
     raise DataError(f"{path}: expected train/ and test/ (or val/) folders, or class folders; "
                     f"found {sorted(splits)}")
+
+
+def _warn_small_classes(pair, path):
+    """A class with fewer than two training images cannot be learned in any useful sense;
+    training goes on, but the user hears which classes they are."""
+    train = pair[0]
+    counts = torch.bincount(train.labels, minlength=len(train.classes)).tolist()
+    small = [f"{c} ({n})" for c, n in zip(train.classes, counts) if n < 2]
+    if small:
+        warnings.warn(f"{path}: class(es) with fewer than 2 training images: "
+                      f"{', '.join(small[:5])}{' ...' if len(small) > 5 else ''}; the model "
+                      "cannot learn them from so few; add images or remove the folder",
+                      stacklevel=3)
+    return pair
+
+
+def estimate_decoded_bytes(source: str | Path, image_size: int | None) -> tuple[int, int] | None:
+    """(number of images, bytes as uint8 at ``image_size``) of a folder or tar, counted from
+    the names alone (a tar is read through once, nothing decoded); None for built-in sets
+    or when the size cannot be known before decoding."""
+    path = Path(source).expanduser()
+    if not path.exists() or image_size is None:
+        return None
+    if path.is_dir():
+        n = sum(1 for p in path.rglob("*") if p.is_file() and is_image_name(p.name))
+    elif tarfile.is_tarfile(path):
+        with tarfile.open(path) as tf:
+            n = sum(1 for m in tf if m.isfile() and is_image_name(m.name))
+    else:
+        return None
+    return n, n * 3 * image_size * image_size
 
 
 def split_fraction(data: ImageTensors, fraction: float, seed: int):

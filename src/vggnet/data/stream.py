@@ -21,7 +21,7 @@ from . import augment
 from ..errors import DataError, ImageReadError
 from ..io import open_image, resize_shorter_side
 from ..models import normalization
-from .datasets import TEST_SPLITS, folder_items
+from .datasets import TEST_SPLITS, folder_items, split_root
 from .sampler import EpochSampler
 
 log = logging.getLogger("vggnet")
@@ -33,7 +33,7 @@ IMAGENET_STD = list(normalization.IMAGENET_STD)
 
 def stream_splits(root: str | Path) -> tuple[Path, Path]:
     """The train/ and val/ (or test/) folders of an ImageFolder tree on disk."""
-    root = Path(root).expanduser()
+    root = split_root(Path(root).expanduser())
     if not root.is_dir():
         raise DataError(f"streaming needs a folder with train/ and val/ (or test/) class "
                         f"folders; {root} is not a folder")

@@ -125,6 +125,8 @@ def _coerce(key: str, value):
             return None
         raise ConfigError(f"{key} cannot be empty")
     base = types_[0]
+    if isinstance(value, str) and optional and value.lower() == "none":
+        return None  # --weights none clears a recipe's weights, as none does everywhere
     if base is bool:
         if isinstance(value, bool):
             return value
@@ -141,8 +143,6 @@ def _coerce(key: str, value):
             return base(value)
         except ValueError:
             pass
-    if isinstance(value, str) and optional and value.lower() == "none":
-        return None
     raise ConfigError(f"{key} must be {base.__name__}{' or none' if optional else ''}; "
                       f"got {value!r} ({type(value).__name__})")
 

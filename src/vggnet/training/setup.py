@@ -68,7 +68,7 @@ def build_loaders(cfg: TrainConfig, ctx: DistContext, device: torch.device,
                   data_gen: torch.Generator) -> Data:
     """In-memory uint8 tensors on the device (the default), or a streamed ImageFolder."""
     per_rank = cfg.batch_size // ctx.world_size
-    if cfg.stream:
+    if cfg.stream or _too_big_for_memory(cfg):
         from ..data.stream import IMAGENET_MEAN, IMAGENET_STD, FolderImages, StreamLoader, stream_splits
 
         train_dir, test_dir = stream_splits(cfg.data)
@@ -111,6 +111,48 @@ def build_loaders(cfg: TrainConfig, ctx: DistContext, device: torch.device,
                                channels_last=cfg.channels_last)
     return Data(loader, test_loader, train_set.classes, mean, std, int(train_set.images.shape[1]),
                 input_size, len(train_set), len(test_set), test_set, train_set)
+
+
+def memory_budget() -> int:
+    """Bytes a decoded data set may take in RAM: VGGNET_MEMORY_GB, else half of the memory
+    available now."""
+    import os
+
+    if os.environ.get("VGGNET_MEMORY_GB"):
+        return int(float(os.environ["VGGNET_MEMORY_GB"]) * 2**30)
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
+    except (ValueError, OSError):
+        return 8 * 2**30
+
+
+def _too_big_for_memory(cfg: TrainConfig) -> bool:
+    """In memory or streamed, chosen by size and said: a folder whose decoded images would
+    not fit the budget is streamed (decoded every epoch by worker processes)."""
+    from ..data.datasets import estimate_decoded_bytes
+
+    est = estimate_decoded_bytes(cfg.data, cfg.image_size)
+    if est is None:
+        return False
+    n, size = est
+    budget = memory_budget()
+    gb = size / 2**30
+    if size <= budget:
+        log.info(f"data in memory: {n} images at {cfg.image_size} px = {gb:.2f} GB as uint8 "
+                 f"(budget {budget / 2**30:.1f} GB)")
+        return False
+    if not Path(cfg.data).expanduser().is_dir():
+        raise DataError(f"{cfg.data}: {n} images at {cfg.image_size} px would take {gb:.1f} GB "
+                        f"in memory, over the budget of {budget / 2**30:.1f} GB (half the free "
+                        "RAM, or VGGNET_MEMORY_GB): extract the archive and train with "
+                        "--stream, or lower --image-size")
+    if not cfg.crop_size:
+        raise ConfigError(f"{cfg.data}: {gb:.1f} GB decoded is over the memory budget "
+                          f"({budget / 2**30:.1f} GB), so it must be streamed, which needs "
+                          "--crop-size (and --scale)")
+    log.info(f"data streamed: {n} images at {cfg.image_size} px would take {gb:.1f} GB in "
+             f"memory, over the budget of {budget / 2**30:.1f} GB")
+    return True
 
 
 def build_model(cfg: TrainConfig, num_classes: int, in_channels: int = 3) -> nn.Module:
