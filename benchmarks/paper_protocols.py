@@ -48,21 +48,21 @@ def main() -> None:
         run = Path(args.runs) / label.replace("∈", "in").replace("[", "").replace("]", "").replace(",", "-")
         if not (run / "last.safetensors").is_file() or \
                 json.loads((run / "last.json").read_text())["epoch"] < args.epochs:
-            cfg = resolve(ROOT / "configs" / "cifar10_quick.toml",
+            cfg = resolve("cifar10_quick",
                           {"data_root": args.data_root, "epochs": args.epochs, "scale": s_min,
                            "scale_max": s_max, "tta": False, "progress": False, "out": str(run),
                            "overwrite": True})
             train(cfg)
         model, meta = load_checkpoint(run, which="last")
-        pre = meta["preprocessing"]
+        pre = meta.preprocessing
         jittered = s_max is not None
         q_single = (s_min + s_max) // 2 if jittered else s_min
         q_multi = [32, 40, 48] if jittered else [q for q in (s_min - 8, s_min, s_min + 8) if q >= 32]
 
         def top1_err(protocol, scales, flip=True):
             r = evaluate_protocol(model, test.images, test.labels, protocol=protocol,
-                                  scales=scales, crop=32, flip=flip, mean=pre["mean"],
-                                  std=pre["std"], batch_size=500)
+                                  scales=scales, crop=32, flip=flip, mean=pre.mean,
+                                  std=pre.std, batch_size=500)
             return round(100 * (1 - r["top1"]), 2), round(100 * (1 - r["top5"]), 2)
 
         row = {"train_scale": label, "epochs": args.epochs,

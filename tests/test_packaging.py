@@ -32,6 +32,8 @@ def test_the_wheel_ships_every_recipe(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     assert "vggnet/configs/cifar10_quick.toml" in names
     assert "vggnet/configs/imagenet/vgg16_S256-512.toml" in names
+    assert "vggnet/configs/imagenette_quick.toml" in names
+    assert "vggnet/data/imagenet_classes.tsv" in names  # WordNet id -> name, read at run time
     assert f"vggnet-{vggnet.__version__}.dist-info/METADATA" in names
     meta = zipfile.ZipFile(wheel).read(f"vggnet-{vggnet.__version__}.dist-info/METADATA").decode()
     # users get compatible ranges; the exact tested pair lives in constraints.txt
