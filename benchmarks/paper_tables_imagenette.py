@@ -52,7 +52,7 @@ def train_once(args, net: str, s_min: int, s_max: int | None, out: Path, init_fr
                  "scale": s_min, "scale_max": s_max, "crop_size": CROP, "epochs": args.epochs,
                  "batch_size": 128, "lr": 0.08, "tta": False, "progress": False,
                  "out": str(out), "overwrite": True, "init_from": init_from,
-                 "seed": args.seed}
+                 "seed": args.seed, "test_subset": args.limit}  # per-epoch test: the same subset
     train(resolve("imagenette_quick", overrides))
 
 

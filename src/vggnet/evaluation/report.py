@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..data.names import readable
 from ..device import autocast_for, pick_device
 from ..errors import ConfigError, DataError
 from ..io import write_json
@@ -72,6 +73,7 @@ def evaluate_run(checkpoint, options: EvalOptions | None = None) -> dict:
         result = evaluate_protocol(model, data.images, data.labels, batch_size=opts.batch_size,
                                    **common)
         classes = data.classes
+    classes = readable(classes)  # WordNet ids with their names
     return {"checkpoint": str(ckpt), "arch": model.arch, "data": str(opts.data or meta.data_source),
             "split": opts.split, "images": result["n"], "protocol": opts.protocol,
             "scales": scales, "flip": opts.flip, "tta_shift": opts.tta_shift,
