@@ -109,7 +109,7 @@ def main() -> None:
                "epochs": args.epochs, **evaluate_row(args, test, run, s_min, s_max)}
         rows.append(row)
         print(json.dumps(row, ensure_ascii=False), flush=True)
-    write(args, rows, len(test), time.time() - t0)
+        write(args, rows, len(test), time.time() - t0)  # after each row: a stop keeps them
 
 
 def write(args, rows, n_test: int, seconds: float) -> None:
@@ -136,7 +136,6 @@ def write(args, rows, n_test: int, seconds: float) -> None:
             f"flips per scale). {env.get('cpu', '')}, {env.get('torch_threads', '')} threads, "
             f"torch {env.get('torch', '')}, {seconds / 60:.0f} minutes in all.\n")
     (out / "paper_tables_imagenette.md").write_text("\n".join(lines) + "\n" + note)
-    print("\n".join(lines) + "\n" + note)
 
 
 if __name__ == "__main__":
