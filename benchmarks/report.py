@@ -208,7 +208,7 @@ def stylize_section(rows: list[dict]) -> list[str]:
     out = ["## Style transfer per step (`benchmarks/stylize_speed.py`)", "", "```bash",
            "python benchmarks/stylize_speed.py --steps 100 --repeats 3 "
            "--out benchmarks/results/stylize_speed.json",
-           "python benchmarks/stylize_speed.py --size 256 --steps 20 --repeats 2 "
+           "python benchmarks/stylize_speed.py --size 224 --steps 20 --repeats 2 "
            "--out benchmarks/results/stylize_speed_256.json", "```", ""]
     if not rows:
         return out + ["Not run yet."]
