@@ -106,7 +106,14 @@ def main() -> None:
         run = run_dir(args, net, label, "_from_A" if init else "")
         train_once(args, net, s_min, s_max, run, init_from=str(init) if init else None)
         row = {"net": net + (" (init from A)" if init else ""), "train_scale": label,
-               "epochs": args.epochs, **evaluate_row(args, test, run, s_min, s_max)}
+               "epochs": args.epochs, "val_images": len(test), "grid": args.grid}
+        cached = run / "protocols.json"  # a finished row is not evaluated again
+        if cached.is_file() and json.loads(cached.read_text()).get("val_images") == len(test) \
+                and json.loads(cached.read_text()).get("grid") == args.grid:
+            row = json.loads(cached.read_text())
+        else:
+            row.update(evaluate_row(args, test, run, s_min, s_max))
+            cached.write_text(json.dumps(row, ensure_ascii=False, indent=2) + "\n")
         rows.append(row)
         print(json.dumps(row, ensure_ascii=False), flush=True)
         write(args, rows, len(test), time.time() - t0)  # after each row: a stop keeps them
