@@ -7,11 +7,14 @@ Only measured figures appear; a benchmark that has not been run says so.
 
 from __future__ import annotations
 
-import json
+import sys
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-RESULTS = HERE / "results"
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # also when loaded by path (tests)
+
+from report_common import HERE, RESULTS, _goal, _hardware, _load  # noqa: E402
+from report_features import (IMAGENETTE_RUNS, STYLIZE_RUNS, gradcam_section,  # noqa: E402
+                             imagenette_section, stylize_section)
 
 
 SERVE_LOADS = [  # (results file, title, note)
@@ -33,15 +36,6 @@ SERVE_LOADS = [  # (results file, title, note)
      "VGG-16-BN's would be. Here the model, not the request, dominates: batching gives 2.9x "
      "in PyTorch and 1.96x in int8."),
 ]
-
-
-def _load(name: str):
-    path = RESULTS / name
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
-def _goal(value: float, goal: str, ok: bool) -> str:
-    return f"{value:.2f}x ({'meets' if ok else 'misses'} the goal {goal})"
 
 
 def _range(row: dict, name: str) -> str:
@@ -66,12 +60,6 @@ def training_rows(t: dict) -> list[str]:
         out.append(f"| {label} | {t['vggnet_bf16_images_per_s']}{_range(t, 'bf16')} | "
                    f"{_goal(t['ratio_bf16'], '>= 2x', t['ratio_bf16'] >= 2)} |")
     return out
-
-
-def _hardware(env: dict) -> str:
-    return (f"Hardware: {env['cpu']}, {env['cores']} cores ({env['torch_threads']} torch threads), "
-            f"no GPU. torch {env['torch']}, torchvision {env['torchvision']}, "
-            f"Python {env['python']}.")
 
 
 def training_loop_section(run: dict | None) -> list[str]:
@@ -185,111 +173,6 @@ def serve_load_section(runs: list[dict]) -> list[str]:
     return out
 
 
-def gradcam_section(r: dict | None) -> list[str]:
-    out = ["## Grad-CAM speed (`benchmarks/gradcam_speed.py`)", "", "```bash",
-           "python benchmarks/gradcam_speed.py --out benchmarks/results/gradcam_speed.json",
-           "```", ""]
-    if r is None:
-        return out + ["Not run yet."]
-    ok = r["ratio"] <= 1.3
-    return out + [
-        _hardware(r["environment"]) + f" {r['model']}, one {r['size']}x{r['size']} image, "
-        f"map at {r['layer']}; median of {r['repeats']} interleaved calls after a warm-up "
-        "(range in brackets). Baseline: one forward pass with autograd plus the backward "
-        "pass back to that layer.", "",
-        "| | ms | ratio |", "|---|---|---|",
-        f"| forward + backward to {r['layer']} | {r['baseline_ms']} "
-        f"{r['range_ms']['forward + backward to the layer']} | 1.00x |",
-        f"| vggnet `grad_cam` | {r['gradcam_ms']} {r['range_ms']['vggnet grad_cam']} | "
-        f"{r['ratio']:.2f}x ({'meets' if ok else 'misses'} the goal <= 1.3x) |"]
-
-
-STYLIZE_RUNS = (  # file, command line (the AVX2 machine's first two; the rest AVX-512/AMX)
-    ("stylize_speed.json", "--steps 100 --repeats 3"),
-    ("stylize_speed_256.json", "--size 224 --steps 20 --repeats 2"),
-    ("stylize_speed_224_fp32.json", "--size 224 --steps 20 --repeats 2"),
-    ("stylize_speed_224_bf16.json", "--size 224 --steps 20 --repeats 2 --precision bf16"),
-    ("stylize_speed_128_bf16.json", "--steps 100 --repeats 3 --precision bf16"),
-    ("stylize_speed_224_adam_bf16.json", "--size 224 --steps 100 --repeats 2 --optimizer adam "
-     "--lr 0.02 --precision bf16"),
-    ("stylize_speed_224_adam_fp32.json", "--size 224 --steps 100 --repeats 2 --optimizer adam "
-     "--lr 0.02"),
-)
-
-
-def stylize_section(rows: list[dict]) -> list[str]:
-    out = ["## Style transfer per step (`benchmarks/stylize_speed.py`)", "", "```bash"]
-    out += [f"python benchmarks/stylize_speed.py {args} --out benchmarks/results/{file}"
-            for file, args in STYLIZE_RUNS] + ["```", ""]
-    if not rows:
-        return out + ["Not run yet."]
-    out += ["Baseline: the PyTorch tutorial's way (VGG-19 copied into an `nn.Sequential` with "
-            "loss modules, out-of-place ReLUs, trimmed after the last loss), fp32, same "
-            "weights, images (an Imagenette church and parachute), losses, max pooling and "
-            "optimizer; median seconds per evaluation over interleaved repeats, model "
-            "building and targets included. Machines: " + "; ".join(sorted(
-                {f"{r['environment']['cpu']} ({r['environment'].get('cpu_capability')}), "
-                 f"{r['environment']['cores']} cores, torch {r['environment']['torch']}"
-                 for r in rows})) + ".", "",
-            "| CPU | size | optimizer | steps | vggnet precision | tutorial s/step | "
-            "vggnet s/step | speed-up | loss at start | final loss, tutorial / vggnet |",
-            "|---|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        t = r["seconds_per_step"]
-        out.append(f"| {r['environment'].get('cpu_capability')} | {r['size'][0]}x{r['size'][1]} | "
-                   f"{r.get('optimizer', 'lbfgs')} | {r['steps']} | {r['precision']} | "
-                   f"{t['tutorial']} | {t['vggnet']} | "
-                   f"{_goal(r['speedup'], '>= 2x', r['speedup'] >= 2)} | {r['start_loss']} | "
-                   f"{r['final_loss']['tutorial']} / {r['final_loss']['vggnet']} "
-                   f"({100 * r['loss_difference']:.1f}% apart) |")
-    return out + ["", STYLIZE_NOTE]
-
-
-STYLIZE_NOTE = (
-    "The work per evaluation is the same in both (13 convolutions forward and back, the "
-    "layers up to relu5_1); convolutions are about 80% of it (profiled). In fp32 vggnet "
-    "gains only the Gram matrix's backward (one product instead of autograd's two and a "
-    "feature-sized add) and the tutorial's repeated partial forwards while building its "
-    "model: 1.01-1.03x, with losses equal to the last digit (same kernels, NCHW: "
-    "channels-last measured 8% slower in fp32 on the AVX-512 CPU and no faster on the AVX2 "
-    "one). The lever is bf16 (`--precision bf16`: autocast, channels-last, Gram matrices and "
-    "losses in fp32) where it is native (AVX512-BF16/AMX CPUs, GPUs): 2.0x at 128 px and "
-    "2.8-2.9x at 224 px on the AMX CPU, meeting the 2x goal per step. Its loss is not the "
-    "fp32 loss to 1%: under Adam, whose path is smooth, bf16 ends 1.3% above fp32 after 100 "
-    "steps; under L-BFGS, which amplifies any rounding difference (its curvature pairs "
-    "come from differences of gradients), the bf16 and fp32 paths part within 20 "
-    "evaluations and the last losses differ by tens of per cent either way, as in the table; "
-    "stylize returns the lowest-loss image seen, which guards against a late bad step. In "
-    "fp32 the 1% goal holds (0.0% apart in these rows, and after 8 evaluations in "
-    "tests/test_style.py). The AVX2 rows (first two) are from an earlier version, before "
-    "the Gram backward and NCHW in fp32. Random weights: style weight 1e9 and content "
-    "weight 1e3, since at the tutorial's 1e6 and 1 a random net's small features leave "
-    "L-BFGS's curvature test unmet and the image unchanged.")
-
-
-def imagenette_section(quick: dict | None, tables: Path) -> list[str]:
-    out = ["## Imagenette at ImageNet-like resolution", "", "```bash",
-           "vggnet train --config imagenette_quick --data ../shared/data/imagenette-224.tar.gz",
-           "vggnet evaluate runs/imagenette_quick --protocol dense --scales 64 72 80 --flip "
-           "--out runs/imagenette_quick/dense",
-           "python benchmarks/recipe_result.py runs/imagenette_quick runs/imagenette_quick/dense "
-           "--out benchmarks/results/imagenette_quick.json", "```", ""]
-    if quick:
-        evals = "; ".join(f"{e['protocol']} Q={','.join(map(str, e['scales']))}"
-                          f"{' + flips' if e['flip'] else ''}: top-1 {100 * e['top1']:.2f}%, "
-                          f"top-5 {100 * e['top5']:.2f}%" for e in quick["evaluations"])
-        out += [_hardware(quick["environment"]) + f" `imagenette_quick`: {quick['epochs']} "
-                f"epochs, {quick['train_minutes']} min of training plus "
-                f"{quick['eval_minutes']} min of per-epoch evaluation; best top-1 "
-                f"{100 * quick['best_top1']:.2f}% on all 3,925 val photos. {evals}. Top-1 per "
-                f"epoch: {', '.join(f'{100 * v:.1f}' for v in quick['top1_per_epoch'])}."]
-    else:
-        out.append("Not run yet.")
-    out += ["", "### The paper's Tables 3-5 in miniature", "", "```bash",
-            "python benchmarks/paper_tables_imagenette.py --epochs 6 --limit 1000", "```", ""]
-    return out + [tables.read_text().strip() if tables.is_file() else "Not run yet."]
-
-
 def gpu_section(gpu: dict | None) -> list[str]:
     lines = ["## GPU: time to 94% on CIFAR-10", ""]
     if gpu:
@@ -373,8 +256,9 @@ def main() -> None:
     lines += [""] + serve_load_section(loads)
     lines += [""] + gradcam_section(_load("gradcam_speed.json"))
     lines += [""] + stylize_section([r for r in (_load(f) for f, _ in STYLIZE_RUNS) if r])
-    lines += [""] + imagenette_section(_load("imagenette_quick.json"),
-                                       RESULTS / "paper_tables_imagenette.md")
+    lines += [""] + imagenette_section(
+        {f: r for f, *_ in IMAGENETTE_RUNS if (r := _load(f))},
+        RESULTS / "paper_tables_imagenette.md")
     lines += [""] + gpu_section(_load("gpu.json"))
     lines += [""] + airbench_cpu_section(_load("airbench_cpu.json"))
     layers = RESULTS / "winograd_layers.md"
