@@ -98,25 +98,44 @@ def main() -> None:
     _, test = load_splits(args.data, image_size=DECODE)
     test = test.subset(args.limit)
     rows, t0 = [], time.time()
+    earlier = _earlier_rows(args, len(test))
     plan = [(net, label, s_min, s_max, None) for net in args.nets.split(",")
             for label, s_min, s_max in SCALES]
     if {"A", "D"} <= set(args.nets.split(",")):  # Section 3.1: D from A, jittered S
         plan.append(("D", SCALES[2][0], 64, 128, run_dir(args, "A", SCALES[0][0])))
     for net, label, s_min, s_max, init in plan:
         run = run_dir(args, net, label, "_from_A" if init else "")
-        train_once(args, net, s_min, s_max, run, init_from=str(init) if init else None)
         row = {"net": net + (" (init from A)" if init else ""), "train_scale": label,
                "epochs": args.epochs, "val_images": len(test), "grid": args.grid}
         cached = run / "protocols.json"  # a finished row is not evaluated again
-        if cached.is_file() and json.loads(cached.read_text()).get("val_images") == len(test) \
+        if (row["net"], label) in earlier and not cached.is_file():
+            row = earlier[row["net"], label]  # measured before, its run since deleted
+        elif cached.is_file() and json.loads(cached.read_text()).get("val_images") == len(test) \
                 and json.loads(cached.read_text()).get("grid") == args.grid:
             row = json.loads(cached.read_text())
         else:
+            if init and not (Path(init) / "last.json").is_file():  # A's run is needed again
+                train_once(args, "A", 64, None, Path(init))
+            train_once(args, net, s_min, s_max, run, init_from=str(init) if init else None)
             row.update(evaluate_row(args, test, run, s_min, s_max))
+            env = environment()
+            row["machine"] = f"{env['cpu']} ({env.get('cpu_capability')})"
             cached.write_text(json.dumps(row, ensure_ascii=False, indent=2) + "\n")
         rows.append(row)
         print(json.dumps(row, ensure_ascii=False), flush=True)
         write(args, rows, len(test), time.time() - t0)  # after each row: a stop keeps them
+
+
+def _earlier_rows(args, n_test: int) -> dict:
+    """Rows already in the results file with the same epochs, photos and grid: kept, not run
+    again (delete the file, or the row from it, to measure one afresh)."""
+    f = Path(args.out) / "paper_tables_imagenette.json"
+    if not f.is_file():
+        return {}
+    old = json.loads(f.read_text())
+    machine = f"{old['environment']['cpu']} ({old['environment'].get('cpu_capability')})"
+    return {(r["net"], r["train_scale"]): {"machine": machine, **r} for r in old["rows"]
+            if (r["epochs"], r["val_images"], r["grid"]) == (args.epochs, n_test, args.grid)}
 
 
 def write(args, rows, n_test: int, seconds: float) -> None:
@@ -127,21 +146,26 @@ def write(args, rows, n_test: int, seconds: float) -> None:
         {"environment": env, "epochs": args.epochs, "grid": args.grid, "val_images": n_test,
          "minutes": round(seconds / 60, 1), "rows": rows}, indent=2, ensure_ascii=False) + "\n")
     f = lambda e: f"{e[0]:.1f} / {e[1]:.1f}"  # noqa: E731
+    machines = sorted({r.get("machine", "") for r in rows})
+    tag = {m: "" if len(machines) < 2 else f" ({chr(ord('a') + i)})" for i, m in enumerate(machines)}
     lines = ["| net | train S | Q | centre crop | dense | Q (multi) | dense | "
              f"{args.grid}x{args.grid} multi-crop | dense + multi-crop |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['net']} | {r['train_scale']} | {r['single_Q']} | {f(r['single'])} | "
+        lines.append(f"| {r['net']}{tag[r.get('machine', '')]} | {r['train_scale']} | "
+                     f"{r['single_Q']} | {f(r['single'])} | "
                      f"{f(r['dense_single'])} | {', '.join(map(str, r['multi_Q']))} | "
                      f"{f(r['dense_multi'])} | {f(r['multicrop_multi'])} | "
                      f"{f(r['dense+multicrop_multi'])} |")
+    where = (f"{env.get('cpu', '')}, {env.get('torch_threads', '')} threads" if len(machines) < 2
+             else "rows measured on " + "; ".join(f"{tag[m].strip()} {m}" for m in machines))
     note = (f"\nTop-1 / top-5 error (%) on {n_test} Imagenette val photos (class-stratified), "
             f"one run per row, {args.epochs} epochs each; nets with batch norm at width 0.25, "
             "linear head (dense: the whole rescaled image through the convolutions, then "
             "global average pooling). Single-Q columns: no flip; multi-Q columns average the "
             f"softmax over scales and horizontal flips ({args.grid}x{args.grid} crops x 2 "
-            f"flips per scale). {env.get('cpu', '')}, {env.get('torch_threads', '')} threads, "
-            f"torch {env.get('torch', '')}, {seconds / 60:.0f} minutes in all.\n")
+            f"flips per scale); fp32. {where}; torch {env.get('torch', '')}; the last "
+            f"invocation of the script took {seconds / 60:.0f} minutes.\n")
     (out / "paper_tables_imagenette.md").write_text("\n".join(lines) + "\n" + note)
 
 
