@@ -102,12 +102,13 @@ def _recipe_result(r: dict, name: str, what: str) -> str:
     evals = "; ".join(f"{e['protocol']} Q={','.join(map(str, e['scales']))}"
                       f"{' + flips' if e['flip'] else ''} on {e['images']} photos: top-1 "
                       f"{100 * e['top1']:.2f}%, top-5 {100 * e['top5']:.2f}%"
-                      for e in r["evaluations"])
+                      for e in r["evaluations"]) or "No evaluation after training yet"
     precision = r["recipe"].get("precision", "?")
+    checked = r["recipe"].get("test_subset") or r["data"]["test_images"]
     return (f"`{name}` ({what}; {precision}), {_hardware(r['environment'])} CPU capability: "
             f"{r['environment'].get('cpu_capability')}. {r['epochs']} epochs, "
             f"{r['train_minutes']} min of training plus {r['eval_minutes']} min of per-epoch "
-            f"evaluation; best per-epoch top-1 {100 * r['best_top1']:.2f}%. {evals}. Top-1 per "
+            f"evaluation; best per-epoch top-1 {100 * r['best_top1']:.2f}% (on {checked} val photos). {evals}. Top-1 per "
             f"epoch: {', '.join(f'{100 * v:.1f}' for v in r['top1_per_epoch'])}.")
 
 
