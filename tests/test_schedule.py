@@ -8,7 +8,10 @@ import torch
 
 from vggnet.training.config import resolve
 from vggnet.training.loop import train
-from vggnet.training.schedule import LRSchedule
+from vggnet.errors import ConfigError
+from vggnet.training.schedule import LRSchedule, progressive_size, progressive_sizes
+
+from helpers import make_folder_dataset
 
 
 def _optimizer(lr=0.1):
@@ -77,3 +80,41 @@ def test_a_run_whose_accuracy_stalls_ends_at_lr_times_gamma_to_the_k(tmp_path):
     assert lrs == [pytest.approx(1e-9 * 0.1 ** 2)] * len(lrs)
     # the logged rate is the one each epoch ran with: lowered after epoch 4, again after 7
     assert [h["lr"] for h in history] == pytest.approx([1e-9] * 4 + [1e-10] * 3)
+
+
+def test_progressive_sizes_grow_in_steps_to_the_final_crop_and_keep_it():
+    sizes = [progressive_size(e, 8, 64, 96) for e in range(8)]
+    assert sizes == [64, 72, 72, 80, 88, 88, 96, 96]  # 6 of 8 epochs ramp, multiples of 8
+    assert progressive_size(0, 5, 96, 96) == 96  # start == final: no ramp
+    sizes = progressive_sizes(8, 64, 96, (96, 128))
+    crop, (s_min, s_max) = sizes(0)
+    assert crop == 64 and (s_min, s_max) == (64, 85)  # S shrunk with the crop: S / crop kept
+    assert sizes(7) == (96, (96, 128))
+
+
+def test_a_progressive_run_trains_at_growing_crops_and_resumes_at_the_same_ones(tmp_path):
+    """Each epoch's crop is a function of the epoch alone, so a run stopped after epoch 1 and
+    resumed trains epochs 2 and 3 at the sizes the whole run would have (and logs them)."""
+    root = make_folder_dataset(tmp_path / "data", per_class=8, sizes=((80, 80),))
+    common = dict(data=str(root), model="vgg11_bn", width=0.125, scale=64, scale_max=80,
+                  crop_size=64, crop_start=32, crop_ramp=0.75, epochs=3, batch_size=8,
+                  val_fraction=0.25, progress=False, tta=False)
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    train(resolve(None, dict(common, out=str(whole))))
+    train(resolve(None, dict(common, out=str(parts), stop_after=1)))
+    train(resolve(None, dict(common, out=str(parts), resume=True)))
+    for out in (whole, parts):
+        history = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+        assert [h["crop"] for h in history] == [32, 48, 64]  # ramp of round(0.75 * 3) = 2
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(scale=None), "needs scale and crop_size"),
+    (dict(crop_start=48), "between 32 and crop_size"),
+    (dict(crop_start=16), "between 32 and crop_size"),
+    (dict(crop_ramp=0), "fraction of the epochs"),
+])
+def test_progressive_resizing_settings_that_cannot_work_are_named(bad, message):
+    cfg = dict(data="digits", scale=40, crop_size=40, crop_start=32, progress=False)
+    with pytest.raises(ConfigError, match=message):
+        resolve(None, dict(cfg, **bad))

@@ -17,7 +17,7 @@ class TensorLoader:
                  drop_last: bool = False, channels_last: bool = False,
                  rank: int = 0, world_size: int = 1, scale: tuple[int, int] | None = None,
                  crop_size: int | None = None, lighting: float = 0.0, shuffle_seed: int = 0,
-                 alternate_flip: bool = False):
+                 alternate_flip: bool = False, sizes=None):
         self.sampler = EpochSampler(len(data), batch_size, shuffle=train, seed=shuffle_seed,
                                     rank=rank, world_size=world_size, drop_last=drop_last)
         self.device = torch.device(device)
@@ -35,11 +35,15 @@ class TensorLoader:
         # the paper's scale augmentation: shorter side to S in [S_min, S_max], random crop
         self.scale, self.lighting = scale, lighting
         self.crop_size = crop_size or int(self.images.shape[-1])
+        # progressive resizing: epoch -> (crop, scale range), or None for a fixed size
+        self.sizes = sizes
         # the order of each epoch is the sampler's (a function of seed and epoch, so an
         # interrupted epoch can be replayed from any batch); augmentation draws from `generator`
 
     def set_epoch(self, epoch: int) -> None:
         self.sampler.set_epoch(epoch)
+        if self.sizes is not None and self.train:
+            self.crop_size, self.scale = self.sizes(epoch)
 
     @property
     def epoch(self) -> int:

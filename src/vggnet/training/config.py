@@ -53,6 +53,8 @@ class TrainConfig:
     scale: int | None = opt(None, "the paper's training scale S in pixels: shorter side to S, then a random crop of crop_size")
     scale_max: int | None = opt(None, "with scale: S jittered per image in [scale, scale_max] (the paper's multi-scale training)")
     crop_size: int | None = opt(None, "network input size with `scale` (default: image size)")
+    crop_start: int | None = opt(None, "progressive resizing: the training crop grows from this size in the first epoch to crop_size (the scales S with it); needs scale")
+    crop_ramp: float = opt(0.75, "with crop_start: the fraction of the epochs over which the crop grows; the rest train at crop_size")
     lighting: float = opt(0.0, "AlexNet's PCA colour shift, std of alpha (paper: 0.1)")
     stream: bool = opt(False, "decode a folder's images every epoch with worker processes (ImageNet-sized sets that do not fit in RAM)")
     workers: int = opt(4, "decoding processes when streaming")
@@ -195,6 +197,20 @@ def check_run_dir(cfg: TrainConfig) -> None:
                           "finished at least one epoch (or was interrupted)?")
 
 
+def _check_progressive(cfg: TrainConfig) -> None:
+    if not (cfg.scale and cfg.crop_size):
+        raise ConfigError("crop_start (progressive resizing) needs scale and crop_size: the "
+                          "crop grows from crop_start to crop_size, S with it")
+    if not 32 <= cfg.crop_start <= cfg.crop_size:  # VGG's five poolings need 32 px
+        raise ConfigError(f"crop_start must be between 32 and crop_size ({cfg.crop_size}) "
+                          f"pixels; got {cfg.crop_start}")
+    if not 0 < cfg.crop_ramp <= 1:
+        raise ConfigError(f"crop_ramp is a fraction of the epochs in (0, 1]; got {cfg.crop_ramp}")
+    if cfg.stream:
+        raise ConfigError("crop_start (progressive resizing) works with in-memory data sets "
+                          "only; drop it with --stream")
+
+
 def _check_values(cfg: TrainConfig) -> None:
     for key, choices in CHOICES.items():
         value = getattr(cfg, key)
@@ -205,6 +221,8 @@ def _check_values(cfg: TrainConfig) -> None:
             raise ConfigError(f"{key} must be at least 1; got {getattr(cfg, key)}")
     if cfg.scale_max is not None and (cfg.scale is None or cfg.scale_max < cfg.scale):
         raise ConfigError(f"scale_max ({cfg.scale_max}) needs scale set and at most scale_max")
+    if cfg.crop_start is not None:
+        _check_progressive(cfg)
     if cfg.stream and (cfg.data.lower() in ("cifar10", "cifar100", "digits")):
         raise ConfigError(f"stream reads an ImageFolder tree from disk; {cfg.data} is held in "
                           "memory instead: drop --stream, or give a folder path as data")

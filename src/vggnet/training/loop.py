@@ -243,6 +243,8 @@ class _Run:
                   "train_seconds": round(sums.seconds, 2),
                   "eval_seconds": round(time.perf_counter() - t_eval, 2),
                   "images_per_second": round(sums.images / max(sums.seconds, 1e-9), 1)}
+        if cfg.crop_start is not None:  # progressive resizing: this epoch's training crop
+            record["crop"] = self.data.loader.crop_size
         if state.schedule.epoch_end(result["top1"]):
             log.info(f"test top-1 stopped improving: learning rate lowered to "
                      f"{state.optimizer.param_groups[0]['lr']:.3g}")
@@ -250,7 +252,8 @@ class _Run:
         log.info(f"epoch {record['epoch']}/{cfg.epochs}: train loss {record['train_loss']:.4f} "
                  f"acc {100 * record['train_acc']:.2f}% | test loss {record['test_loss']:.4f} "
                  f"top-1 {100 * record['test_top1']:.2f}% top-5 {100 * record['test_top5']:.2f}% "
-                 f"| {record['images_per_second']:.0f} img/s")
+                 f"| {record['images_per_second']:.0f} img/s"
+                 + (f" at {record['crop']} px" if "crop" in record else ""))
         improved = result["top1"] > state.best_top1
         state.best_top1 = max(state.best_top1, result["top1"])
         state.epoch, state.step, state.partial = state.epoch + 1, 0, None

@@ -104,3 +104,30 @@ class LRSchedule:
         self.best, self.bad_epochs = state["best"], int(state["bad_epochs"])
         self.base_lrs = list(state.get("base_lrs", self.base_lrs))
         self._apply()
+
+
+def progressive_size(epoch: int, epochs: int, start: int, final: int, ramp: float = 0.75,
+                     multiple: int = 8) -> int:
+    """Progressive resizing (fast.ai's DAWNBench ImageNet runs; FFCV's ResNet recipes): the
+    training crop in ``epoch`` (0-based) grows linearly from ``start`` in the first epoch to
+    ``final``, which it reaches after ``ramp`` of the epochs and keeps; sizes are rounded to
+    ``multiple`` pixels so that only a few input shapes occur. Small early epochs cost
+    (start / final)^2 of a full one."""
+    ramp_epochs = max(1, round(ramp * epochs))
+    if epoch >= ramp_epochs or start >= final:
+        return final
+    size = start + (final - start) * epoch / ramp_epochs
+    return min(final, max(multiple, int(round(size / multiple)) * multiple))
+
+
+def progressive_sizes(epochs: int, start: int, final: int, scale: tuple[int, int] | None,
+                      ramp: float = 0.75):
+    """For a loader: epoch -> (crop, (S_min, S_max)), the training scales S shrunk with the
+    crop so that objects keep their size relative to it."""
+    def sizes(epoch: int):
+        crop = progressive_size(epoch, epochs, start, final, ramp)
+        if scale is None:
+            return crop, None
+        s_min, s_max = (max(crop, round(s * crop / final)) for s in scale)
+        return crop, (s_min, max(s_min, s_max))
+    return sizes

@@ -21,7 +21,7 @@ from ..models.hub import PRETRAINED_NAMES, pretrained_file
 from ..run import resolve_checkpoint
 from .config import TrainConfig
 from .distributed import DistContext
-from .schedule import LRSchedule
+from .schedule import LRSchedule, progressive_sizes
 
 log = logging.getLogger("vggnet")
 
@@ -103,7 +103,7 @@ def build_loaders(cfg: TrainConfig, ctx: DistContext, device: torch.device,
                           channels_last=cfg.channels_last, lighting=cfg.lighting,
                           scale=(cfg.scale, cfg.scale_max or cfg.scale) if cfg.scale else None,
                           crop_size=cfg.crop_size, shuffle_seed=cfg.seed,
-                          alternate_flip=cfg.alternate_flip)
+                          alternate_flip=cfg.alternate_flip, sizes=_sizes(cfg))
     input_size = cfg.crop_size or int(train_set.images.shape[-1])
     if cfg.scale and min(cfg.scale, input_size) < input_size:
         raise ConfigError(f"scale {cfg.scale} is smaller than the crop size {input_size}")
@@ -111,6 +111,14 @@ def build_loaders(cfg: TrainConfig, ctx: DistContext, device: torch.device,
                                channels_last=cfg.channels_last)
     return Data(loader, test_loader, train_set.classes, mean, std, int(train_set.images.shape[1]),
                 input_size, len(train_set), len(test_set), test_set, train_set)
+
+
+def _sizes(cfg: TrainConfig):
+    """Progressive resizing's epoch -> (crop, scales), or None (one size throughout)."""
+    if cfg.crop_start is None:
+        return None
+    return progressive_sizes(cfg.epochs, cfg.crop_start, cfg.crop_size,
+                             (cfg.scale, cfg.scale_max or cfg.scale), cfg.crop_ramp)
 
 
 def memory_budget() -> int:
