@@ -123,7 +123,10 @@ def main() -> None:
             cached.write_text(json.dumps(row, ensure_ascii=False, indent=2) + "\n")
         rows.append(row)
         print(json.dumps(row, ensure_ascii=False), flush=True)
-        write(args, rows, len(test), time.time() - t0)  # after each row: a stop keeps them
+        # after each row, with the earlier rows not reached yet: a stop loses none of them
+        done = {(r["net"], r["train_scale"]) for r in rows}
+        write(args, rows + [r for k, r in earlier.items() if k not in done], len(test),
+              time.time() - t0)
 
 
 def _earlier_rows(args, n_test: int) -> dict:

@@ -95,6 +95,9 @@ IMAGENETTE_RUNS = (  # result file, recipe, dense scales, what it is
     ("imagenette_vgg16_bn.json", "imagenette_vgg16_bn", "112 140 168", "the recipe as shipped"),
     ("imagenette_quick_64px_avx2.json", "imagenette_quick", "64 72 80",
      "an earlier version of the recipe: 64 px crops, S in [64, 80], fp32"),
+    ("imagenette_quick_progressive.json", "imagenette_quick", "112 128 144",
+     "an experiment: progressive resizing, crops 64 -> 112 px (--crop-start 64 --crop-size 112 "
+     "--scale 112 --scale-max 144 --image-size 144), per-epoch check on 1,000 photos"),
 )
 
 
