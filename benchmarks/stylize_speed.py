@@ -12,7 +12,10 @@ Gatys's layers (style relu1_1..relu5_1 at 1/5 each, content relu4_2), max poolin
 weight 1 and style weight 1e6, and take exactly ``--steps`` loss evaluations in one L-BFGS
 call (the tutorial's loop of 20-evaluation calls re-evaluates once per call; the work per
 evaluation is the same). Reported: seconds per step (median of ``--repeats`` interleaved
-runs), their ratio, and the final losses and their relative difference (goal: within 1%).
+runs), their ratio, and the final losses and their relative difference (goal: within 1%):
+each side's own last loss, and both results scored by one yardstick, the tutorial's loss in
+fp32 (so that a bf16 run is judged by its image, not by its own rounded loss).
+``--fp32-steps N`` runs vggnet's last N evaluations in fp32 after bf16 ones.
 L-BFGS magnifies any difference in rounding (a different order of the same sums, or bf16):
 after about ten evaluations two exact implementations part by a few per cent, so
 ``--optimizer adam`` runs both sides under Adam (the tutorial's closure, one evaluation per
@@ -137,7 +140,17 @@ def tutorial_run(cnn, content_img, style_img, steps, style_weight=1e6, content_w
 
     for _ in range(steps if optimizer == "adam" else 1):
         opt.step(closure)
-    return last["loss"], run[0]
+    return last["loss"], run[0], input_img.detach().clamp(0, 1)
+
+
+def tutorial_loss(cnn, content_img, style_img, img, style_weight, content_weight) -> float:
+    """The yardstick: the tutorial's loss of an image, in fp32."""
+    model, style_losses, content_losses = tutorial_model(cnn, content_img, style_img)
+    with torch.no_grad():
+        model(img)
+    style_score = sum(sl.loss for sl in style_losses) / len(style_losses)
+    content_score = sum(cl.loss for cl in content_losses)
+    return float(style_weight * style_score + content_weight * content_score)
 
 
 # --- the measurement ---------------------------------------------------------------------
@@ -196,6 +209,8 @@ def main() -> None:
                     help="both sides' optimizer (Adam's path does not depend on L-BFGS's "
                     "sensitivity to rounding, so its losses compare over many steps)")
     ap.add_argument("--lr", type=float, default=0.02, help="Adam's step (pixels in [0, 1])")
+    ap.add_argument("--fp32-steps", type=int, default=0,
+                    help="with bf16: vggnet's last N evaluations in fp32")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--out")
     args = ap.parse_args()
@@ -212,7 +227,7 @@ def main() -> None:
     cw = args.content_weight or (1.0 if args.weights else 1e3)
     opts = StyleOptions(steps=args.steps, pooling="max", precision=args.precision,
                         style_weight=sw, content_weight=cw, optimizer=args.optimizer,
-                        lr=args.lr)
+                        lr=args.lr, fp32_steps=args.fp32_steps)
     device = torch.device(args.device)
     ours_model, cnn = ours_model.to(device), cnn.to(device)
     content, style = content.to(device), style.to(device)
@@ -222,13 +237,13 @@ def main() -> None:
         "vggnet": lambda: _ours(stylize, ours_model, content, style, opts),
     }
     times = {k: [] for k in contenders}
-    losses = {}
+    losses, images = {}, {}
     _, start = stylize(ours_model, content, style, opts=StyleOptions(
         steps=1, pooling="max", style_weight=sw, content_weight=cw))
     for _ in range(args.repeats):
         for k, f in contenders.items():
             t0 = time.perf_counter()
-            losses[k], n = f()
+            losses[k], n, images[k] = f()
             times[k].append((time.perf_counter() - t0) / n)
     med = {k: statistics.median(v) for k, v in times.items()}
     result = {"environment": environment(), "size": list(content.shape[-2:]),
@@ -242,6 +257,11 @@ def main() -> None:
               "final_loss": {k: float(f"{v:.6g}") for k, v in losses.items()},
               "loss_difference": round(abs(losses["vggnet"] - losses["tutorial"])
                                        / abs(losses["tutorial"]), 5)}
+    judged = {k: tutorial_loss(cnn, content, style, v, sw, cw) for k, v in images.items()}
+    result.update({"fp32_steps": args.fp32_steps,
+                   "final_loss_fp32_yardstick": {k: float(f"{v:.6g}") for k, v in judged.items()},
+                   "loss_difference_fp32_yardstick": round(
+                       abs(judged["vggnet"] - judged["tutorial"]) / abs(judged["tutorial"]), 5)})
     print(json.dumps(result, indent=2))
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -249,8 +269,8 @@ def main() -> None:
 
 
 def _ours(stylize, model, content, style, opts):
-    _, terms = stylize(model, content, style, opts=opts)
-    return terms["last_loss"], opts.steps  # the last evaluation's, as the tutorial reports
+    image, terms = stylize(model, content, style, opts=opts)
+    return terms["last_loss"], opts.steps, image  # the last evaluation's, as the tutorial reports
 
 
 if __name__ == "__main__":

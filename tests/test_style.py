@@ -95,14 +95,37 @@ def test_same_loss_as_the_tutorial_baseline(vgg19):
     tv = torchvision.models.vgg19()
     tv.load_state_dict(to_torchvision_state_dict(vgg19))
     c, s = _images(0), _images(1)  # the tutorial needs both images the same size
-    ref, n = bench.tutorial_run(tv.features.eval(), c, s, steps=8, style_weight=1e9,
-                                content_weight=1e3)
+    ref, n, image = bench.tutorial_run(tv.features.eval(), c, s, steps=8, style_weight=1e9,
+                                       content_weight=1e3)
     _, start = stylize(vgg19, c, s, opts=StyleOptions(steps=1, pooling="max", style_weight=1e9,
                                                       content_weight=1e3))
     _, terms = stylize(vgg19, c, s, opts=StyleOptions(steps=8, pooling="max", style_weight=1e9,
                                                       content_weight=1e3))
     assert n == 8 and terms["last_loss"] < 0.9 * start["loss"]  # both moved, and alike
     assert abs(terms["last_loss"] - ref) <= 0.01 * abs(ref)
+    # the benchmark's yardstick scores an image by the tutorial's own loss
+    judged = bench.tutorial_loss(tv.features.eval(), c, s, c, 1e9, 1e3)
+    assert judged == pytest.approx(start["loss"], rel=1e-4)  # the content image's loss
+    assert image.shape == c.shape and 0 <= image.min() <= image.max() <= 1
+
+
+def test_bf16_targets_are_fp32_and_fp32_steps_finish_in_fp32(vgg19):
+    """With bf16 the content and style targets are still computed in fp32, and fp32_steps
+    runs the last evaluations in fp32: all of them in fp32 is an fp32 run."""
+    c, s = _images(0), _images(1)
+    opts = StyleOptions(steps=6, pooling="max", style_weight=1e9, content_weight=1e3,
+                        optimizer="adam", precision="bf16")
+    taps = [opts.content_layer, *opts.style_layers]
+    exact = StyleLoss(FeatureNet(vgg19, taps, "max"), opts, c, [s], [1.0])
+    half = StyleLoss(FeatureNet(vgg19, taps, "max", bf16=True), opts, c, [s], [1.0])
+    assert half.net.bf16  # restored after the targets
+    for name in opts.style_layers:
+        torch.testing.assert_close(half.grams[name], exact.grams[name], rtol=1e-4, atol=1e-6)
+    fp32 = stylize(vgg19, c, s, opts=StyleOptions(**{**vars(opts), "precision": "fp32"}))[1]
+    polished = stylize(vgg19, c, s, opts=StyleOptions(**{**vars(opts), "fp32_steps": 6}))[1]
+    assert polished["last_loss"] == pytest.approx(fp32["last_loss"], rel=1e-4)
+    with pytest.raises(ConfigError, match="fp32_steps"):
+        StyleOptions(steps=6, fp32_steps=7).check()
 
 
 def test_the_image_returned_is_the_best_one_seen_and_its_loss_is_the_one_reported(vgg19):

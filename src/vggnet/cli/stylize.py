@@ -46,6 +46,9 @@ def register(sub) -> None:
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
                    help="auto: bf16 on a GPU, fp32 on a CPU; bf16 pays on CPUs with native "
                         "bf16 (AVX512-BF16, AMX)")
+    p.add_argument("--fp32-steps", type=int, default=0,
+                   help="with bf16: run the last N loss evaluations of each scale in fp32, "
+                        "so that the result's loss is fp32's at most of bf16's speed")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=run)
@@ -74,7 +77,7 @@ def run(args) -> None:
                         tv_weight=args.tv_weight, steps=args.steps, optimizer=args.optimizer,
                         lr=args.lr, pooling=args.pooling, init=args.init,
                         preserve_colors=args.preserve_colors, seed=args.seed,
-                        precision=args.precision)
+                        precision=args.precision, fp32_steps=args.fp32_steps)
     opts.check()  # a bad option fails before any image or weight is read
     sizes = [int(v) for v in _floats(args.scales)] if args.scales else [args.size]
     content = load_image(args.content, max(sizes))

@@ -45,6 +45,7 @@ class StyleOptions:
     pooling: str = "avg"
     init: str = "content"             # content, or noise
     precision: str = "auto"           # fp32, bf16, auto (bf16 on a GPU, fp32 on a CPU)
+    fp32_steps: int = 0               # with bf16: the last loss evaluations of each scale in fp32
     preserve_colors: bool = False
     seed: int = 0
 
@@ -60,6 +61,9 @@ class StyleOptions:
             raise ConfigError(f"precision must be auto, fp32 or bf16, not {self.precision!r}")
         if self.steps < 1:
             raise ConfigError(f"steps must be at least 1, not {self.steps}")
+        if not 0 <= self.fp32_steps <= self.steps:
+            raise ConfigError(f"fp32_steps must be between 0 and steps ({self.steps}), not "
+                              f"{self.fp32_steps}")
         if not self.style_layers:
             raise ConfigError("name at least one style layer")
 
@@ -120,6 +124,7 @@ class StyleLoss(nn.Module):
                  styles: list[torch.Tensor], blend: list[float]):
         super().__init__()
         self.net, self.opts = net, opts
+        bf16, net.bf16 = net.bf16, False  # the targets in fp32: bf16 only where it is optimised
         with torch.no_grad():
             self.content_target = net(content)[opts.content_layer].detach()
             total = sum(blend)
@@ -128,6 +133,7 @@ class StyleLoss(nn.Module):
                 feats = net(style)
                 for name in opts.style_layers:
                     self.grams[name] = self.grams[name] + (w / total) * gram(feats[name])
+        net.bf16 = bf16
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         o = self.opts
@@ -148,8 +154,11 @@ def _optimise(loss_fn: StyleLoss, x: torch.Tensor, opts: StyleOptions, progress=
     the last evaluation's loss as ``last_loss``."""
     x = x.detach().clone(memory_format=torch.contiguous_format).requires_grad_(True)
     state = {"n": 0, "best": None, "best_x": None, "last": None}
+    bf16, fp32_from = loss_fn.net.bf16, opts.steps - opts.fp32_steps
 
     def closure():
+        # the last fp32_steps evaluations in fp32: bf16's rounding no longer limits the result
+        loss_fn.net.bf16 = bf16 and state["n"] < fp32_from
         with torch.no_grad():
             x.clamp_(0, 1)
         opt.zero_grad(set_to_none=True)
@@ -178,6 +187,7 @@ def _optimise(loss_fn: StyleLoss, x: torch.Tensor, opts: StyleOptions, progress=
         opt = torch.optim.Adam([x], lr=opts.lr)
         for _ in range(opts.steps):
             opt.step(closure)
+    loss_fn.net.bf16 = bf16
     return state["best_x"], {**state["best"], "last_loss": state["last"]}
 
 
