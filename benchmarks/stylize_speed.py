@@ -184,13 +184,7 @@ def load_image_bytes(data: bytes, size: int):
         return load_image(f.name, size)
 
 
-def main() -> None:
-    import torchvision
-
-    from vggnet.bench import environment
-    from vggnet.features.style import StyleOptions, stylize
-    from vggnet.models import create_model, load_weights, to_torchvision_state_dict
-
+def _args():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=128, help="longer side (the tutorial's CPU size)")
     ap.add_argument("--steps", type=int, default=20)
@@ -213,7 +207,17 @@ def main() -> None:
                     help="with bf16: vggnet's last N evaluations in fp32")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--out")
-    args = ap.parse_args()
+    return ap.parse_args()
+
+
+def main() -> None:
+    import torchvision
+
+    from vggnet.bench import environment
+    from vggnet.features.style import StyleOptions, stylize
+    from vggnet.models import create_model, load_weights, to_torchvision_state_dict
+
+    args = _args()
 
     torch.manual_seed(0)
     ours_model = create_model("vgg19")
