@@ -37,6 +37,8 @@ STYLIZE_RUNS = (  # file, command line (the AVX2 machine's first two; the rest A
      "--lr 0.02 --precision bf16"),
     ("stylize_speed_224_adam_fp32.json", "--size 224 --steps 100 --repeats 2 --optimizer adam "
      "--lr 0.02"),
+    ("stylize_speed_224_adam_bf16_fp32steps.json", "--size 224 --steps 100 --repeats 2 "
+     "--optimizer adam --lr 0.02 --precision bf16 --fp32-steps 10"),
 )
 
 
@@ -55,17 +57,32 @@ def stylize_section(rows: list[dict]) -> list[str]:
                  f"{r['environment']['cores']} cores, torch {r['environment']['torch']}"
                  for r in rows})) + ".", "",
             "| CPU | size | optimizer | steps | vggnet precision | tutorial s/step | "
-            "vggnet s/step | speed-up | loss at start | final loss, tutorial / vggnet |",
-            "|---|---|---|---|---|---|---|---|---|---|"]
+            "vggnet s/step | speed-up | loss at start | final loss, tutorial / vggnet | "
+            "both results by the tutorial's fp32 loss |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         t = r["seconds_per_step"]
         out.append(f"| {r['environment'].get('cpu_capability')} | {r['size'][0]}x{r['size'][1]} | "
-                   f"{r.get('optimizer', 'lbfgs')} | {r['steps']} | {r['precision']} | "
+                   f"{r.get('optimizer', 'lbfgs')} | {r['steps']} | {r['precision']}"
+                   f"{_fp32_steps(r)} | "
                    f"{t['tutorial']} | {t['vggnet']} | "
                    f"{_goal(r['speedup'], '>= 2x', r['speedup'] >= 2)} | {r['start_loss']} | "
                    f"{r['final_loss']['tutorial']} / {r['final_loss']['vggnet']} "
-                   f"({100 * r['loss_difference']:.1f}% apart) |")
+                   f"({100 * r['loss_difference']:.1f}% apart) | {_yardstick(r)} |")
     return out + ["", STYLIZE_NOTE]
+
+
+def _fp32_steps(r: dict) -> str:
+    return f" (last {r['fp32_steps']} in fp32)" if r.get("fp32_steps") else ""
+
+
+def _yardstick(r: dict) -> str:
+    """Both results scored by one fp32 loss (files from before it was measured: "-")."""
+    y = r.get("final_loss_fp32_yardstick")
+    if not y:
+        return "-"
+    return (f"{y['tutorial']} / {y['vggnet']} "
+            f"({100 * r['loss_difference_fp32_yardstick']:.2f}% apart)")
 
 
 STYLIZE_NOTE = (
