@@ -115,8 +115,9 @@ IMAGENETTE_RUNS = (  # result file, recipe, dense scales, what it is
     ("imagenette_quick_64px_avx2.json", "imagenette_quick", "64 72 80",
      "an earlier version of the recipe: 64 px crops, S in [64, 80], fp32"),
     ("imagenette_quick_progressive.json", "imagenette_quick", "112 128 144",
-     "an experiment: progressive resizing, crops 64 -> 112 px (--crop-start 64 --crop-size 112 "
-     "--scale 112 --scale-max 144 --image-size 144), per-epoch check on 1,000 photos"),
+     "an experiment: progressive resizing, crops 64 -> 112 px (--precision bf16 --crop-start 64 "
+     "--crop-size 112 --scale 112 --scale-max 144 --image-size 144 --test-subset 1000 --out "
+     "runs/inq_prog; then evaluate --protocol dense --scales 112 128 144 --flip)"),
 )
 
 
@@ -137,12 +138,15 @@ def _recipe_result(r: dict, name: str, what: str) -> str:
 def imagenette_section(results: dict[str, dict], tables: Path) -> list[str]:
     out = ["## Imagenette at ImageNet-like resolution", "", "```bash"]
     for file, name, scales, _ in IMAGENETTE_RUNS[:2]:
+        multicrop = name == "imagenette_quick"  # its dense + multi-crop figure was measured too
         out += [f"vggnet train --config {name} --data ../shared/data/imagenette-224.tar.gz "
                 "--precision bf16",
                 f"vggnet evaluate runs/{name} --protocol dense --scales {scales} --flip "
-                f"--precision bf16 --out runs/{name}/dense",
-                f"python benchmarks/recipe_result.py runs/{name} runs/{name}/dense "
-                f"--out benchmarks/results/{file}"]
+                f"--precision bf16 --out runs/{name}/dense"]
+        out += [f"vggnet evaluate runs/{name} --protocol dense+multicrop --scales {scales} "
+                f"--grid 3 --flip --precision bf16 --out runs/{name}/dmc"] if multicrop else []
+        out += [f"python benchmarks/recipe_result.py runs/{name} runs/{name}/dense"
+                f"{f' runs/{name}/dmc' if multicrop else ''} --out benchmarks/results/{file}"]
     out += ["```", ""]
     for file, name, _, what in IMAGENETTE_RUNS:
         out += [_recipe_result(results[file], name, what) if file in results

@@ -12,6 +12,7 @@ luminance from the result, chrominance from the content).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from dataclasses import dataclass, field
 
@@ -99,6 +100,16 @@ class FeatureNet(nn.Module):
         self.norm = norm or input_norm(None, backbone)
         self.bf16 = bf16
 
+    @contextlib.contextmanager
+    def in_fp32(self, fp32: bool = True):
+        """Run in fp32 inside the block (when ``fp32``), whatever ``bf16`` says; restored after."""
+        bf16 = self.bf16
+        self.bf16 = bf16 and not fp32
+        try:
+            yield self
+        finally:
+            self.bf16 = bf16
+
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """RGB images in [0, 1] -> {tap: activation} (float32; with ``bf16`` the layers run
         under bf16 autocast, which pays on GPUs and CPUs with native bf16)."""
@@ -124,8 +135,8 @@ class StyleLoss(nn.Module):
                  styles: list[torch.Tensor], blend: list[float]):
         super().__init__()
         self.net, self.opts = net, opts
-        bf16, net.bf16 = net.bf16, False  # the targets in fp32: bf16 only where it is optimised
-        with torch.no_grad():
+        # the targets in fp32: bf16 only where the image is optimised
+        with torch.no_grad(), net.in_fp32():
             self.content_target = net(content)[opts.content_layer].detach()
             total = sum(blend)
             self.grams = {name: 0.0 for name in opts.style_layers}
@@ -133,7 +144,6 @@ class StyleLoss(nn.Module):
                 feats = net(style)
                 for name in opts.style_layers:
                     self.grams[name] = self.grams[name] + (w / total) * gram(feats[name])
-        net.bf16 = bf16
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         o = self.opts
@@ -154,15 +164,15 @@ def _optimise(loss_fn: StyleLoss, x: torch.Tensor, opts: StyleOptions, progress=
     the last evaluation's loss as ``last_loss``."""
     x = x.detach().clone(memory_format=torch.contiguous_format).requires_grad_(True)
     state = {"n": 0, "best": None, "best_x": None, "last": None}
-    bf16, fp32_from = loss_fn.net.bf16, opts.steps - opts.fp32_steps
+    fp32_from = opts.steps - opts.fp32_steps
 
     def closure():
-        # the last fp32_steps evaluations in fp32: bf16's rounding no longer limits the result
-        loss_fn.net.bf16 = bf16 and state["n"] < fp32_from
         with torch.no_grad():
             x.clamp_(0, 1)
         opt.zero_grad(set_to_none=True)
-        loss, terms = loss_fn(x)
+        # the last fp32_steps evaluations in fp32: bf16's rounding no longer limits the result
+        with loss_fn.net.in_fp32(state["n"] >= fp32_from):
+            loss, terms = loss_fn(x)
         loss.backward()
         state["n"] += 1
         value = float(loss.detach())
@@ -187,7 +197,6 @@ def _optimise(loss_fn: StyleLoss, x: torch.Tensor, opts: StyleOptions, progress=
         opt = torch.optim.Adam([x], lr=opts.lr)
         for _ in range(opts.steps):
             opt.step(closure)
-    loss_fn.net.bf16 = bf16
     return state["best_x"], {**state["best"], "last_loss": state["last"]}
 
 
