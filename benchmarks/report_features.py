@@ -110,14 +110,28 @@ STYLIZE_NOTE = (
 
 
 IMAGENETTE_RUNS = (  # result file, recipe, dense scales, what it is
-    ("imagenette_quick.json", "imagenette_quick", "96 112 128", "the recipe as shipped"),
+    ("imagenette_quick.json", "imagenette_quick", "96 112 128",
+     "the recipe as shipped, trained and densely evaluated from a fresh clone with the "
+     "commands above; the dense + multi-crop figure is from the working-tree run's weights, "
+     "which are bit-identical"),
     ("imagenette_vgg16_bn.json", "imagenette_vgg16_bn", "112 140 168", "the recipe as shipped"),
+    ("imagenette_quick_second_run.json", "imagenette_quick", "96 112 128",
+     "the recipe as shipped, run first from the working tree (--out runs/inq_bs64e20): the "
+     "same seed gave bit-identical weights, so it is a reproduction, not a second sample"),
+    ("imagenette_quick_seed1.json", "imagenette_quick", "96 112 128",
+     "the recipe as shipped with --seed 1 --out runs/inq_seed1, an independent sample; the "
+     "machine ran about 20% slower that hour"),
+    ("imagenette_quick_batch64_17ep.json", "imagenette_quick", "96 112 128",
+     "an experiment: batch 64, lr 0.05, 17 epochs (--out runs/inq_bs64; not evaluated further)"),
+    ("imagenette_quick_batch128.json", "imagenette_quick", "96 112 128",
+     "the previous version of the recipe: batch 128, lr 0.08, 16 epochs"),
     ("imagenette_quick_64px_avx2.json", "imagenette_quick", "64 72 80",
-     "an earlier version of the recipe: 64 px crops, S in [64, 80], fp32"),
+     "an earlier version of the recipe: 64 px crops, S in [64, 80], batch 128, fp32"),
     ("imagenette_quick_progressive.json", "imagenette_quick", "112 128 144",
-     "an experiment: progressive resizing, crops 64 -> 112 px (--precision bf16 --crop-start 64 "
-     "--crop-size 112 --scale 112 --scale-max 144 --image-size 144 --test-subset 1000 --out "
-     "runs/inq_prog; then evaluate --protocol dense --scales 112 128 144 --flip)"),
+     "an experiment: progressive resizing, crops 64 -> 112 px (--precision bf16 --batch-size 128 "
+     "--lr 0.08 --epochs 16 --crop-start 64 --crop-size 112 --scale 112 --scale-max 144 "
+     "--image-size 144 --test-subset 1000 --out runs/inq_prog; then evaluate --protocol dense "
+     "--scales 112 128 144 --flip)"),
 )
 
 
