@@ -23,6 +23,7 @@ import torch.nn as nn
 
 from vggnet.bench import cpu_has_bf16, environment
 from vggnet.device import autocast_for
+from vggnet.io import write_json
 from vggnet.models import create_model
 
 
@@ -82,8 +83,7 @@ def main() -> None:
               "rows": rows}
     print(json.dumps(result, indent=2))
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+        write_json(Path(args.out), result)
 
 
 if __name__ == "__main__":

@@ -122,7 +122,8 @@ IMAGENETTE_RUNS = (  # result file, recipe, dense scales, what it is
      "the recipe as shipped with --seed 1 --out runs/inq_seed1, an independent sample; the "
      "machine ran about 20% slower that hour"),
     ("imagenette_quick_batch64_17ep.json", "imagenette_quick", "96 112 128",
-     "an experiment: batch 64, lr 0.05, 17 epochs (--out runs/inq_bs64; not evaluated further)"),
+     "an experiment: --batch-size 64 --lr 0.05 --epochs 17 --out runs/inq_bs64; not evaluated "
+     "further"),
     ("imagenette_quick_batch128.json", "imagenette_quick", "96 112 128",
      "the previous version of the recipe: batch 128, lr 0.08, 16 epochs"),
     ("imagenette_quick_64px_avx2.json", "imagenette_quick", "64 72 80",
