@@ -39,3 +39,19 @@ def train_tiny_run(out: Path) -> Path:
     train(resolve(None, dict(data="digits", width=0.125, epochs=1, flip=False, progress=False,
                              out=str(out))))
     return out
+
+
+def serve_images(folder: Path) -> list[Path]:
+    """Three images a service must take: a small PNG, a larger JPEG, a tiny 8 x 8 PNG."""
+    return [write_image(folder / f"{i}.{ext}", size=size, seed=i)
+            for i, (ext, size) in enumerate([("png", (40, 30)), ("jpg", (300, 200)),
+                                             ("png", (8, 8))])]
+
+
+def prometheus_value(text: str, name: str, **labels) -> float:
+    """The value of metric ``name`` with these labels in a Prometheus text page (0 if absent)."""
+    for line in text.splitlines():
+        if line.startswith(name) and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            if line.split("{")[0].split(" ")[0] == name:
+                return float(line.rsplit(" ", 1)[1])
+    return 0.0

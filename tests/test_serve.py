@@ -1,22 +1,13 @@
-"""`vggnet serve`: answers equal `vggnet predict`'s, every kind of bad input gets a JSON error
-with the right status while the service keeps serving, dynamic batching groups concurrent
-requests, metrics count what happened, and SIGTERM drains."""
+"""`vggnet serve` in process: answers equal `vggnet predict`'s, every kind of bad input gets a
+JSON error with the right status while the service keeps serving, dynamic batching groups
+waiting images, metrics count what happened, and the ONNX and int8 backends answer alike.
+The live server and the real command (concurrency, draining, workers): test_serve_live.py."""
 
 import asyncio
 import hashlib
-import http.client
-import json
-import os
-import signal
-import socket
 import struct
-import subprocess
-import sys
-import threading
-import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -29,9 +20,9 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from vggnet.cli import main  # noqa: E402
 from vggnet.predict import Predictor  # noqa: E402
-from vggnet.serve import BackgroundServer, DynamicBatcher, ServeSettings, create_app  # noqa: E402
+from vggnet.serve import DynamicBatcher, ServeSettings, create_app  # noqa: E402
 
-from helpers import train_tiny_run, write_image  # noqa: E402
+from helpers import prometheus_value, serve_images, train_tiny_run  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -43,10 +34,7 @@ def run(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("serve_images")
-    return [write_image(folder / f"{i}.{ext}", size=size, seed=i)
-            for i, (ext, size) in enumerate([("png", (40, 30)), ("jpg", (300, 200)),
-                                             ("png", (8, 8))])]
+    return serve_images(tmp_path_factory.mktemp("serve_images"))
 
 
 @pytest.fixture(scope="module")
@@ -195,14 +183,6 @@ def test_page_openapi_and_static_assets_are_served_by_the_package(client):
     assert {"multipart/form-data", "image/*"} <= set(body)
 
 
-def _metric(text: str, name: str, **labels) -> float:
-    for line in text.splitlines():
-        if line.startswith(name) and all(f'{k}="{v}"' in line for k, v in labels.items()):
-            if line.split("{")[0].split(" ")[0] == name:
-                return float(line.rsplit(" ", 1)[1])
-    return 0.0
-
-
 def test_metrics_count_requests_errors_and_batches(run, images):
     with TestClient(create_app(ServeSettings(run=str(run)))) as c:
         for _ in range(3):
@@ -211,13 +191,13 @@ def test_metrics_count_requests_errors_and_batches(run, images):
                       ).status_code == 415
         c.get("/no/such/page")
         text = c.get("/metrics").text
-    assert _metric(text, "vggnet_requests_total", route="/v1/predict", status="200") == 3
-    assert _metric(text, "vggnet_requests_total", route="/v1/predict", status="415") == 1
-    assert _metric(text, "vggnet_requests_total", route="other", status="404") == 1
-    assert _metric(text, "vggnet_errors_total", reason="unsupported_media_type") == 1
-    assert _metric(text, "vggnet_images_total") == 9
-    assert _metric(text, "vggnet_batch_size_sum") == 9
-    assert _metric(text, "vggnet_request_latency_seconds_count", route="/v1/predict") == 4
+    assert prometheus_value(text, "vggnet_requests_total", route="/v1/predict", status="200") == 3
+    assert prometheus_value(text, "vggnet_requests_total", route="/v1/predict", status="415") == 1
+    assert prometheus_value(text, "vggnet_requests_total", route="other", status="404") == 1
+    assert prometheus_value(text, "vggnet_errors_total", reason="unsupported_media_type") == 1
+    assert prometheus_value(text, "vggnet_images_total") == 9
+    assert prometheus_value(text, "vggnet_batch_size_sum") == 9
+    assert prometheus_value(text, "vggnet_request_latency_seconds_count", route="/v1/predict") == 4
 
 
 def test_batcher_groups_waiting_images_up_to_max_batch():
@@ -266,99 +246,6 @@ def test_batcher_without_batching_and_with_a_failing_model():
         DynamicBatcher(infer, None, max_batch=0)
 
 
-def _post(url: str, data: bytes, timeout: float = 60) -> tuple[int, dict]:
-    host, port = url.removeprefix("http://").split(":")
-    conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
-    conn.request("POST", "/v1/predict", body=data, headers={"content-type": "image/png"})
-    r = conn.getresponse()
-    body = json.loads(r.read())
-    conn.close()
-    return r.status, body
-
-
-def test_concurrent_requests_share_forward_passes_on_a_live_server(run, images):
-    data = images[0].read_bytes()
-    batch_counts = {}
-    for max_batch in (1, 16):
-        settings = ServeSettings(run=str(run), max_batch=max_batch, max_wait_ms=200)
-        with BackgroundServer(settings) as server:
-            with ThreadPoolExecutor(16) as pool:
-                answers = list(pool.map(lambda _: _post(server.url, data), range(16)))
-            text = server.app.state.metrics.render()
-        assert all(status == 200 for status, _ in answers)
-        assert len({json.dumps(b["predictions"][0]["top"]) for _, b in answers}) == 1
-        assert _metric(text, "vggnet_batch_size_sum") == 16
-        batch_counts[max_batch] = _metric(text, "vggnet_batch_size_count")
-    assert batch_counts[1] == 16
-    assert batch_counts[16] <= 8  # sixteen concurrent requests, at least two per pass
-
-
-def test_upload_over_the_limit_is_refused_before_it_is_sent_whole(run):
-    with BackgroundServer(ServeSettings(run=str(run), max_upload_mb=1)) as server:
-        host, port = server.url.removeprefix("http://").split(":")
-        with socket.create_connection((host, int(port)), timeout=10) as s:
-            s.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
-                      b"Content-Length: 1000000000\r\n\r\n" + b"\0" * 1000)
-            reply = b""  # answered although 999,999,000 bytes never came
-            while b"upload too large" not in reply:
-                chunk = s.recv(65536)  # headers and body may come in separate packets
-                if not chunk:
-                    break
-                reply += chunk
-        assert reply.startswith(b"HTTP/1.1 413") and b"upload too large" in reply
-        status, _ = _post(server.url, b"")  # and it keeps serving
-        assert status == 422
-
-
-def test_drain_finishes_requests_in_flight_and_refuses_new_ones(run, images):
-    settings = ServeSettings(run=str(run), max_batch=64, max_wait_ms=1500)
-    data = images[0].read_bytes()
-    with BackgroundServer(settings) as server:
-        slow = ThreadPoolExecutor(1).submit(_post, server.url, data)  # waits 1.5 s for a batch
-        time.sleep(0.5)
-        server.drain()
-        status, body = _post(server.url, data)
-        assert status == 503 and "shutting down" in body["detail"]
-        assert slow.result(timeout=30)[0] == 200
-        server.thread.join(10)
-        assert not server.thread.is_alive()  # it stopped by itself once nothing was in flight
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_sigterm_drains_the_real_command(run, images):
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "vggnet", "serve", str(run), "--port", str(port),
-         "--max-wait-ms", "2000", "--max-batch", "64", "--no-access-log"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, "OMP_NUM_THREADS": "1"})
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    break
-            except OSError:
-                assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()
-                time.sleep(0.1)
-        slow = ThreadPoolExecutor(1).submit(_post, url, images[0].read_bytes())
-        time.sleep(0.7)
-        proc.send_signal(signal.SIGTERM)
-        time.sleep(0.3)
-        assert _post(url, images[0].read_bytes())[0] == 503
-        assert slow.result(timeout=30)[0] == 200
-        assert proc.wait(timeout=30) == 0
-        assert "draining" in proc.stdout.read()
-    finally:
-        proc.kill()
-
-
 def test_onnx_and_int8_backends(run, images, tmp_path):
     pytest.importorskip("onnxruntime")
     torch_probs = Predictor(run).predict(images, top_k=10)
@@ -388,52 +275,3 @@ def test_command_line_errors_are_one_line(run, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 3 and all(line.startswith("vggnet serve: error:") for line in err)
     assert "--max-batch must be at least 1" in err[1]
-
-
-def test_several_workers_share_one_port(run, images):
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "vggnet", "serve", str(run), "--port", str(port),
-         "--workers", "2", "--no-access-log"], stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True)
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                status, _ = _post(f"http://127.0.0.1:{port}", images[0].read_bytes(), 5)
-                break
-            except OSError:
-                assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()
-                time.sleep(0.2)
-        assert status == 200
-        workers = _workers_of(proc.pid)
-        assert len(workers) == 2
-        proc.send_signal(signal.SIGTERM)  # passed on to both workers, which drain and exit
-        assert proc.wait(timeout=60) == 0
-        assert not any(Path(f"/proc/{w}").exists() for w in workers)
-    finally:
-        proc.kill()
-
-
-def test_workers_do_not_outlive_a_killed_supervisor(run):
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "vggnet", "serve", str(run), "--port",
-                             str(port), "--workers", "2"], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while len(_workers_of(proc.pid)) < 2 and time.monotonic() < deadline:
-        time.sleep(0.2)
-    workers = _workers_of(proc.pid)
-    assert len(workers) == 2
-    proc.kill()  # SIGKILL: the supervisor cannot pass anything on
-    proc.wait()
-    deadline = time.monotonic() + 30
-    while any(Path(f"/proc/{w}").exists() for w in workers) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert not any(Path(f"/proc/{w}").exists() for w in workers)
-
-
-def _workers_of(pid: int) -> list[int]:
-    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    return [int(c) for c in children
-            if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
