@@ -164,10 +164,24 @@ def test_workers_do_not_outlive_a_killed_supervisor(run):
     assert len(workers) == 2
     proc.kill()  # SIGKILL: the supervisor cannot pass anything on
     proc.wait()
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 120  # a worker still importing torch on a loaded machine
     while any(Path(f"/proc/{w}").exists() for w in workers) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not any(Path(f"/proc/{w}").exists() for w in workers)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl is Linux's")
+def test_a_worker_whose_supervisor_is_already_gone_ends_itself():
+    # the supervisor died before the worker reached prctl: the worker now has another parent
+    # (init or a subreaper), so it must not go on to serve
+    code = ("import time; from vggnet.serve.server import _die_with_parent; "
+            "_die_with_parent(-1); time.sleep(30)")
+    done = subprocess.run([sys.executable, "-c", code], timeout=60)
+    assert done.returncode == -signal.SIGTERM
+    alive = ("import os; from vggnet.serve.server import _die_with_parent; "
+             "_die_with_parent(os.getppid()); print('serving')")
+    assert subprocess.run([sys.executable, "-c", alive], capture_output=True, text=True,
+                          timeout=60).stdout == "serving\n"
 
 
 def _workers_of(pid: int) -> list[int]:

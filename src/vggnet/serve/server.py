@@ -73,11 +73,11 @@ def serve(settings: ServeSettings, host: str = "127.0.0.1", port: int = 8000, *,
     server.run(sockets=[sock] if sock is not None else None)
 
 
-def _worker(settings_json: str, sock: socket.socket, log_level: str, access_log: bool,
-            threads: int) -> None:
+def _worker(supervisor: int, settings_json: str, sock: socket.socket, log_level: str,
+            access_log: bool, threads: int) -> None:
+    _die_with_parent(supervisor)
     import torch
 
-    _die_with_parent()
     torch.set_num_threads(threads)
     settings = ServeSettings(**json.loads(settings_json))
     app = create_app(settings)
@@ -85,16 +85,18 @@ def _worker(settings_json: str, sock: socket.socket, log_level: str, access_log:
     server.run(sockets=[sock])
 
 
-def _die_with_parent() -> None:
-    """Linux: this worker gets SIGTERM when its supervisor dies, even by SIGKILL, so no worker
-    is left holding the port."""
+def _die_with_parent(supervisor: int) -> None:
+    """Linux: this worker gets SIGTERM when its supervisor (pid ``supervisor``) dies, even by
+    SIGKILL, so no worker is left holding the port. If the supervisor died while the worker was
+    still starting (before prctl), the worker has already been handed to init or to a
+    subreaper (systemd, tini), so it ends itself now."""
     if not sys.platform.startswith("linux"):
         return
     import ctypes
 
     PR_SET_PDEATHSIG = 1
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    if os.getppid() == 1:  # the supervisor died before prctl took effect
+    if os.getppid() != supervisor:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
@@ -107,8 +109,8 @@ def _supervise(settings: ServeSettings, host: str, port: int, workers: int, log_
     threads = settings.threads or max(1, (os.cpu_count() or 1) // workers)
     ctx = multiprocessing.get_context("spawn")
     procs = [ctx.Process(target=_worker, name=f"vggnet-serve-{i}",
-                         args=(json.dumps(settings.to_dict()), sock, log_level, access_log,
-                               threads)) for i in range(workers)]
+                         args=(os.getpid(), json.dumps(settings.to_dict()), sock, log_level,
+                               access_log, threads)) for i in range(workers)]
     for p in procs:
         p.start()
     log.info("vggnet serve: %d workers on http://%s:%d (%d inference thread%s each)", workers,
