@@ -114,7 +114,13 @@ IMAGENETTE_RUNS = (  # result file, recipe, dense scales, what it is
      "the recipe as shipped, trained and densely evaluated from a fresh clone with the "
      "commands above; the dense + multi-crop figure is from the working-tree run's weights, "
      "which are bit-identical"),
-    ("imagenette_vgg16_bn.json", "imagenette_vgg16_bn", "112 140 168", "the recipe as shipped"),
+    ("imagenette_vgg16_bn.json", "imagenette_vgg16_bn", "128 160 192",
+     "the recipe as shipped, trained and densely evaluated from a fresh clone with the "
+     "commands above"),
+    ("imagenette_vgg16_bn_112px.json", "imagenette_vgg16_bn", "112 140 168",
+     "the previous version of the recipe: 112 px crops, S in [112, 168], batch 128, lr 0.08, "
+     "30 epochs (--image-size 168 --scale 112 --scale-max 168 --crop-size 112 --batch-size 128 "
+     "--lr 0.08 --epochs 30)"),
     ("imagenette_quick_second_run.json", "imagenette_quick", "96 112 128",
      "the recipe as shipped, run first from the working tree (--out runs/inq_bs64e20): the "
      "same seed gave bit-identical weights, so it is a reproduction, not a second sample"),
