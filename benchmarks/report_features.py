@@ -117,9 +117,12 @@ IMAGENETTE_RUNS = (  # result file, recipe, dense scales, what it is
     ("imagenette_vgg16_bn.json", "imagenette_vgg16_bn", "128 160 192",
      "the recipe as shipped, trained and densely evaluated from a fresh clone with the "
      "commands above"),
+    ("imagenette_vgg16_bn_32ep.json", "imagenette_vgg16_bn", "128 160 192",
+     "the previous version of the recipe, without cutout and with 32 epochs (--cutout 0 "
+     "--epochs 32), from a fresh clone; its dense + multi-crop figure uses a 3x3 grid"),
     ("imagenette_vgg16_bn_112px.json", "imagenette_vgg16_bn", "112 140 168",
-     "the previous version of the recipe: 112 px crops, S in [112, 168], batch 128, lr 0.08, "
-     "30 epochs (--image-size 168 --scale 112 --scale-max 168 --crop-size 112 --batch-size 128 "
+     "an earlier version of the recipe: 112 px crops, S in [112, 168], batch 128, lr 0.08, "
+     "30 epochs, no cutout (--cutout 0 --image-size 168 --scale 112 --scale-max 168 --crop-size 112 --batch-size 128 "
      "--lr 0.08 --epochs 30)"),
     ("imagenette_quick_second_run.json", "imagenette_quick", "96 112 128",
      "the recipe as shipped, run first from the working tree (--out runs/inq_bs64e20): the "
@@ -159,7 +162,8 @@ def _recipe_result(r: dict, name: str, what: str) -> str:
 def imagenette_section(results: dict[str, dict], tables: Path) -> list[str]:
     out = ["## Imagenette at ImageNet-like resolution", "", "```bash"]
     for file, name, scales, _ in IMAGENETTE_RUNS[:2]:
-        multicrop = True  # both recipes were evaluated dense + multi-crop too
+        multicrop = any(e["protocol"] == "dense+multicrop"
+                        for e in results.get(file, {}).get("evaluations", ()))
         out += [f"vggnet train --config {name} --data ../shared/data/imagenette-224.tar.gz "
                 "--precision bf16",
                 f"vggnet evaluate runs/{name} --protocol dense --scales {scales} --flip "
