@@ -50,6 +50,8 @@ class TrainConfig:
     flip: bool = opt(True, "random horizontal flip")
     alternate_flip: bool = opt(False, "flip each image in every other epoch (random in the first) instead of tossing a coin every epoch")
     cutout: int = opt(0, "side of the cutout square in pixels (0: off)")
+    mixup: float = opt(0.0, "mixup: blend each batch with a permutation of itself, weight ~ Beta(alpha, alpha); this is alpha, e.g. 0.2 (0: off)")
+    cutmix: float = opt(0.0, "CutMix: paste a box of a permuted partner, area ~ Beta(alpha, alpha); this is alpha, e.g. 1.0 (0: off); with mixup, one of the two per batch")
     scale: int | None = opt(None, "the paper's training scale S in pixels: shorter side to S, then a random crop of crop_size")
     scale_max: int | None = opt(None, "with scale: S jittered per image in [scale, scale_max] (the paper's multi-scale training)")
     crop_size: int | None = opt(None, "network input size with `scale` (default: image size)")
@@ -229,6 +231,9 @@ def _check_values(cfg: TrainConfig) -> None:
     if cfg.stream and not cfg.crop_size:
         raise ConfigError("stream needs crop_size (the network's input size, e.g. 224) and "
                           "scale (the training scale S, e.g. 256)")
+    if cfg.mixup < 0 or cfg.cutmix < 0:
+        raise ConfigError(f"mixup and cutmix are Beta alphas, 0 (off) or more, e.g. 0.2 and "
+                          f"1.0; got {cfg.mixup} and {cfg.cutmix}")
     if cfg.tta_shift < 0:
         raise ConfigError(f"tta_shift must be 0 or more pixels; got {cfg.tta_shift}")
     if cfg.workers < 0:

@@ -30,6 +30,7 @@ from .config import TrainConfig, check_run_dir, validate
 from .distributed import DistContext, init_distributed, shutdown
 from .history import write_history
 from .hooks import Hook, recipe_hooks
+from .mixing import BatchMixer
 from .setup import (Data, apply_conv_algorithm, build_loaders, build_model, build_optimizer,
                     build_schedule, test_scale)
 from .state import TrainState, load_state, save_state
@@ -54,6 +55,7 @@ class Step:
     criterion: nn.Module
     autocast: object
     sync_every: int = 1           # read the loss back (NaN check, progress) every this many steps
+    mix: BatchMixer | None = None  # mixup / CutMix of each training batch
 
 
 @dataclass
@@ -86,7 +88,8 @@ def train_step(state: TrainState, step: Step, x: torch.Tensor, y: torch.Tensor):
 def train_one_epoch(state: TrainState, step: Step, loader, *, hooks=(), progress=None,
                     stop=None, limit: int | None = None) -> EpochSums:
     """One epoch (from ``state.step`` on, when resuming in its middle), or its first ``limit``
-    steps. Stops cleanly after the current step when ``stop.requested`` is set."""
+    steps. Stops cleanly after the current step when ``stop.requested`` is set. With mixup or
+    CutMix, training accuracy counts each image's own (unmixed) label."""
     state.model.train()
     for hook in hooks:
         hook.on_epoch_start(state.model, state.epoch)
@@ -103,7 +106,8 @@ def train_one_epoch(state: TrainState, step: Step, loader, *, hooks=(), progress
     bar = progress(batches, total=len(loader), initial=skip) if progress else batches
     t0 = time.perf_counter()
     for i, (x, y) in enumerate(bar, start=skip):
-        loss, logits = train_step(state, step, x, y)
+        x, target = (x, y) if step.mix is None else step.mix(x, y, state.epoch, i)
+        loss, logits = train_step(state, step, x, target)
         sums.loss_sum += loss * len(y)
         sums.correct += (logits.argmax(1) == y).sum()
         sums.seen += len(y)
@@ -185,7 +189,8 @@ class _Run:
         self.step = Step(_wrap(model, cfg, ctx, device),
                          nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing),
                          autocast_for(device, cfg.precision),
-                         sync_every=1 if device.type == "cpu" else 50)
+                         sync_every=1 if device.type == "cpu" else 50,
+                         mix=_mixer(cfg, len(self.data.classes)))
         self.meta = _metadata(cfg, self.data)
 
     def run(self) -> RunResult:
@@ -273,6 +278,11 @@ class _Run:
         s = self.state
         return RunResult(self.out, s.history, s.best_top1, interrupted=interrupted,
                          main=self.ctx.is_main)
+
+
+def _mixer(cfg: TrainConfig, num_classes: int) -> BatchMixer | None:
+    mixer = BatchMixer(num_classes, mixup=cfg.mixup, cutmix=cfg.cutmix, seed=cfg.seed)
+    return mixer if mixer.enabled else None
 
 
 def _set_determinism(cfg: TrainConfig, device: torch.device) -> None:

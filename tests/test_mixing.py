@@ -1,0 +1,96 @@
+"""Mixup and CutMix: the blend matches its targets, draws are reproducible per step, and runs
+with them train, resume exactly and reject bad alphas."""
+
+import pytest
+import torch
+
+from vggnet.errors import ConfigError
+from vggnet.run import load_checkpoint
+from vggnet.training.config import resolve
+from vggnet.training.loop import train
+from vggnet.training.mixing import BatchMixer
+
+DIGITS = dict(data="digits", model="vgg11_bn", width=0.25, head="linear", batch_size=64,
+              lr=0.05, crop_padding=2, flip=False, progress=False)
+
+
+def _batch(n=16, classes=5):
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(n, 3, 12, 12, generator=g), torch.arange(n) % classes
+
+
+def _blend_partners(mixed, x):
+    """For each mixed image: the partner j and weight lam with mixed = lam x_i + (1 - lam) x_j."""
+    found = []
+    for i in range(len(x)):
+        if torch.allclose(mixed[i], x[i], atol=1e-5):
+            found.append((i, 1.0))  # its own partner, or lam = 1
+            continue
+        for j in range(len(x)):
+            d = (x[i] - x[j]).flatten()
+            lam = float(((mixed[i] - x[j]).flatten() @ d) / (d @ d)) if j != i else 0.0
+            if j != i and torch.allclose(mixed[i], lam * x[i] + (1 - lam) * x[j], atol=1e-4):
+                found.append((j, lam))
+                break
+        else:
+            raise AssertionError(f"image {i} is not a blend of itself and one other image")
+    return found
+
+
+def _expected_target(y, i, j, lam, classes=5):
+    one_hot = torch.nn.functional.one_hot(y, classes).float()
+    return lam * one_hot[i] + (1 - lam) * one_hot[j]
+
+
+def test_mixup_blends_images_with_one_weight_as_its_targets_say():
+    x, y = _batch()
+    mixed, target = BatchMixer(5, mixup=0.4, seed=3)(x, y, epoch=2, step=7)
+    partners = _blend_partners(mixed, x)
+    lams = {round(lam, 4) for _, lam in partners if lam != 1.0}
+    assert len(lams) == 1, lams  # one weight per batch
+    for i, (j, lam) in enumerate(partners):
+        assert torch.allclose(target[i], _expected_target(y, i, j, lam), atol=1e-4)
+
+
+def test_cutmix_pastes_one_box_whose_area_is_the_partners_share():
+    x, y = _batch()
+    mixed, target = BatchMixer(5, cutmix=1.0, seed=1)(x, y, epoch=0, step=4)
+    box = (mixed != x).any(1).any(0)  # H x W: pixels any image took from its partner
+    rows, cols = box.any(1).nonzero().flatten(), box.any(0).nonzero().flatten()
+    assert len(rows) and box[rows.min():rows.max() + 1, cols.min():cols.max() + 1].all()
+    own = 1 - float(box.sum()) / box.numel()
+    for i in range(len(x)):
+        assert torch.equal(mixed[i][:, ~box], x[i][:, ~box])
+        j = next(k for k in range(len(x)) if torch.equal(mixed[i][:, box], x[k][:, box]))
+        lam = 1.0 if j == i else own
+        assert torch.allclose(target[i], _expected_target(y, i, j, lam), atol=1e-6)
+
+
+def test_draws_depend_on_seed_epoch_and_step_only():
+    x, y = _batch()
+    mixer = BatchMixer(5, mixup=0.2, cutmix=1.0, seed=0)
+    a, ta = mixer(x, y, 1, 5)
+    b, tb = mixer(x, y, 1, 5)
+    assert torch.equal(a, b) and torch.equal(ta, tb)
+    c, _ = mixer(x, y, 1, 6)
+    assert not torch.equal(a, c)
+
+
+def test_training_with_mixup_and_cutmix_learns_and_resumes_exactly(tmp_path):
+    kw = dict(DIGITS, epochs=3, mixup=0.2, cutmix=1.0, deterministic=True)
+    full = train(resolve(None, {**kw, "out": str(tmp_path / "a")}))
+    assert full.best_top1 > 0.8  # 10 classes: chance is 0.1
+    first = train(resolve(None, {**kw, "out": str(tmp_path / "b"), "stop_after": 1}))
+    assert first.interrupted
+    resumed = train(resolve(None, {**kw, "out": str(tmp_path / "b"), "resume": True}))
+    assert [h["test_loss"] for h in resumed.history] == [h["test_loss"] for h in full.history]
+    a, _ = load_checkpoint(tmp_path / "a", which="last")
+    b, _ = load_checkpoint(tmp_path / "b", which="last")
+    for key, value in a.state_dict().items():
+        assert torch.equal(value, b.state_dict()[key]), key
+
+
+@pytest.mark.parametrize("key", ["mixup", "cutmix"])
+def test_negative_alpha_is_a_clear_error(tmp_path, key):
+    with pytest.raises(ConfigError, match="Beta alphas"):
+        resolve(None, {**DIGITS, key: -0.1, "out": str(tmp_path / "run")})
