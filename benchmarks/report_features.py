@@ -130,6 +130,9 @@ IMAGENETTE_RUNS = (  # result file, recipe, dense scales, what it is
     ("imagenette_quick_seed1.json", "imagenette_quick", "96 112 128",
      "the recipe as shipped with --seed 1 --out runs/inq_seed1, an independent sample; the "
      "machine ran about 20% slower that hour"),
+    ("imagenette_quick_cutmix.json", "imagenette_quick", "96 112 128",
+     "an experiment: CutMix, --cutmix 1.0 --out runs/inq_cutmix (then evaluate --protocol dense "
+     "as above)"),
     ("imagenette_quick_batch64_17ep.json", "imagenette_quick", "96 112 128",
      "an experiment: --batch-size 64 --lr 0.05 --epochs 17 --out runs/inq_bs64; not evaluated "
      "further"),

@@ -55,3 +55,24 @@ def prometheus_value(text: str, name: str, **labels) -> float:
             if line.split("{")[0].split(" ")[0] == name:
                 return float(line.rsplit(" ", 1)[1])
     return 0.0
+
+
+def run_stopped_and_resumed(cfg: dict, tmp_path, stop_after: int):
+    """Trains ``cfg`` in one go (run a) and stopped after ``stop_after`` epochs then resumed
+    (run b); asserts both give the same history and weights. Returns run a and its model."""
+    import torch
+    from vggnet.run import load_checkpoint
+    from vggnet.training.config import resolve
+    from vggnet.training.loop import train
+
+    full = train(resolve(None, {**cfg, "out": str(tmp_path / "a")}))
+    first = train(resolve(None, {**cfg, "out": str(tmp_path / "b"), "stop_after": stop_after}))
+    assert first.interrupted
+    resumed = train(resolve(None, {**cfg, "out": str(tmp_path / "b"), "resume": True}))
+    assert [h["test_loss"] for h in resumed.history] == [h["test_loss"] for h in full.history]
+    a, _ = load_checkpoint(tmp_path / "a", which="last")
+    b, _ = load_checkpoint(tmp_path / "b", which="last")
+    for key, value in a.state_dict().items():
+        assert torch.equal(value, b.state_dict()[key]), key
+    assert full.best_top1 > 0.8
+    return full, a

@@ -14,6 +14,8 @@ from vggnet.training.config import resolve
 from vggnet.training.averaging import Lookahead, build_ema
 from vggnet.training.loop import train
 
+from helpers import run_stopped_and_resumed
+
 DIGITS = dict(data="digits", model="vgg11_bn", width=0.125, head="linear", batch_size=64,
               lr=0.05, crop_padding=2, flip=False, progress=False, deterministic=True)
 
@@ -71,25 +73,9 @@ def test_ema_averages_weights_and_batch_norm_statistics():
     assert int(got["1.num_batches_tracked"]) == 30
 
 
-def _run_stopped_and_resumed(cfg: dict, tmp_path, stop_after: int):
-    """Trains ``cfg`` in one go (run a) and stopped after ``stop_after`` epochs then resumed
-    (run b); asserts both give the same history and weights. Returns run a and its model."""
-    full = train(resolve(None, {**cfg, "out": str(tmp_path / "a")}))
-    first = train(resolve(None, {**cfg, "out": str(tmp_path / "b"), "stop_after": stop_after}))
-    assert first.interrupted
-    resumed = train(resolve(None, {**cfg, "out": str(tmp_path / "b"), "resume": True}))
-    assert [h["test_loss"] for h in resumed.history] == [h["test_loss"] for h in full.history]
-    a, _ = load_checkpoint(tmp_path / "a", which="last")
-    b, _ = load_checkpoint(tmp_path / "b", which="last")
-    for key, value in a.state_dict().items():
-        assert torch.equal(value, b.state_dict()[key]), key
-    assert full.best_top1 > 0.8
-    return full, a
-
-
 def test_training_with_ema_saves_the_averaged_weights_and_resumes_exactly(tmp_path):
     cfg = dict(DIGITS, epochs=3, ema=0.9, alternate_flip=True, flip=True)
-    full, a = _run_stopped_and_resumed(cfg, tmp_path, stop_after=1)
+    full, a = run_stopped_and_resumed(cfg, tmp_path, stop_after=1)
     # the saved weights are the average, not the last step's: they differ from a run without
     raw = train(resolve(None, {**cfg, "ema": 0.0, "out": str(tmp_path / "c")}))
     c, _ = load_checkpoint(tmp_path / "c", which="last")
@@ -129,7 +115,7 @@ def test_lookahead_pulls_the_weights_back_every_k_steps():
 
 def test_training_with_lookahead_resumes_exactly_and_changes_the_training(tmp_path):
     cfg = dict(DIGITS, epochs=3, lookahead=5, lookahead_alpha=0.5)
-    full, _ = _run_stopped_and_resumed(cfg, tmp_path, stop_after=2)
+    full, _ = run_stopped_and_resumed(cfg, tmp_path, stop_after=2)
     plain = train(resolve(None, {**cfg, "lookahead": 0, "out": str(tmp_path / "c")}))
     assert plain.history[0]["train_loss"] != full.history[0]["train_loss"]
     with pytest.raises(ValueError, match="trained without it; resume it with --lookahead 0"):
