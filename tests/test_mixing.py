@@ -6,6 +6,7 @@ import torch
 
 from vggnet.errors import ConfigError
 from vggnet.training.config import resolve
+from vggnet.training.loop import count_correct
 from vggnet.training.mixing import BatchMixer
 
 from helpers import run_stopped_and_resumed
@@ -85,3 +86,24 @@ def test_training_with_mixup_and_cutmix_learns_and_resumes_exactly(tmp_path):
 def test_negative_alpha_is_a_clear_error(tmp_path, key):
     with pytest.raises(ConfigError, match="Beta alphas"):
         resolve(None, {**DIGITS, key: -0.1, "out": str(tmp_path / "run")})
+
+
+def test_training_accuracy_scores_a_prediction_by_its_share_of_the_blend():
+    x, y = _batch()
+    mixed, target = BatchMixer(5, mixup=0.4, seed=3)(x, y, epoch=2, step=7)
+    lam = next(lam for _, lam in _blend_partners(mixed, x) if lam != 1.0)
+    dominant = target.argmax(1)  # the class that most of each blended image shows
+    partner = target.clone()
+    partner[torch.arange(len(y)), y] = -1  # the other class where the blend has two
+    partner = torch.where(target.max(1).values == 1, y, partner.argmax(1))
+    as_logits = lambda classes: torch.nn.functional.one_hot(classes, 5).float()  # noqa: E731
+    n = len(y)
+    # Unmixed targets: a plain count.
+    assert count_correct(as_logits(y), y) == n
+    # Blended targets: the own class counts lam, the partner's 1 - lam; both classes in sum.
+    two = target.max(1).values < 1
+    own = float(count_correct(as_logits(y), target))
+    other = float(count_correct(as_logits(partner), target))
+    assert own == pytest.approx(n - int(two.sum()) * (1 - lam), abs=1e-4)
+    assert own + other == pytest.approx(n + int((~two).sum()), abs=1e-4)
+    assert float(count_correct(as_logits(dominant), target)) >= max(own, other) - 1e-4
