@@ -117,12 +117,15 @@ IMAGENETTE_RUNS = (  # result file, recipe, dense scales, what it is
     ("imagenette_vgg16_bn.json", "imagenette_vgg16_bn", "128 160 192",
      "the recipe as shipped, trained and densely evaluated from a fresh clone with the "
      "commands above"),
+    ("imagenette_vgg16_bn_48ep.json", "imagenette_vgg16_bn", "128 160 192",
+     "the previous version of the recipe, without mixup, 48 epochs, the per-epoch check with "
+     "flips (--mixup 0 --epochs 48 --tta true), from a fresh clone"),
     ("imagenette_vgg16_bn_32ep.json", "imagenette_vgg16_bn", "128 160 192",
-     "the previous version of the recipe, without cutout and with 32 epochs (--cutout 0 "
-     "--epochs 32), from a fresh clone; its dense + multi-crop figure uses a 3x3 grid"),
+     "an earlier version of the recipe, without cutout or mixup and with 32 epochs (--cutout 0 "
+     "--mixup 0 --epochs 32 --tta true), from a fresh clone; its dense + multi-crop figure uses a 3x3 grid"),
     ("imagenette_vgg16_bn_112px.json", "imagenette_vgg16_bn", "112 140 168",
      "an earlier version of the recipe: 112 px crops, S in [112, 168], batch 128, lr 0.08, "
-     "30 epochs, no cutout (--cutout 0 --image-size 168 --scale 112 --scale-max 168 --crop-size 112 --batch-size 128 "
+     "30 epochs, no cutout (--cutout 0 --mixup 0 --tta true --image-size 168 --scale 112 --scale-max 168 --crop-size 112 --batch-size 128 "
      "--lr 0.08 --epochs 30)"),
     ("imagenette_quick_second_run.json", "imagenette_quick", "96 112 128",
      "the recipe as shipped, run first from the working tree (--out runs/inq_bs64e20): the "
@@ -175,7 +178,10 @@ def imagenette_section(results: dict[str, dict], tables: Path) -> list[str]:
                 f"--grid 3 --flip --precision bf16 --out runs/{name}/dmc"] if multicrop else []
         out += [f"python benchmarks/recipe_result.py runs/{name} runs/{name}/dense"
                 f"{f' runs/{name}/dmc' if multicrop else ''} --out benchmarks/results/{file}"]
-    out += ["```", ""]
+    out += ["python benchmarks/plot_imagenette_curves.py --out docs/imagenette_vgg16_bn_curves.png",
+            "```", "",
+            "![imagenette_vgg16_bn versions, top-1 per epoch](../docs/imagenette_vgg16_bn_curves.png)",
+            ""]
     for file, name, _, what in IMAGENETTE_RUNS:
         out += [_recipe_result(results[file], name, what) if file in results
                 else f"`{name}`: not run yet.", ""]

@@ -223,3 +223,21 @@ def test_report_shows_the_real_loop_remeasurement_with_its_machine():
     assert "train_one_epoch" in text and "AVX2" in text and "test cpu, 2 cores" in text
     assert "| vggnet engine, fp32 | 120.0 [118.0-121.0] | 1.20x |" in text
     assert "bf16 autocast" not in text  # not measured, not shown
+
+
+def test_imagenette_curves_plot_draws_each_kept_version_and_names_its_recipe(tmp_path):
+    spec = importlib.util.spec_from_file_location(
+        "curves", ROOT / "benchmarks" / "plot_imagenette_curves.py")
+    curves = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(curves)
+    results = [json.loads((ROOT / "benchmarks" / "results" / f).read_text())
+               for f in curves.DEFAULT]
+    labels = [curves._label(r) for r in results]
+    assert any("mixup 0.2" in label and "without flips" in label for label in labels)
+    assert any("cutout 48" in label and "mixup" not in label for label in labels)
+    assert all(curves._dense(r) is not None for r in results)  # every version has its star
+    from PIL import Image
+
+    out = curves.plot(results, tmp_path / "sub" / "curves.png")
+    with Image.open(out) as image:
+        assert image.size[0] > 800 and len(image.convert("RGB").getcolors(maxcolors=1 << 20)) > 50
