@@ -116,7 +116,7 @@ IMAGENETTE_RUNS = (  # result file, recipe, dense scales, what it is
      "which are bit-identical"),
     ("imagenette_vgg16_bn.json", "imagenette_vgg16_bn", "128 160 192",
      "the recipe as shipped, trained and densely evaluated from a fresh clone with the "
-     "commands above"),
+     "commands above; its dense + multi-crop figure uses a 3x3 grid"),
     ("imagenette_vgg16_bn_48ep.json", "imagenette_vgg16_bn", "128 160 192",
      "the previous version of the recipe, without mixup, 48 epochs, the per-epoch check with "
      "flips (--mixup 0 --epochs 48 --tta true), from a fresh clone"),
