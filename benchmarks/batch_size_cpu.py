@@ -21,7 +21,8 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from vggnet.bench import cpu_has_bf16, environment
+from vggnet.bench import environment
+from vggnet.device import resolve_precision
 from vggnet.device import autocast_for
 from vggnet.io import write_json
 from vggnet.models import create_model
@@ -65,7 +66,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.baseline not in args.batches:
         ap.error(f"--baseline {args.baseline} must be one of --batches {args.batches}")
-    precision = "bf16" if cpu_has_bf16() else "fp32"
+    precision = resolve_precision("cpu", "auto")
     steppers = {b: _stepper(b, args.size, precision) for b in args.batches}
     for b, step in steppers.items():  # warm-up: allocator, oneDNN kernels
         images_per_second(step, b, 2)

@@ -163,7 +163,7 @@ def test_real_cifar10_subset_train_evaluate_predict(cifar_tar, tmp_path, monkeyp
         Image.fromarray(test.images[i].permute(1, 2, 0).numpy()).save(tmp_path / f"t{i}.png")
     capsys.readouterr()
     assert main(["predict", str(out), *(str(tmp_path / f"t{i}.png") for i in range(5)),
-                 "--json", "--top-k", "3"]) == 0
+                 "--json", "--top-k", "3", "--precision", "fp32"]) == 0
     preds = json.loads(capsys.readouterr().out)
     model, meta = load_checkpoint(out)
     with torch.no_grad():

@@ -137,11 +137,16 @@ def test_tracing_scripting_and_export_use_the_ordinary_convolution():
         torch.testing.assert_close(scripted(x5), ref.features.conv5_1(x5))
 
 
-@pytest.mark.parametrize("algo, precision, expected", [
-    ("auto", "bf16", True), ("auto", "fp32", False), ("auto", "auto", False),
-    ("direct", "bf16", False), ("winograd", "fp32", True),
+@pytest.mark.parametrize("algo, precision, flags, expected", [
+    ("auto", "bf16", (), True), ("auto", "fp32", ("avx512_bf16",), False),
+    ("auto", "auto", ("avx2",), False),            # auto precision is fp32 on this CPU
+    ("auto", "auto", ("avx512_bf16",), True),      # and bf16 on this one
+    ("direct", "bf16", ("amx_bf16",), False), ("winograd", "fp32", (), True),
 ])
-def test_engine_option_chooses_when_to_convert(algo, precision, expected):
+def test_engine_option_chooses_when_to_convert(monkeypatch, algo, precision, flags, expected):
+    from vggnet import device
+
+    monkeypatch.setattr(device, "cpu_flags", lambda: frozenset(flags))
     model = create_model("vgg11_bn", num_classes=10, head="linear")  # 256-512 channels
     cfg = resolve(None, {**DIGITS, "conv_algorithm": algo, "precision": precision})
     assert (apply_conv_algorithm(model, cfg, torch.device("cpu")) > 0) is expected

@@ -89,6 +89,7 @@ class RunMetadata:
     git_commit: str | None = None
     epoch: int | None = None
     metrics: dict = field(default_factory=dict)
+    compute: dict = field(default_factory=dict)  # device and the precision it trained in
 
     @classmethod
     def from_dict(cls, d: dict) -> "RunMetadata":
@@ -98,13 +99,15 @@ class RunMetadata:
                    model_config=dict(d.get("model_config") or {}),
                    config=dict(d.get("config") or {}), data=dict(d.get("data") or {}),
                    versions=dict(d.get("versions") or {}), git_commit=d.get("git_commit"),
-                   epoch=d.get("epoch"), metrics=dict(d.get("metrics") or {}))
+                   epoch=d.get("epoch"), metrics=dict(d.get("metrics") or {}),
+                   compute=dict(d.get("compute") or {}))
 
     def to_dict(self) -> dict:
         return {"model_config": self.model_config, "classes": self.classes,
                 "preprocessing": self.preprocessing.to_dict(), "data": self.data,
                 "config": self.config, "versions": self.versions,
-                "git_commit": self.git_commit, "epoch": self.epoch, "metrics": self.metrics}
+                "git_commit": self.git_commit, "epoch": self.epoch, "metrics": self.metrics,
+                "compute": self.compute}
 
     @property
     def data_source(self) -> str | None:

@@ -34,7 +34,8 @@ def register(sub) -> None:
     p.add_argument("--workers", type=int, default=4, help="decoding processes with --stream")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
-                   help="auto: bf16 on a GPU, fp32 on a CPU")
+                   help="auto (default): bf16 on a GPU and on CPUs with AVX512-BF16 or AMX, "
+                        "fp32 elsewhere")
     p.add_argument("--out", help="folder for evaluation.json and confusion.png (default: the run)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=run)

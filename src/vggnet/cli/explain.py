@@ -18,6 +18,9 @@ def register(sub) -> None:
                    help="gradcam (default) or gradcam++")
     p.add_argument("--out", default="explain", help="output folder (default ./explain)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                   help="auto (default): bf16 on a GPU and on CPUs with AVX512-BF16 or AMX, "
+                        "fp32 elsewhere")
     p.set_defaults(func=run)
 
 
@@ -26,7 +29,7 @@ def run(args) -> None:
     from ..io import find_images
 
     explainer = Explainer(args.checkpoint, device=args.device, layer=args.layer,
-                          method=args.method)
+                          method=args.method, precision=args.precision)
     results = explainer.explain_files(find_images(args.images), args.out, args.class_name)
     for r in results:
         if r.error:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..data.names import readable
-from ..device import autocast_for, pick_device
+from ..device import autocast_for, pick_device, resolve_precision
 from ..errors import ConfigError, DataError
 from ..io import write_json
 from ..run import RunMetadata, load_checkpoint, open_run_data, resolve_checkpoint
@@ -77,6 +77,7 @@ def evaluate_run(checkpoint, options: EvalOptions | None = None) -> dict:
     return {"checkpoint": str(ckpt), "arch": model.arch, "data": str(opts.data or meta.data_source),
             "split": opts.split, "images": result["n"], "protocol": opts.protocol,
             "scales": scales, "flip": opts.flip, "tta_shift": opts.tta_shift,
+            "precision": resolve_precision(device, opts.precision),
             "top1": result["top1"], "top5": result["top5"], "loss": result["loss"],
             "per_class": dict(zip(classes, result["per_class"])),
             "confusion": result["confusion"], "classes": classes}
@@ -112,7 +113,8 @@ def format_report(report: dict) -> str:
     """The report as the lines ``vggnet evaluate`` prints."""
     shift = f", shift {report['tta_shift']}" if report["tta_shift"] else ""
     views = (f"{report['protocol']}, Q={','.join(map(str, report['scales']))}"
-             f"{', flip' if report['flip'] else ''}{shift}")
+             f"{', flip' if report['flip'] else ''}{shift}"
+             + (f", {report['precision']}" if "precision" in report else ""))
     lines = [f"{report['arch']} on {report['data']} ({report['split']}, {report['images']} "
              f"images, {views}): top-1 {100 * report['top1']:.2f}%  top-5 "
              f"{100 * report['top5']:.2f}%  loss {report['loss']:.4f}"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import difflib
 import io
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -75,20 +76,38 @@ class Explainer:
     """Grad-CAM for one run: ``explain(image)`` gives the map; ``explain_files`` writes them."""
 
     def __init__(self, run, device: str = "cpu", layer: str | None = None,
-                 method: str = "gradcam", predictor: Predictor | None = None):
-        """``predictor``: share an already loaded PyTorch :class:`Predictor` (the service)."""
-        self.predictor = predictor or Predictor(run, device=device)
-        self.model = self.predictor.model
+                 method: str = "gradcam", predictor: Predictor | None = None,
+                 precision: str = "auto"):
+        """``predictor``: share an already loaded PyTorch :class:`Predictor` (the service).
+        ``precision``: the forward and backward passes under bf16 autocast (``auto``: on a GPU
+        and on CPUs with native bf16) or in fp32; the maps are returned in fp32 either way."""
+        from ..device import autocast_for
+
+        # the predictor is only asked to crop and normalise: its fp32 engine keeps the model
+        self.predictor = predictor or Predictor(run, device=device, precision="fp32")
+        self.autocast = autocast_for(self.predictor.device, precision)
         self.classes = self.predictor.classes
-        self.layer = check_layer(self.model, layer) if layer else default_layer(self.model)
+        self._layer = layer
         self.method = method
+        if predictor is None:
+            _ = self.layer  # a bad layer name fails here, before any image is read
+
+    @property
+    def model(self):
+        """The run's PyTorch model (the service loads it on the first explanation asked for)."""
+        return self.predictor.model
+
+    @cached_property
+    def layer(self) -> str:
+        return check_layer(self.model, self._layer) if self._layer else default_layer(self.model)
 
     def explain(self, image, class_name: str | None = None, method: str | None = None):
         """(the picture the network saw, its CamResult) for one PIL image."""
         crop = self.predictor.crop(image)
         x = self.predictor.to_tensor(crop).to(self.predictor.device)
         idx = class_index(self.classes, class_name)
-        return crop, grad_cam(self.model, x, self.layer, idx, method or self.method)[0]
+        with self.autocast():
+            return crop, grad_cam(self.model, x, self.layer, idx, method or self.method)[0]
 
     def png(self, image, class_name: str | None = None, method: str | None = None) -> bytes:
         """The side-by-side sheet of one PIL image, as PNG bytes."""

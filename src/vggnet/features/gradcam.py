@@ -112,6 +112,8 @@ def grad_cam(model: nn.Module, images: torch.Tensor, layer: str | None = None,
         weights = _weights(grads, activation.detach(), method)
         cams = F.relu((weights[:, :, None, None] * activation).sum(1))
         probs = logits.detach().float().softmax(1).gather(1, idx.view(-1, 1)).squeeze(1)
+    if cams.dtype in (torch.bfloat16, torch.float16):  # computed under autocast
+        cams = cams.float()
     return [CamResult(cam=c, class_index=int(i), score=float(s), layer=layer,
                       probability=float(p))
             for c, i, s, p in zip(cams, idx.tolist(), scores.detach(), probs)]

@@ -82,7 +82,7 @@ class TrainConfig:
     whiten_bias_epochs: int = opt(3, "a whitening first layer (vgg_speed): its weights come from the training images; its bias trains this long")
     # --- execution ---
     device: str = opt("auto", "auto (cuda if available), cpu, cuda, cuda:N")
-    precision: str = opt("auto", "auto (bf16 on GPU, fp32 on CPU), fp32, bf16")
+    precision: str = opt("auto", "auto (bf16 on a GPU and on CPUs with AVX512-BF16 or AMX, fp32 elsewhere), fp32, bf16")
     channels_last: bool = opt(True, "channels-last memory format (faster convolutions on CPUs and GPUs)")
     conv_algorithm: str = opt("auto", "3x3 convolutions on maps of <= 8x8: auto (Winograd F(2x2,3x3) for bf16 CPU training steps of layers with >= 256 channels, where it measured faster: benchmarks/RESULTS.md), winograd (always, any precision), direct (never)")
     compile: bool = opt(False, "torch.compile the model (measure before turning on)")

@@ -19,7 +19,8 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from ..device import autocast_for, pick_device
+from ..device import (autocast_for, describe_precision, pick_device, resolve_precision,
+                      reuse_freed_memory)
 from ..errors import ConfigError, TrainingError
 from ..evaluation.metrics import evaluate
 from ..evaluation.protocols import evaluate_protocol
@@ -182,6 +183,10 @@ class _Run:
 
     def __init__(self, cfg: TrainConfig, ctx: DistContext, device: torch.device):
         self.cfg, self.ctx, self.device, self.out = cfg, ctx, device, Path(cfg.out)
+        self.precision = describe_precision(device, cfg.precision)
+        log.info(f"training on {device} in {self.precision}")
+        if device.type == "cpu":
+            reuse_freed_memory()  # large activations are not page-faulted in every step
         _set_determinism(cfg, device)
         torch.manual_seed(cfg.seed)
         data_gen = torch.Generator().manual_seed(cfg.seed)  # shuffling and augmentation
@@ -204,6 +209,9 @@ class _Run:
                          sync_every=1 if device.type == "cpu" else 50,
                          mix=_mixer(cfg, len(self.data.classes)))
         self.meta = _metadata(cfg, self.data)
+        self.meta.compute = {"device": str(device), "precision": resolve_precision(device,
+                                                                                   cfg.precision),
+                             "precision_reason": self.precision}
 
     def run(self) -> RunResult:
         cfg, state, main = self.cfg, self.state, self.ctx.is_main
