@@ -104,7 +104,9 @@ def test_predict_keeps_going_past_bad_files(run, tmp_path, capsys):
     captured = capsys.readouterr()
     assert code == 1  # something failed, and says so
     assert len(json.loads(captured.out)) == 9
-    assert captured.err.count("\n") == 1 and "notes.jpg" in captured.err
+    errors = [line for line in captured.err.splitlines() if "error:" in line]
+    assert len(errors) == 1 and "notes.jpg" in errors[0]
+    assert captured.err.startswith("vggnet predict: torch backend, ")  # what ran, first
 
 
 def test_predict_table_output(run, tmp_path, capsys):

@@ -39,8 +39,9 @@ def images(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def client(run):
-    with TestClient(create_app(ServeSettings(run=str(run), max_images=4,
-                                             max_upload_mb=1))) as c:
+    # fp32 pinned: its answers are compared with `vggnet predict`'s to 1e-5 on every CPU
+    with TestClient(create_app(ServeSettings(run=str(run), backend="torch", precision="fp32",
+                                             max_images=4, max_upload_mb=1))) as c:
         yield c
 
 
@@ -49,7 +50,7 @@ def _files(paths):
 
 
 def test_predictions_equal_vggnet_predicts(client, run, images):
-    expected = Predictor(run).predict(images, top_k=3)
+    expected = Predictor(run, precision="fp32").predict(images, top_k=3)
     r = client.post("/v1/predict?top_k=3", files=_files(images))
     assert r.status_code == 200, r.text
     body = r.json()
@@ -72,7 +73,7 @@ def test_model_endpoint_names_the_weights(client, run):
     assert m["weights_sha256"] == hashlib.sha256((run / "best.safetensors").read_bytes()).hexdigest()
     assert m["classes"] == [str(i) for i in range(10)]
     assert m["preprocessing"]["input_size"] > 0 and len(m["preprocessing"]["mean"]) == 3
-    assert m["backend"] == "torch" and m["limits"]["max_images"] == 4
+    assert m["backend"] == "torch" and m["precision"] == "fp32" and m["limits"]["max_images"] == 4
     assert client.get("/healthz").json()["status"] == "ok"
 
 
@@ -248,7 +249,7 @@ def test_batcher_without_batching_and_with_a_failing_model():
 
 def test_onnx_and_int8_backends(run, images, tmp_path):
     pytest.importorskip("onnxruntime")
-    torch_probs = Predictor(run).predict(images, top_k=10)
+    torch_probs = Predictor(run, precision="fp32").predict(images, top_k=10)
     with TestClient(create_app(ServeSettings(run=str(run), backend="onnx"))) as c:
         body = c.post("/v1/predict?top_k=10", files=_files(images)).json()
         assert c.get("/v1/model").json()["weights_file"] == "best.onnx"
@@ -265,7 +266,8 @@ def test_onnx_and_int8_backends(run, images, tmp_path):
     with TestClient(create_app(ServeSettings(run=str(run), backend="int8"))) as c:
         r = c.post("/v1/predict", files=_files(images))
         assert r.status_code == 200 and len(r.json()["predictions"]) == 3
-        assert c.get("/v1/model").json()["weights_file"] == "best.int8.onnx"
+        info = c.get("/v1/model").json()
+        assert info["weights_file"] == "best.int8.onnx" and info["precision"] == "int8"
 
 
 def test_command_line_errors_are_one_line(run, tmp_path, capsys):

@@ -12,7 +12,7 @@ from .data.augment import normalize
 from .data.names import readable
 from .errors import ImageReadError, InputError, WeightsError
 from .io import open_image, resize_center_crop
-from .run import load_checkpoint, read_run_metadata
+from .run import load_checkpoint, read_run_metadata, resolve_checkpoint
 
 
 @dataclass
@@ -25,24 +25,49 @@ class Prediction:
 class Predictor:
     """Loads a checkpoint once and classifies images of any size and mode."""
 
-    def __init__(self, checkpoint, device: str | torch.device = "cpu", onnx=None):
-        """``onnx``: run this exported model (e.g. ``best.int8.onnx`` from ``vggnet export
-        --int8``) in ONNX Runtime instead; names and preprocessing still come from
-        ``checkpoint``'s metadata, and its PyTorch weights are not loaded."""
-        if onnx is not None:
-            from .export.quantize import OnnxClassifier
+    def __init__(self, checkpoint, device: str | torch.device = "cpu", onnx=None,
+                 backend: str = "torch", precision: str = "auto", threads: int | None = None):
+        """``backend``: which engine runs the network (see :mod:`vggnet.export.backends`:
+        torch, onnx, int8, openvino, openvino-int8, or auto for the fastest available);
+        ``precision`` (auto, fp32, bf16) for the torch and openvino backends, where ``auto``
+        is bf16 on CPUs with native bf16 and on GPUs. ``onnx``: run this exported file
+        instead (``best.int8.onnx`` of ``vggnet export --int8`` in ONNX Runtime, or an
+        OpenVINO ``.xml``); names and preprocessing still come from ``checkpoint``'s
+        metadata. :attr:`backend` and :attr:`precision` say what really runs."""
+        from .export.backends import open_backend
 
-            if not Path(onnx).is_file():
-                raise WeightsError(f"ONNX model not found: {onnx}")
-            self.meta = read_run_metadata(checkpoint)
-            self.model, self.device = OnnxClassifier(onnx), torch.device("cpu")
+        self.checkpoint = resolve_checkpoint(checkpoint)
+        self.device = torch.device(device)
+        self._model = None
+        if onnx is not None:
+            self.meta = read_run_metadata(self.checkpoint)
+            self.engine, self.device = _exported(Path(onnx), precision, threads), torch.device("cpu")
         else:
-            self.device = torch.device(device)
-            self.model, self.meta = load_checkpoint(checkpoint, device=self.device)
+            if backend == "torch":  # loaded here: its metadata and the engine share one read
+                self._model, self.meta = load_checkpoint(self.checkpoint, device=self.device)
+            else:
+                self.meta = read_run_metadata(self.checkpoint)
+            self.engine = open_backend(self.checkpoint, backend, precision, self.device, threads,
+                                       model=self._model)
+            if backend == "torch" and self.engine.precision != "fp32":
+                self._model = None  # the engine holds its own copy; reloaded if asked for
+        self.backend, self.precision = self.engine.backend, self.engine.precision
         pre = self.meta.preprocessing
         self.input_size, self.test_scale = pre.input_size, pre.test_scale
         self.mean, self.std = pre.mean, pre.std
         self.classes = readable(list(self.meta.classes))  # WordNet ids with their names
+
+    @property
+    def model(self) -> torch.nn.Module:
+        """The run's network as trained, in PyTorch (for features and Grad-CAM), loaded on
+        first use when the engine does not already hold it."""
+        if self._model is None:
+            self._model, _ = load_checkpoint(self.checkpoint, device=self.device)
+        return self._model
+
+    def describe(self) -> str:
+        """One line: which backend and precision answer, and from which file."""
+        return f"{self.backend} backend, {self.precision}, {self.engine.path}"
 
     def crop(self, image):
         """The picture the network sees: shorter side to the test scale, centre crop."""
@@ -64,7 +89,7 @@ class Predictor:
             bad = (~torch.isfinite(batch)).flatten(1).any(1).nonzero().flatten().tolist()
             raise InputError(f"input images {bad[:10]} hold NaN or infinite values; "
                              "check how they were produced or normalised (is a std 0?)")
-        return self.model(batch.to(self.device)).float().softmax(1).cpu()
+        return self.engine(batch).float().softmax(1).cpu()
 
     def predict(self, paths, top_k: int = 5, batch_size: int = 64) -> list[Prediction]:
         """One :class:`Prediction` per path; unreadable files get an error, the rest go on."""
@@ -92,3 +117,16 @@ class Predictor:
                 flush()
         flush()
         return results
+
+
+def _exported(path: Path, precision: str, threads: int | None):
+    """The engine of an exported file: ONNX Runtime for ``.onnx``, OpenVINO for ``.xml``."""
+    if not path.is_file():
+        raise WeightsError(f"exported model not found: {path}")
+    if path.suffix == ".xml":
+        from .export.openvino import OpenVinoClassifier
+
+        return OpenVinoClassifier(path, threads=threads, precision=precision)
+    from .export.quantize import OnnxClassifier
+
+    return OnnxClassifier(path, threads=threads)

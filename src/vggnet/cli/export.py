@@ -1,4 +1,5 @@
-"""`vggnet export`: ONNX (checked against ONNX Runtime) or TorchScript, and int8."""
+"""`vggnet export`: ONNX (checked against ONNX Runtime), OpenVINO IR (checked against OpenVINO)
+or TorchScript, and int8 for ONNX Runtime and OpenVINO."""
 
 from __future__ import annotations
 
@@ -8,16 +9,17 @@ from ..errors import UsageError
 
 
 def register(sub) -> None:
-    p = sub.add_parser("export", help="export a checkpoint to ONNX or TorchScript")
+    p = sub.add_parser("export", help="export a checkpoint to ONNX, OpenVINO or TorchScript")
     p.add_argument("checkpoint", help="a run directory or a .safetensors checkpoint")
-    p.add_argument("--format", choices=["onnx", "torchscript"], default="onnx",
-                   help="onnx (default) or torchscript")
+    p.add_argument("--format", choices=["onnx", "openvino", "torchscript"], default="onnx",
+                   help="onnx (default), openvino (IR: best.xml + best.bin) or torchscript")
     p.add_argument("--out", help="output file (default: beside the checkpoint)")
     p.add_argument("--input-size", type=int, help="example input size (default: the checkpoint's)")
     p.add_argument("--no-check", action="store_true", help="skip the parity check")
     p.add_argument("--int8", action="store_true",
-                   help="also write an int8 ONNX model (ONNX Runtime static quantization), "
-                        "calibrated on the run's own training images")
+                   help="also write an int8 model (ONNX Runtime static quantization, "
+                        "calibrated on the run's own training images): best.int8.onnx, and "
+                        "with --format openvino best.int8.xml made from it")
     p.add_argument("--calibration", type=int, default=512, help="calibration images for --int8")
     p.add_argument("--check-images", type=int, default=1000,
                    help="test images on which --int8 reports top-1 agreement with fp32")
@@ -35,24 +37,34 @@ def run(args) -> None:
 
     if args.int8_full_range and not args.int8:
         raise UsageError("--int8-full-range shapes the --int8 model: add --int8")
-    if args.int8 and args.format != "onnx":
-        raise UsageError("--int8 makes an ONNX Runtime model: use it with --format onnx")
-    if args.format == "onnx":
+    if args.int8 and args.format == "torchscript":
+        raise UsageError("--int8 makes an ONNX Runtime or OpenVINO model: use it with --format "
+                         "onnx or openvino")
+    if args.format in ("onnx", "openvino"):
         _need_onnx()
+    if args.format == "openvino":
+        from ..export.openvino import need_openvino
+
+        need_openvino()
     ckpt = resolve_checkpoint(args.checkpoint)
     model, meta = load_checkpoint(ckpt)
     size = args.input_size or meta.preprocessing.input_size
-    suffix = ".onnx" if args.format == "onnx" else ".pt"
+    suffix = {"onnx": ".onnx", "openvino": ".xml", "torchscript": ".pt"}[args.format]
     out = Path(args.out) if args.out else ckpt.with_suffix(suffix)
     if args.format == "onnx":
         export_onnx(model, out, size, check=not args.no_check)
         checked = " (checked against ONNX Runtime)"
+    elif args.format == "openvino":
+        from ..export.openvino import export_openvino
+
+        export_openvino(model, out, size, check=not args.no_check)
+        checked = " (checked against OpenVINO in fp32)"
     else:
         export_torchscript(model, out, size, check=not args.no_check)
         checked = " (reloaded and checked)"
     print(f"wrote {out}{'' if args.no_check else checked}")
     if args.int8:
-        _int8(model, meta, out, args)
+        _int8(model, meta, ckpt, out, args)
 
 
 def _need_onnx() -> None:
@@ -64,13 +76,32 @@ def _need_onnx() -> None:
                          "missing): pip install 'vggnet[export]'") from None
 
 
-def _int8(model, meta, fp32_path: Path, args) -> None:
+def _int8(model, meta, ckpt: Path, out: Path, args) -> None:
+    from ..export.formats import export_onnx
     from ..export.quantize import quantize_run
 
-    int8_path = fp32_path.with_suffix(".int8.onnx")
-    r = quantize_run(model, meta, fp32_path, int8_path, calibration=args.calibration,
+    if args.format == "onnx":
+        fp32_onnx = out
+    else:  # the int8 model is made from the fp32 ONNX export, beside the checkpoint
+        fp32_onnx = ckpt.with_suffix(".onnx")
+        export_onnx(model, fp32_onnx, args.input_size or meta.preprocessing.input_size,
+                    check=not args.no_check)
+    int8_path = out.with_suffix("").with_suffix(".int8.onnx")
+    r = quantize_run(model, meta, fp32_onnx, int8_path, calibration=args.calibration,
                      check_images=args.check_images, data_root=args.data_root,
                      reduce_range=not args.int8_full_range)
     print(f"wrote {int8_path} (int8, calibrated on {r['calibration_images']} training images; "
           f"top-1 agrees with fp32 on {100 * r['top1_agreement']:.2f}% of {r['test_images']} "
-          "test images)")
+          "test images in ONNX Runtime)")
+    if args.format == "openvino":
+        from ..export.openvino import OpenVinoClassifier, convert_onnx
+        from ..export.quantize import compare_int8
+        from ..run import open_run_data
+
+        xml = convert_onnx(int8_path, int8_path.with_suffix("").with_suffix(".int8.xml"))
+        test = open_run_data(meta, "test", n=args.check_images, data_root=args.data_root)
+        pre = meta.preprocessing
+        r = compare_int8(model.eval(), OpenVinoClassifier(xml), test.images, test.labels,
+                         pre.mean, pre.std)
+        print(f"wrote {xml} (the same int8 model for OpenVINO; top-1 agrees with fp32 on "
+              f"{100 * r['top1_agreement']:.2f}% of {r['test_images']} test images)")

@@ -5,14 +5,35 @@ from __future__ import annotations
 import json
 import sys
 
+from ..errors import UsageError
+
+
+def add_backend_arguments(p) -> None:
+    """--backend and --precision, shared by predict and serve."""
+    from ..export.backends import BACKENDS
+
+    p.add_argument("--backend", choices=BACKENDS, default="auto",
+                   help="what runs the network: auto (default: the fastest available here: "
+                        "OpenVINO int8 or ONNX Runtime int8 when the run has an int8 export, "
+                        "else OpenVINO when installed, else PyTorch), torch, onnx (ONNX "
+                        "Runtime fp32), int8 (ONNX Runtime on best.int8.onnx), openvino, "
+                        "openvino-int8")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                   help="for the torch and openvino backends: auto (default: bf16 on CPUs "
+                        "with AVX512-BF16 or AMX and on GPUs, fp32 elsewhere), fp32, bf16")
+    p.add_argument("--threads", type=int,
+                   help="inference threads (default: all cores; serve --workers N: the cores / N)")
+
 
 def register(sub) -> None:
     p = sub.add_parser("predict", help="classify images with a trained checkpoint")
     p.add_argument("checkpoint", help="a run directory or a .safetensors checkpoint")
     p.add_argument("images", nargs="+", help="image files or folders")
     p.add_argument("--top-k", type=int, default=5, help="classes shown per image (default 5)")
-    p.add_argument("--onnx", help="run this exported model in ONNX Runtime (e.g. the "
-                                  "best.int8.onnx of `vggnet export --int8`)")
+    add_backend_arguments(p)
+    p.add_argument("--onnx", help="run this exported file instead: an .onnx in ONNX Runtime "
+                                  "(e.g. the best.int8.onnx of `vggnet export --int8`) or an "
+                                  "OpenVINO .xml")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.set_defaults(func=run)
@@ -23,8 +44,13 @@ def run(args) -> None:
     from ..io import find_images
     from ..predict import Predictor
 
-    predictor = Predictor(args.checkpoint, device=pick_device(args.device), onnx=args.onnx)
-    results = predictor.predict(find_images(args.images), top_k=args.top_k)
+    if args.threads is not None and args.threads < 1:
+        raise UsageError(f"--threads must be at least 1, not {args.threads}")
+    paths = find_images(args.images)  # a bad path is said before the model is loaded
+    predictor = Predictor(args.checkpoint, device=pick_device(args.device), onnx=args.onnx,
+                          backend=args.backend, precision=args.precision, threads=args.threads)
+    print(f"vggnet predict: {predictor.describe()}", file=sys.stderr)
+    results = predictor.predict(paths, top_k=args.top_k)
     failed = [r for r in results if r.error]
     if args.json:
         print(json.dumps([{"path": r.path, "error": r.error} if r.error else

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..errors import UsageError
+from .predict import add_backend_arguments
 
 
 def register(sub) -> None:
@@ -12,17 +13,13 @@ def register(sub) -> None:
                    help="address to bind (default 127.0.0.1, this machine only; 0.0.0.0 "
                         "exposes the service to the network)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
-    p.add_argument("--backend", choices=["torch", "onnx", "int8"], default="torch",
-                   help="torch (default), onnx (ONNX Runtime fp32, exported on first use) or "
-                        "int8 (the best.int8.onnx of `vggnet export --int8`)")
+    add_backend_arguments(p)
     p.add_argument("--max-batch", type=int, default=32,
                    help="most images per forward pass (default 32; 1 turns batching off)")
     p.add_argument("--max-wait-ms", type=float, default=5.0,
                    help="how long a first image waits for others to join its batch (default 5)")
     p.add_argument("--workers", type=int, default=1,
                    help="worker processes, each with its own model (default 1)")
-    p.add_argument("--threads", type=int,
-                   help="inference threads per worker (default: the cores / workers)")
     p.add_argument("--max-upload-mb", type=float, default=20.0,
                    help="largest request body, refused with 413 beyond it (default 20)")
     p.add_argument("--max-images", type=int, default=16,
@@ -60,7 +57,8 @@ def run(args) -> None:
         import torch
 
         torch.set_num_threads(args.threads)
-    settings = ServeSettings(run=args.checkpoint, backend=args.backend, device=args.device,
+    settings = ServeSettings(run=args.checkpoint, backend=args.backend,
+                             precision=args.precision, device=args.device,
                              max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
                              max_upload_mb=args.max_upload_mb, max_images=args.max_images,
                              threads=args.threads, drain_timeout_s=args.drain_timeout)

@@ -1,13 +1,17 @@
 """An inference-optimized copy of a model: batch norm folded into the convolutions,
-dropout gone, channels_last memory, optionally ``torch.compile``."""
+dropout gone, channels_last memory, weights cast once to the inference precision (bf16 where
+the CPU computes it natively), optionally ``torch.compile``."""
 
 from __future__ import annotations
 
 import copy
+import logging
 
 import torch
 import torch.nn as nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+log = logging.getLogger(__name__)
 
 
 def fold_batchnorm(model: nn.Module) -> nn.Module:
@@ -37,13 +41,84 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
 
 
 def optimize_for_inference(model: nn.Module, *, channels_last: bool = True,
-                           compile: bool = False) -> nn.Module:
-    """Fold batch norm, drop to eval mode, use channels_last; optionally compile."""
+                           compile: bool = False, precision: str = "fp32") -> nn.Module:
+    """Fold batch norm, drop to eval mode, use channels_last; optionally compile.
+
+    ``precision`` ``bf16`` (or ``auto`` on a CPU with native bf16, see
+    :func:`vggnet.device.resolve_precision`) casts the weights to bf16 once, here, instead of
+    autocast re-casting every weight on every call (138M of them for VGG-16); the returned
+    module then takes and returns bf16 tensors (see :class:`InferenceEngine`, which casts)."""
+    from ..device import resolve_precision
+
     model = fold_batchnorm(model)
     for p in model.parameters():
         p.requires_grad_(False)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
+    device = next(model.parameters()).device
+    if resolve_precision(device, precision) == "bf16":
+        model = model.to(torch.bfloat16)
     if compile:
         model = torch.compile(model)
     return model
+
+
+class InferenceEngine:
+    """The PyTorch backend of prediction and serving: an :func:`optimize_for_inference` copy of
+    a model behind a call that takes float NCHW batches and returns float32 logits, so it is
+    interchangeable with the ONNX Runtime and OpenVINO classifiers. :attr:`precision` is what
+    it really computes in (``fp32`` or ``bf16``).
+
+    On a CPU it runs the model as a :mod:`~vggnet.export.fused` program (weights prepacked once,
+    ReLUs fused into the convolutions, pooling without indices), checked against the eager
+    module on the first call, and keeps freed activations for reuse
+    (:func:`vggnet.device.reuse_freed_memory`). ``fused=False`` runs the eager module."""
+
+    backend = "torch"
+
+    def __init__(self, model: nn.Module, precision: str = "auto", channels_last: bool = True,
+                 fused: bool = True):
+        from ..device import resolve_precision, reuse_freed_memory
+        from .fused import fused_or_none
+
+        device = next(model.parameters()).device
+        self.precision = resolve_precision(device, precision)
+        self.dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
+        self.memory = torch.channels_last if channels_last else torch.contiguous_format
+        self.module = optimize_for_inference(model, channels_last=channels_last,
+                                             precision=self.precision)
+        self.device = device
+        self.program = fused_or_none(self.module) if fused else None
+        self._checked = self.program is None
+        if device.type == "cpu":
+            reuse_freed_memory()
+
+    @torch.inference_mode()
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.device, self.dtype, memory_format=self.memory)
+        if self.program is None:
+            return self.module(x).float()
+        if not self._checked:
+            return self._first_call(x)
+        return self.program(x).float()
+
+    def _first_call(self, x: torch.Tensor) -> torch.Tensor:
+        """The fused program's answer, if it matches the eager module's; else the module's,
+        and the module from now on."""
+        expected = self.module(x).float()
+        self._checked = True
+        try:
+            got = self.program(x).float()
+        except (RuntimeError, NotImplementedError) as exc:
+            problem = str(exc).splitlines()[0]
+        else:
+            # same kernels in the same precision: they differ by rounding order alone
+            tol = (2e-2 if self.dtype == torch.bfloat16 else 1e-4) * max(1.0, float(expected.abs().max()))
+            err = float((got - expected).abs().max())
+            if err <= tol:
+                return got
+            problem = f"outputs differ by {err:.3g} (tolerance {tol:.3g})"
+        log.warning("the fused CPU program does not match eager PyTorch (%s); running eager",
+                    problem)
+        self.program = None
+        return expected

@@ -51,7 +51,7 @@ def quantize_onnx(fp32_path, int8_path, calibration_images: torch.Tensor, mean, 
     # ONNX Runtime's quantizer logs its advice to pre-process the model (noise for VGG) on the
     # root logger; a filter on that logger drops just that message, for just this call (the
     # root's level, and every other record, are left alone)
-    quiet = _DropMessages("Please consider to run pre-processing before quantization")
+    quiet = _DropMessages("pre-processing before quantization")
     root = logging.getLogger()
     root.addFilter(quiet)
     try:
@@ -81,6 +81,8 @@ class OnnxClassifier:
     next in the process (decoding, PyTorch), which on a small machine costs more.
     """
 
+    backend = "onnxruntime"
+
     def __init__(self, path, threads: int | None = None, spin: bool = False):
         import onnxruntime as ort
 
@@ -90,10 +92,21 @@ class OnnxClassifier:
         if not spin:
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.path = Path(path)
+        self.precision = onnx_precision(path)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         out = self.session.run(None, {"images": x.contiguous().numpy().astype(np.float32)})[0]
         return torch.from_numpy(out)
+
+
+def onnx_precision(path) -> str:
+    """``int8`` for a quantized (QDQ or QOperator) ONNX model, else ``fp32``."""
+    import onnx
+
+    ops = {node.op_type for node in onnx.load(str(path), load_external_data=False).graph.node}
+    quantized = {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul"}
+    return "int8" if ops & quantized else "fp32"
 
 
 def compare_int8(model, int8: "OnnxClassifier", images: torch.Tensor, labels: torch.Tensor,

@@ -39,7 +39,8 @@ class ServeSettings:
     """Everything that shapes one service; ``vggnet serve``'s flags, one to one."""
 
     run: str
-    backend: str = "torch"
+    backend: str = "auto"           # see vggnet.export.backends
+    precision: str = "auto"         # torch and openvino backends: auto, fp32, bf16
     device: str = "cpu"
     max_batch: int = 32
     max_wait_ms: float = 5.0
@@ -169,14 +170,15 @@ class _Service:
                 for v, i in zip(values.tolist(), indices.tolist())]})
         info = self.model.info
         return {"model": {"architecture": info.architecture, "run": info.run,
-                          "backend": info.backend, "weights_sha256": info.weights_sha256},
+                          "backend": info.backend, "precision": info.precision,
+                          "weights_sha256": info.weights_sha256},
                 "predictions": out}
 
 
 def create_app(settings: ServeSettings, model: ServedModel | None = None):
     """The FastAPI app for one run; ``model`` may be passed in already loaded (tests)."""
     model = model or ServedModel(settings.run, settings.backend, settings.device,
-                                 settings.threads)
+                                 settings.threads, settings.precision)
     svc = _Service(settings, model)
     app = FastAPI(title="vggnet", version=model.info.vggnet_version, lifespan=svc.lifespan,
                   description=f"VGG image classification: {model.info.architecture} from "

@@ -1,5 +1,6 @@
-"""The model behind the service: a run's checkpoint in PyTorch, or its ONNX / int8 export in
-ONNX Runtime, with the run's own preprocessing and class names."""
+"""The model behind the service: a run's checkpoint in any backend of
+:mod:`vggnet.export.backends` (PyTorch, ONNX Runtime, OpenVINO; fp32, bf16 or int8), with the
+run's own preprocessing and class names."""
 
 from __future__ import annotations
 
@@ -10,39 +11,14 @@ from pathlib import Path
 import torch
 
 from ..data.names import readable
-from ..errors import UsageError, WeightsError
+from ..errors import WeightsError
+from ..export.backends import BACKENDS
 from ..io import open_image, sha256_file
 from ..predict import Predictor
-from ..run import load_checkpoint, resolve_checkpoint
+from ..run import resolve_checkpoint
 from ..version import __version__
 
-BACKENDS = ("torch", "onnx", "int8")
 log = logging.getLogger(__name__)
-
-
-def _onnx_file(checkpoint: Path, backend: str) -> Path:
-    """The exported model a backend runs: ``best.onnx`` (exported here when missing) or
-    ``best.int8.onnx`` (made by ``vggnet export RUN --int8``, which needs calibration data)."""
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        raise UsageError(f"--backend {backend} needs onnxruntime: pip install "
-                         "'vggnet[export]'") from None
-    if backend == "int8":
-        path = checkpoint.with_suffix(".int8.onnx")
-        if not path.is_file():
-            raise UsageError(f"no int8 model at {path}: make it with `vggnet export "
-                             f"{checkpoint.parent} --int8` (calibrated on the run's training "
-                             "images), then serve again")
-        return path
-    path = checkpoint.with_suffix(".onnx")
-    if not path.is_file():
-        from ..export.formats import export_onnx
-
-        model, meta = load_checkpoint(checkpoint)
-        log.info("exporting %s to %s for ONNX Runtime", checkpoint.name, path)
-        export_onnx(model, path, meta.preprocessing.input_size)
-    return path
 
 
 @dataclass
@@ -52,6 +28,7 @@ class ModelInfo:
     run: str
     checkpoint: str
     backend: str
+    precision: str
     architecture: str
     config: dict
     classes: list[str]
@@ -69,25 +46,18 @@ class ServedModel:
     (the service runs them in worker threads, never on its event loop)."""
 
     def __init__(self, run: str | Path, backend: str = "torch", device: str = "cpu",
-                 threads: int | None = None):
-        if backend not in BACKENDS:
-            raise UsageError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+                 threads: int | None = None, precision: str = "auto"):
         checkpoint = resolve_checkpoint(run)
-        onnx = _onnx_file(checkpoint, backend) if backend != "torch" else None
-        self.predictor = Predictor(checkpoint, device=device, onnx=onnx)
-        if onnx is not None and threads:
-            from ..export.quantize import OnnxClassifier
-
-            self.predictor.model = OnnxClassifier(onnx, threads=threads)
-        if onnx is None:
-            # channels_last + folded batch norm: the inference-optimized form of the model
-            from ..export.optimize import optimize_for_inference
-
-            self.predictor.model = optimize_for_inference(self.predictor.model)
-        weights = Path(onnx) if onnx is not None else checkpoint
+        self.predictor = Predictor(checkpoint, device=device, backend=backend,
+                                   precision=precision, threads=threads)
+        weights = Path(self.predictor.engine.path)
+        if weights.suffix == ".xml":  # OpenVINO IR: the weights are in the .bin beside it
+            weights = weights.with_suffix(".bin")
+        log.info("serving %s: %s", checkpoint, self.predictor.describe())
         meta = self.predictor.meta
         self.info = ModelInfo(
-            run=str(Path(run)), checkpoint=str(checkpoint), backend=backend,
+            run=str(Path(run)), checkpoint=str(checkpoint), backend=self.predictor.engine.name,
+            precision=self.predictor.precision,
             architecture=meta.model_config.get("name", "?"), config=dict(meta.model_config),
             classes=readable(list(meta.classes)), preprocessing=meta.preprocessing.to_dict(),
             weights_file=weights.name, weights_sha256=sha256_file(weights))
@@ -110,7 +80,7 @@ class ServedModel:
         return self.predictor.probabilities(batch)
 
     def explainer(self):
-        """Grad-CAM on the served PyTorch model (None for the ONNX Runtime backends)."""
+        """Grad-CAM on the served PyTorch model (None for the other backends)."""
         if self.info.backend != "torch":
             return None
         from ..features.explain import Explainer
