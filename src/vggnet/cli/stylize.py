@@ -44,8 +44,8 @@ def register(sub) -> None:
     p.add_argument("--input-norm", choices=["torchvision", "caffe"],
                    help="override the backbone's preprocessing (default: its own)")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
-                   help="auto: bf16 on a GPU, fp32 on a CPU; bf16 pays on CPUs with native "
-                        "bf16 (AVX512-BF16, AMX)")
+                   help="auto (default): bf16 on a GPU and on CPUs with native bf16 "
+                        "(AVX512-BF16, AMX), fp32 elsewhere")
     p.add_argument("--fp32-steps", type=int, default=0,
                    help="with bf16: run the last N loss evaluations of each scale in fp32, "
                         "so that the result's loss is fp32's at most of bf16's speed")

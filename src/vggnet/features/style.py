@@ -45,7 +45,7 @@ class StyleOptions:
     lr: float = 0.02                  # Adam's step, in [0, 1] pixel units
     pooling: str = "avg"
     init: str = "content"             # content, or noise
-    precision: str = "auto"           # fp32, bf16, auto (bf16 on a GPU, fp32 on a CPU)
+    precision: str = "auto"           # fp32, bf16, auto (bf16 on a GPU or a CPU with native bf16)
     fp32_steps: int = 0               # with bf16: the last loss evaluations of each scale in fp32
     preserve_colors: bool = False
     seed: int = 0
