@@ -227,10 +227,75 @@ def airbench_cpu_section(result: dict | None) -> list[str]:
         f"{100 * result['test_top1']:.2f}% | {100 * result['test_top1_tta']:.2f}% |"]
 
 
+def backends_section(result: dict | None, training: dict | None = None) -> list[str]:
+    """`vggnet bench --only inference`: every inference path side by side, with the goals of
+    the CPU-backends work (vggnet's default path at least as fast as OpenVINO's best; bf16
+    within 1.2x of OpenVINO's bf16; int8 <= 0.19x torchvision at batch 1; agreement with fp32
+    >= 99.5%)."""
+    from vggnet.bench import inference_table
+
+    out = ["## CPU inference, every backend side by side (`vggnet bench`)", "",
+           "```bash", "vggnet bench --only inference --data-root ../shared/data \\",
+           "    --run runs/cifar10_quick --out benchmarks/results/cpu_backends.json", "```", ""]
+    if result is None:
+        return out + ["Not run yet."]
+    env, inf = result["environment"], result["inference"]
+    out += [_hardware(env) + f" Native bf16: {env.get('cpu_bf16') or 'none'} (so `auto` "
+            f"precision is {env.get('auto_precision')}); onnxruntime {env.get('onnxruntime')}, "
+            f"openvino {env.get('openvino')}. {inf['model']}; {inf['timing']}, every path in "
+            "one process, interleaved. Ratios are to torchvision eager fp32 (lower is "
+            "faster); the fastest path of each batch size is in bold. *precision ran* is what "
+            "each engine reports it computed in (OpenVINO's from its runtime graph). Top-1 "
+            "agreement: with the PyTorch fp32 model of the run on the whole CIFAR-10 test "
+            "set.", ""]
+    out += inference_table(inf)
+    rows = {r["batch"]: r for r in inf["side_by_side"]}
+    default = inf.get("vggnet_default")
+    name = {"openvino-int8": "openvino_int8", "int8": "onnxruntime_int8"}.get(default)
+    goals = []
+    for b, r in rows.items():
+        ov = {k: v for k, v in r["ms"].items() if k.startswith("openvino")}
+        if not ov:
+            continue
+        best_ov = min(ov, key=ov.get)
+        if name and name in r["ms"]:
+            goals.append(f"batch {b}: vggnet's default path for a run with an int8 export "
+                         f"(`--backend auto` = {default}) {r['ms'][name]} ms against "
+                         f"OpenVINO's best ({best_ov}) {ov[best_ov]} ms.")
+        if "vggnet_bf16" in r["ms"] and "openvino_bf16" in r["ms"]:
+            q = r["ms"]["vggnet_bf16"] / r["ms"]["openvino_bf16"]
+            goals.append(f"batch {b}: vggnet bf16 takes {_goal(q, '<= 1.2x', q <= 1.2)} "
+                         "OpenVINO bf16's time.")
+        for k in ("openvino_int8", "onnxruntime_int8"):
+            if b == 1 and k in r["ratio"]:
+                goals.append(f"batch 1: {k} at {_goal(r['ratio'][k], '<= 0.19x', r['ratio'][k] <= 0.19)}"
+                             " torchvision's time.")
+    agree = (inf.get("agreement") or {}).get("paths", {})
+    for k, a in agree.items():
+        ok = a["top1_agreement"] >= 0.995
+        goals.append(f"{k} ({a['precision']}) agrees with fp32 on "
+                     f"{100 * a['top1_agreement']:.2f}% ({'meets' if ok else 'misses'} the goal "
+                     f">= 99.5%); top-1 {100 * a['top1']:.2f}% against fp32's "
+                     f"{100 * a['fp32_top1']:.2f}%.")
+    if goals:
+        out += ["", "Goals:", ""] + [f"- {g}" for g in goals]
+    if training:
+        t = training["training"]
+        out += ["", "Training on the same machine (`vggnet bench --only training`, the real "
+                "`train_one_epoch`, default precision " + str(t.get("default_precision")) + "):",
+                ""] + training_rows(t)
+        if "ratio_bf16" in t and t.get("default_precision") == "bf16":
+            out += ["", f"With the default precision (bf16 here) the engine trains at "
+                    f"{_goal(t['ratio_bf16'], '>= 2.5x', t['ratio_bf16'] >= 2.5)} the tutorial "
+                    "loop's rate."]
+    return out
+
+
 def main() -> None:
     lines = ["# Benchmark results", "",
              "Written by `python benchmarks/report.py` from `benchmarks/results/*.json`; the "
              "commands that produce those files are given with each section.", ""]
+    lines += backends_section(_load("cpu_backends.json"), _load("cpu_training_epyc.json")) + [""]
     cpu = _load("cpu.json")
     lines += cpu_section(cpu) if cpu else ["## CPU", "", "Not run yet: `vggnet bench`."]
     avx2 = _load("cpu_avx2.json")

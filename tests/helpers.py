@@ -76,3 +76,14 @@ def run_stopped_and_resumed(cfg: dict, tmp_path, stop_after: int):
         assert torch.equal(value, b.state_dict()[key]), key
     assert full.best_top1 > 0.8
     return full, a
+
+
+def with_bn_stats(model, size: int = 32):
+    """The model in eval mode with non-trivial batch-norm statistics, as after training."""
+    import torch
+
+    model.train()
+    with torch.no_grad():
+        for _ in range(3):
+            model(torch.randn(8, 3, size, size) * 2 + 0.5)
+    return model.eval()

@@ -19,7 +19,7 @@ from vggnet.export.optimize import InferenceEngine, optimize_for_inference
 from vggnet.models import create_model
 from vggnet.predict import Predictor
 
-from helpers import train_tiny_run
+from helpers import train_tiny_run, with_bn_stats
 
 SMALL = dict(width=0.125, fc_dim=64, num_classes=10)
 
@@ -77,18 +77,10 @@ def test_training_records_and_logs_the_precision_it_ran(tmp_path, cpu, caplog, f
 
 # --- the PyTorch engine -------------------------------------------------------------------------
 
-def _with_bn_stats(model):
-    model.train()
-    with torch.no_grad():
-        for _ in range(3):
-            model(torch.randn(8, 3, 32, 32) * 2 + 0.5)
-    return model.eval()
-
-
 @pytest.mark.parametrize("name, head", [("vgg11_bn", "classifier"), ("vgg16_c_bn", "linear"),
                                         ("vgg11_lrn", "conv"), ("vgg_speed", "linear")])
 def test_fused_program_gives_the_eager_modules_outputs(name, head):
-    model = _with_bn_stats(create_model(name, head=head, **SMALL))
+    model = with_bn_stats(create_model(name, head=head, **SMALL))
     fast = optimize_for_inference(model)
     program = fused_or_none(fast)
     assert program is not None
@@ -107,7 +99,7 @@ def test_the_two_by_two_pool_is_max_pool2d(size):
 
 
 def test_bf16_engine_casts_the_weights_once_and_returns_fp32():
-    model = _with_bn_stats(create_model("vgg11_bn", **SMALL))
+    model = with_bn_stats(create_model("vgg11_bn", **SMALL))
     engine = InferenceEngine(model, "bf16")
     assert engine.precision == "bf16"
     assert {p.dtype for p in engine.module.parameters()} == {torch.bfloat16}
@@ -129,7 +121,7 @@ def test_auto_engine_follows_the_cpu(cpu):
 
 
 def test_a_fused_program_that_disagrees_is_dropped_for_eager(caplog):
-    model = _with_bn_stats(create_model("vgg11_bn", **SMALL))
+    model = with_bn_stats(create_model("vgg11_bn", **SMALL))
     engine = InferenceEngine(model, "fp32")
     assert engine.program is not None
     engine.program = lambda x: torch.zeros(len(x), 10)  # a broken fast path
@@ -187,7 +179,7 @@ def test_openvino_export_checks_itself_and_refuses_a_wrong_name(tmp_path):
     pytest.importorskip("openvino")
     from vggnet.export.openvino import OpenVinoClassifier, export_openvino
 
-    model = _with_bn_stats(create_model("vgg11_bn", **SMALL))
+    model = with_bn_stats(create_model("vgg11_bn", **SMALL))
     path = export_openvino(model, tmp_path / "m.xml", input_size=32)
     assert path.with_suffix(".bin").is_file()
     x = torch.randn(5, 3, 32, 32)  # any batch: the batch axis is dynamic

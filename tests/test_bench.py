@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from vggnet.bench import bench_training, int8_agreement, time_to_accuracy
+from vggnet.bench import agreement, bench_training, inference_table, time_to_accuracy
 from vggnet.data import load_splits
 from vggnet.training.config import resolve
 from vggnet.training.loop import train
@@ -80,19 +80,43 @@ def test_time_to_accuracy_sums_training_time_until_the_target(tmp_path):
     assert missed["reached"] is False and missed["best_top1"] == 0.9
 
 
-def test_int8_agreement_covers_the_whole_test_set_and_leaves_no_files(tmp_path, monkeypatch):
+def test_agreement_covers_every_reduced_precision_path_and_leaves_no_files(tmp_path,
+                                                                           monkeypatch):
     pytest.importorskip("onnxruntime")
     run = tmp_path / "run"
     train(resolve(None, dict(data="digits", width=0.25, epochs=2, flip=False, progress=False,
-                             out=str(run))))
+                             precision="fp32", out=str(run))))
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(scratch))
-    report = int8_agreement(run, calibration=32)
+    report = agreement(run, calibration=32)
     assert report["run"] == str(run)
     assert report["test_images"] == len(load_splits("digits")[1])  # all of it, not a sample
-    assert report["top1_agreement"] >= 0.95 and report["int8_top1"] > 0.5
+    expected = {"vggnet_bf16": "bf16", "onnxruntime_int8": "int8"}
+    if importlib.util.find_spec("openvino"):
+        expected.update(openvino_bf16="bf16", openvino_int8="int8")
+    assert {k: v["precision"] for k, v in report["paths"].items()} == expected
+    for row in report["paths"].values():
+        assert row["top1_agreement"] >= 0.95 and row["top1"] > 0.5
     assert list(scratch.iterdir()) == []  # the exported models (hundreds of MB for VGG16) go
+
+
+def test_inference_table_shows_every_path_its_precision_and_the_fastest():
+    inf = {"precision_ran": {"torchvision": "fp32", "vggnet_bf16": "bf16",
+                             "openvino_int8": "int8"},
+           "side_by_side": [
+               {"batch": 1, "ms": {"torchvision": 100.0, "vggnet_bf16": 30.0, "openvino_int8": 20.0},
+                "ratio": {"torchvision": 1.0, "vggnet_bf16": 0.3, "openvino_int8": 0.2}},
+               {"batch": 32, "ms": {"torchvision": 3000.0, "vggnet_bf16": 500.0,
+                                    "openvino_int8": 600.0},
+                "ratio": {"torchvision": 1.0, "vggnet_bf16": 0.1667, "openvino_int8": 0.2}}],
+           "agreement": {"paths": {"vggnet_bf16": {"top1_agreement": 0.9987}}}}
+    lines = inference_table(inf)
+    assert lines[0] == ("| path | precision ran | batch 1: ms (ratio) | batch 32: ms (ratio) | "
+                        "top-1 agreement |")
+    assert "| vggnet_bf16 | bf16 | 30.0 (0.300x) | **500.0 (0.167x)** | 99.87% |" in lines
+    assert "| openvino_int8 | int8 | **20.0 (0.200x)** | 600.0 (0.200x) | not measured |" in lines
+    assert "| torchvision | fp32 | 100.0 (1.000x) | 3000.0 (1.000x) | - |" in lines
 
 
 def test_report_shows_measured_rows_and_says_what_was_not_measured():

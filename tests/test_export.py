@@ -13,21 +13,14 @@ from vggnet.export.formats import export_onnx, export_torchscript
 from vggnet.export.optimize import fold_batchnorm, optimize_for_inference
 from vggnet.models import create_model
 
+from helpers import with_bn_stats
+
 SMALL = dict(width=0.125, fc_dim=64, num_classes=10)
-
-
-def _trained_bn_stats(model):
-    """Non-trivial batch-norm statistics, as after training."""
-    model.train()
-    with torch.no_grad():
-        for _ in range(3):
-            model(torch.randn(8, 3, 32, 32) * 2 + 0.5)
-    return model.eval()
 
 
 @pytest.mark.parametrize("name", ["vgg11_bn", "vgg16_c_bn", "vgg11_lrn_bn", "vgg19", "vgg_speed"])
 def test_folding_batchnorm_keeps_outputs(name):
-    model = _trained_bn_stats(create_model(name, **SMALL))
+    model = with_bn_stats(create_model(name, **SMALL))
     had_bn = any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
     fast = optimize_for_inference(model)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.modules())
@@ -42,7 +35,7 @@ def test_folding_batchnorm_keeps_outputs(name):
 
 @pytest.mark.parametrize("head", ["classifier", "conv", "linear"])
 def test_onnx_export_runs_in_onnxruntime_with_any_batch(tmp_path, head):
-    _assert_onnxruntime_matches(_trained_bn_stats(create_model("vgg11_bn", head=head, **SMALL)),
+    _assert_onnxruntime_matches(with_bn_stats(create_model("vgg11_bn", head=head, **SMALL)),
                                 tmp_path, batch=5)
 
 
@@ -60,11 +53,11 @@ def test_onnx_export_of_the_speed_network(tmp_path):
     """GELU, a whitening layer, pooling before batch norm, a max-pool head and scaled logits."""
     model = create_model("vgg_speed", num_classes=10)
     model.init_whitening(torch.randn(16, 3, 32, 32))
-    _assert_onnxruntime_matches(_trained_bn_stats(model), tmp_path, batch=3)
+    _assert_onnxruntime_matches(with_bn_stats(model), tmp_path, batch=3)
 
 
 def test_torchscript_export_round_trip(tmp_path):
-    model = _trained_bn_stats(create_model("vgg13_bn", **SMALL))
+    model = with_bn_stats(create_model("vgg13_bn", **SMALL))
     path = export_torchscript(model, tmp_path / "m.pt", input_size=32)
     loaded = torch.jit.load(str(path))
     x = torch.randn(3, 3, 32, 32)

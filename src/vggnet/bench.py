@@ -1,9 +1,11 @@
 """CPU benchmarks, each against a named baseline measured in the same process.
 
-1. training throughput: vggnet's engine vs the common tutorial loop (torchvision ``vgg16_bn``
-   features + Linear head, ``DataLoader`` with PIL transforms), same model, same batch;
-2. inference latency of VGG16 at 224 (batch 1 and 32): vggnet optimized vs torchvision eager,
-   ONNX Runtime fp32 and int8 vs torchvision fp32, with int8's top-1 agreement on CIFAR-10;
+1. training throughput: vggnet's engine (fp32, and the default precision) vs the common
+   tutorial loop (torchvision ``vgg16_bn`` features + Linear head, ``DataLoader`` with PIL
+   transforms), same model, same batch;
+2. inference latency of VGG16 at 224 (batch 1 and 32), every path side by side against
+   torchvision eager fp32: vggnet's PyTorch engine (fp32, bf16), ONNX Runtime and OpenVINO
+   (fp32, bf16, int8), with each reduced precision's top-1 agreement with fp32 on CIFAR-10;
 3. time to accuracy of a finished run (from its metrics).
 """
 
@@ -15,10 +17,13 @@ import platform
 import statistics
 import tempfile
 import time
+from importlib.util import find_spec
 from pathlib import Path
 
 import torch
 import torch.nn as nn
+
+from .device import cpu_bf16_flag, resolve_precision
 
 
 def environment() -> dict:
@@ -35,16 +40,19 @@ def environment() -> dict:
     return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
             "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "cpu_bf16": cpu_bf16_flag(), "auto_precision": resolve_precision("cpu", "auto"),
             "torch": torch.__version__, "torchvision": torchvision.__version__,
+            "onnxruntime": _version("onnxruntime"), "openvino": _version("openvino"),
             "python": platform.python_version()}
 
 
-def cpu_has_bf16() -> bool:
+def _version(package: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
     try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+        return version(package)
+    except PackageNotFoundError:
+        return None
 
 
 # --- 1. training throughput -----------------------------------------------------------------
@@ -131,7 +139,7 @@ def bench_training(data: str = "cifar10", root=None, batch: int = 128, steps: in
                                                                 warmup, workers),
                   "fp32": lambda: _vggnet_engine_throughput(train_set, mean, std, batch, steps,
                                                             warmup, "fp32")}
-    if cpu_has_bf16():  # the engine's default (winograd for small maps), and without it
+    if cpu_bf16_flag():  # the engine's default (winograd for small maps), and without it
         contenders["bf16"] = lambda: _vggnet_engine_throughput(train_set, mean, std, batch, steps,
                                                                warmup, "bf16")
         contenders["bf16_direct"] = lambda: _vggnet_engine_throughput(
@@ -147,7 +155,8 @@ def bench_training(data: str = "cifar10", root=None, batch: int = 128, steps: in
            "baseline": f"torchvision vgg16_bn + DataLoader({workers} workers, PIL transforms), fp32",
            "baseline_images_per_s": round(med["baseline"], 1),
            "vggnet_fp32_images_per_s": round(med["fp32"], 1),
-           "ratio_fp32": round(med["fp32"] / med["baseline"], 2), "range_images_per_s": spread}
+           "ratio_fp32": round(med["fp32"] / med["baseline"], 2), "range_images_per_s": spread,
+           "default_precision": resolve_precision("cpu", "auto")}
     if "bf16" in med:
         row.update(vggnet_bf16_images_per_s=round(med["bf16"], 1),
                    ratio_bf16=round(med["bf16"] / med["baseline"], 2),
@@ -173,89 +182,167 @@ def _latencies(contenders: dict, reps: int) -> dict:
     return {name: statistics.median(v) for name, v in times.items()}
 
 
+# the contenders of the side-by-side table: name -> (backend, precision, what it is)
+PATHS = {
+    "torchvision": ("torch", "fp32", "torchvision vgg16() in eager fp32 (the baseline)"),
+    "vggnet_fp32": ("torch", "fp32", "vggnet's PyTorch engine in fp32 (fused, prepacked)"),
+    "vggnet_bf16": ("torch", "bf16", "vggnet's PyTorch engine in bf16 (weights cast once)"),
+    "onnxruntime_fp32": ("onnx", "fp32", "ONNX Runtime, vggnet's ONNX export"),
+    "onnxruntime_int8": ("int8", "int8", "ONNX Runtime, vggnet's calibrated int8 ONNX"),
+    "openvino_fp32": ("openvino", "fp32", "OpenVINO, the same ONNX file, fp32"),
+    "openvino_bf16": ("openvino", "bf16", "OpenVINO, the same file, bf16 (its default here)"),
+    "openvino_int8": ("openvino-int8", "int8", "OpenVINO, vggnet's int8 ONNX file"),
+}
+
+
 def bench_inference(batches=(1, 32), reps: int = 11, int8: bool = True, cifar_run=None,
                     data_root=None) -> dict:
+    """VGG-16 at 224 px, every inference path side by side, timed interleaved in one process:
+    vggnet's PyTorch engine (fp32, and bf16 where the CPU has it natively), ONNX Runtime and
+    OpenVINO (fp32, bf16, int8) on vggnet's exported files, against torchvision eager fp32.
+    With ``cifar_run``, each reduced-precision path's top-1 agreement with fp32 on the whole
+    CIFAR-10 test set (random ImageNet weights would make agreement meaningless)."""
     import torchvision
 
-    from .export.optimize import optimize_for_inference
+    from .device import cpu_bf16_flag
+    from .export.backends import AUTO_ORDER
+    from .export.optimize import InferenceEngine
     from .models import create_model
 
     ref = torchvision.models.vgg16().eval()
-    ours = optimize_for_inference(create_model("vgg16", weights=ref.state_dict()))
+    ours = create_model("vgg16", weights=ref.state_dict())
+    paths = {"torchvision": ref, "vggnet_fp32": InferenceEngine(ours, "fp32")}
+    native_bf16 = cpu_bf16_flag() is not None
+    if native_bf16:  # emulated bf16 (AVX2) is slower than fp32: not a path anyone would pick
+        paths["vggnet_bf16"] = InferenceEngine(ours, "bf16")
+    with tempfile.TemporaryDirectory(prefix="vggnet-bench-") as d:
+        paths.update(_exported_paths(ours, Path(d), data_root, int8, native_bf16))
     rows = []
-    fp32_onnx, int8_model = _onnx_vgg16(ref, data_root, int8)
     for b in batches:
         x = torch.randn(b, 3, 224, 224)
-        contenders = {"ref": (ref, x), "ours": (ours, x.contiguous(memory_format=torch.channels_last))}
-        if fp32_onnx is not None:
-            contenders["ort"] = (fp32_onnx, x)
-        if int8_model is not None:
-            contenders["int8"] = (int8_model, x)
-        t = _latencies(contenders, max(3, reps if b == 1 else reps // 2))
-        row = {"batch": b, "torchvision_fp32_ms": round(1000 * t["ref"], 1),
-               "vggnet_optimized_fp32_ms": round(1000 * t["ours"], 1),
-               "ratio_fp32": round(t["ours"] / t["ref"], 2)}
-        if "ort" in t:
-            row.update(onnxruntime_fp32_ms=round(1000 * t["ort"], 1),
-                       ratio_onnxruntime_fp32=round(t["ort"] / t["ref"], 2))
-        if "int8" in t:
-            row.update(onnxruntime_int8_ms=round(1000 * t["int8"], 1),
-                       ratio_int8=round(t["int8"] / t["ref"], 2))
-        rows.append(row)
+        t = _latencies({name: (fn, x) for name, fn in paths.items()},
+                       max(3, reps if b == 1 else reps // 2))
+        base = t["torchvision"]
+        rows.append({"batch": b, "ms": {k: round(1000 * v, 1) for k, v in t.items()},
+                     "ratio": {k: round(v / base, 3) for k, v in t.items()}})
+    default = next(b for b in AUTO_ORDER
+                   if b == "torch" or any(PATHS[k][0] == b for k in paths))
     out = {"model": "VGG16 (D), 224x224, random weights",
            "timing": f"median of {reps} interleaved calls at batch 1, {max(3, reps // 2)} at "
-                     "larger batches, after a warm-up", "latency": rows}
-    if int8 and cifar_run:
-        out["int8_agreement"] = int8_agreement(cifar_run, data_root)
+                     "larger batches, after a warm-up",
+           "paths": {k: PATHS[k][2] for k in paths},
+           "precision_ran": {k: getattr(fn, "precision", "fp32") for k, fn in paths.items()},
+           "vggnet_default": default, "side_by_side": rows}
+    if cifar_run:
+        out["agreement"] = agreement(cifar_run, data_root, int8=int8)
     return out
 
 
-def _onnx_vgg16(ref, data_root=None, int8: bool = True):
-    """torchvision's VGG16 exported to ONNX and run by ONNX Runtime: fp32, and int8 calibrated
-    on real (CIFAR-10, upscaled) images. (None, None) without the onnx extra installed."""
-    try:
-        import onnx  # noqa: F401
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        return None, None
+def _exported_paths(model, tmp: Path, data_root, int8: bool, native_bf16: bool) -> dict:
+    """The ONNX Runtime and OpenVINO contenders, on vggnet's own fp32 and int8 (calibrated on
+    real CIFAR-10 images, upscaled) exports; those whose package is missing are left out."""
+    if find_spec("onnx") is None:
+        return {}
+    from .export.formats import export_onnx
+
+    out = {}
+    export_onnx(model, tmp / "fp32.onnx", 224, check=False)
+    int8_path = _int8_vgg16(tmp, data_root) if int8 else None
+    if find_spec("onnxruntime") is not None:
+        from .export.quantize import OnnxClassifier
+
+        out["onnxruntime_fp32"] = OnnxClassifier(tmp / "fp32.onnx")
+        if int8_path:
+            out["onnxruntime_int8"] = OnnxClassifier(int8_path)
+    if find_spec("openvino") is not None:
+        from .export.openvino import OpenVinoClassifier
+
+        out["openvino_fp32"] = OpenVinoClassifier(tmp / "fp32.onnx", precision="fp32")
+        if native_bf16:
+            out["openvino_bf16"] = OpenVinoClassifier(tmp / "fp32.onnx", precision="bf16")
+        if int8_path:
+            out["openvino_int8"] = OpenVinoClassifier(int8_path)
+    return out
+
+
+def _int8_vgg16(tmp: Path, data_root=None) -> Path | None:
+    """int8 VGG16 (QDQ) calibrated on 64 real images: CIFAR-10 when found, else the digits."""
+    if find_spec("onnxruntime") is None:
+        return None
     from .data import load_splits
     from .errors import DataError
+    from .export.quantize import quantize_onnx
+
+    try:
+        train_set, _ = load_splits("cifar10", root=data_root)
+    except DataError:  # no CIFAR-10 here: calibrate on digits, also real images
+        train_set, _ = load_splits("digits")
+    mean, std = train_set.stats()
+    return quantize_onnx(tmp / "fp32.onnx", tmp / "int8.onnx", train_set.subset(64).images,
+                         mean, std, batch_size=16, input_size=224)
+
+
+def agreement(run, data_root=None, calibration: int = 512, int8: bool = True) -> dict:
+    """Top-1 agreement of every reduced-precision path with the PyTorch fp32 model of a
+    trained run, on its whole test set: bf16 in PyTorch and OpenVINO, int8 in ONNX Runtime and
+    OpenVINO (one int8 model, calibrated on ``calibration`` of the run's training images).
+    The exported files live in a temporary folder and are gone when this returns."""
     from .export.formats import export_onnx
-    from .export.quantize import OnnxClassifier, quantize_onnx
-    from .models import create_model
-
-    model = create_model("vgg16", weights=ref.state_dict())
-    # ONNX Runtime holds the models in memory once loaded: the files (about 700 MB) go.
-    with tempfile.TemporaryDirectory(prefix="vggnet-bench-") as d:
-        tmp = Path(d)
-        export_onnx(model, tmp / "fp32.onnx", 224, check=False)
-        fp32 = OnnxClassifier(tmp / "fp32.onnx")
-        if not int8:
-            return fp32, None
-        try:
-            train_set, _ = load_splits("cifar10", root=data_root)
-        except DataError:  # no CIFAR-10 here: calibrate on digits, also real images
-            train_set, _ = load_splits("digits")
-        calib = train_set.subset(64).images
-        mean, std = train_set.stats()
-        quantize_onnx(tmp / "fp32.onnx", tmp / "int8.onnx", calib, mean, std, batch_size=16,
-                      input_size=224)
-        return fp32, OnnxClassifier(tmp / "int8.onnx")
-
-
-def int8_agreement(run, data_root=None, calibration: int = 512) -> dict:
-    """Top-1 agreement of the int8 model with the fp32 model on the whole test set."""
-    from .export.formats import export_onnx
-    from .export.quantize import quantize_run
-    from .run import load_checkpoint
+    from .export.optimize import InferenceEngine
+    from .export.quantize import OnnxClassifier, compare_int8, quantize_onnx
+    from .run import load_checkpoint, open_run_data
 
     model, meta = load_checkpoint(run)
-    with tempfile.TemporaryDirectory(prefix="vggnet-int8-") as d:
-        tmp = Path(d)
-        export_onnx(model, tmp / "fp32.onnx", meta.preprocessing.input_size)
-        report = quantize_run(model, meta, tmp / "fp32.onnx", tmp / "int8.onnx",
-                              calibration=calibration, check_images=None, data_root=data_root)
-    return {"run": str(run), **{k: v for k, v in report.items() if k != "calibration_images"}}
+    model.eval()
+    pre = meta.preprocessing
+    test = open_run_data(meta, "test", data_root=data_root)
+    rows = {}
+
+    def compare(name, engine):
+        r = compare_int8(model, engine, test.images, test.labels, pre.mean, pre.std)
+        rows[name] = {"precision": engine.precision, "top1_agreement": r["top1_agreement"],
+                      "top1": r["int8_top1"], "fp32_top1": r["fp32_top1"]}
+
+    compare("vggnet_bf16", InferenceEngine(model, "bf16"))
+    if find_spec("onnx") is None:
+        return {"run": str(run), "test_images": len(test.images), "paths": rows}
+    with tempfile.TemporaryDirectory(prefix="vggnet-agree-") as d:
+        fp32, q = Path(d) / "fp32.onnx", Path(d) / "int8.onnx"
+        export_onnx(model, fp32, pre.input_size)
+        if int8 and find_spec("onnxruntime") is not None:
+            calib = open_run_data(meta, "train", n=calibration, data_root=data_root).images
+            quantize_onnx(fp32, q, calib, pre.mean, pre.std, input_size=pre.input_size)
+            compare("onnxruntime_int8", OnnxClassifier(q))
+        if find_spec("openvino") is not None:
+            from .export.openvino import OpenVinoClassifier
+
+            compare("openvino_bf16", OpenVinoClassifier(fp32, precision="bf16"))
+            if q.is_file():
+                compare("openvino_int8", OpenVinoClassifier(q))
+    return {"run": str(run), "test_images": len(test.images), "paths": rows}
+
+
+def inference_table(inf: dict) -> list[str]:
+    """The side-by-side latency table (Markdown): milliseconds and the ratio to torchvision
+    eager fp32 per path and batch size, the fastest of each batch in bold, and the
+    reduced-precision paths' agreement with fp32 when measured."""
+    rows = inf["side_by_side"]
+    agree = (inf.get("agreement") or {}).get("paths", {})
+    head = "| path | precision ran | " + " | ".join(f"batch {r['batch']}: ms (ratio)"
+                                                    for r in rows) + " | top-1 agreement |"
+    out = [head, "|---|---|" + "---|" * len(rows) + "---|"]
+    best = {r["batch"]: min(r["ms"], key=r["ms"].get) for r in rows}
+    for name in rows[0]["ms"]:
+        cells = []
+        for r in rows:
+            cell = f"{r['ms'][name]} ({r['ratio'][name]:.3f}x)"
+            cells.append(f"**{cell}**" if best[r["batch"]] == name else cell)
+        a = agree.get(name)
+        shown = f"{100 * a['top1_agreement']:.2f}%" if a else ("-" if name in (
+            "torchvision", "vggnet_fp32", "onnxruntime_fp32", "openvino_fp32") else "not measured")
+        out.append(f"| {name} | {inf['precision_ran'].get(name, '?')} | " + " | ".join(cells)
+                   + f" | {shown} |")
+    return out
 
 
 # --- 3. time to accuracy --------------------------------------------------------------------
@@ -273,18 +360,24 @@ def time_to_accuracy(run, target: float) -> dict:
             "best_top1": max(h["test_top1"] for h in history), "train_seconds": round(total, 1)}
 
 
-def run_all(out=None, data_root=None, quick_run=None, skip_int8: bool = False) -> dict:
+def run_all(out=None, data_root=None, quick_run=None, skip_int8: bool = False,
+            only: str | None = None) -> dict:
     results = {"environment": environment()}
     print(json.dumps(results["environment"]), flush=True)
-    results["training"] = bench_training(root=data_root)
-    print(json.dumps(results["training"]), flush=True)
-    results["inference"] = bench_inference(int8=not skip_int8, cifar_run=quick_run,
-                                           data_root=data_root)
-    print(json.dumps(results["inference"]), flush=True)
-    if quick_run and (Path(quick_run) / "metrics.jsonl").is_file():
+    if only in (None, "training"):
+        results["training"] = bench_training(root=data_root)
+        print(json.dumps(results["training"]), flush=True)
+    if only in (None, "inference"):
+        results["inference"] = bench_inference(int8=not skip_int8, cifar_run=quick_run,
+                                               data_root=data_root)
+        print(json.dumps(results["inference"]), flush=True)
+        for line in inference_table(results["inference"]):
+            print(line, flush=True)
+    if quick_run and only is None and (Path(quick_run) / "metrics.jsonl").is_file():
         results["time_to_accuracy"] = time_to_accuracy(quick_run, 0.85)
         print(json.dumps(results["time_to_accuracy"]), flush=True)
     if out:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(json.dumps(results, indent=2) + "\n")
+        from .io import write_json
+
+        write_json(out, results)
     return results

@@ -103,8 +103,8 @@ def reuse_freed_memory() -> bool:
 
     By default glibc maps every block over 32 MiB afresh and unmaps it when freed, so each
     large activation of a CNN is page-faulted in again on every call: for VGG-16 at batch 32
-    that was a third of the time of a bf16 forward pass on the CPU (1.74 s against 1.17 s with
-    this, measured on a 2-core AMD EPYC; benchmarks/RESULTS.md). The cost is that the process
+    in bf16 that was a quarter of a forward pass on the CPU (1.38 s against 1.05 s with this,
+    on a 2-core AMD EPYC; ``benchmarks/freed_memory.py``). The cost is that the process
     keeps its peak memory instead of returning it between calls, as tcmalloc and jemalloc do.
     Called by the inference engines; a no-op elsewhere, and done once per process."""
     import ctypes
