@@ -60,3 +60,11 @@ class UsageError(VggnetError):
 
 class InputError(VggnetError, ValueError):
     """A tensor that a model cannot take (too small, wrong channels or dimensions)."""
+
+
+class StorageError(VggnetError, OSError):
+    """A file could not be written (disk full, read-only folder, no permission); the previous
+    version of the file is kept, and the message says so."""
+
+    def __str__(self) -> str:  # the message alone, not OSError's "[Errno N] ..." form
+        return str(self.args[0]) if self.args else super().__str__()

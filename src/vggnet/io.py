@@ -13,6 +13,7 @@ pixel is decoded, and never changes Pillow's setting: a program that raises
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
@@ -24,7 +25,7 @@ from typing import Callable
 
 import numpy as np
 
-from .errors import ImageReadError, ImageTooLargeError, NotAnImageError
+from .errors import ImageReadError, ImageTooLargeError, NotAnImageError, StorageError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm")
 
@@ -162,9 +163,33 @@ def find_images(paths) -> list[Path]:
 
 # --- atomic writes --------------------------------------------------------------------------
 
+# what a full or read-only disk looks like to a write: the one-line error below, not a traceback
+_STORAGE_ERRNOS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is used up",
+                   errno.EROFS: "the folder is on a read-only file system",
+                   errno.EACCES: "no permission to write there",
+                   errno.EPERM: "no permission to write there"}
+
+
 def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
-    """Write ``path`` via ``write(tmp)`` and an atomic rename; the old file survives any crash."""
+    """Write ``path`` via ``write(tmp)`` and an atomic rename; the old file survives any crash.
+
+    A disk that is full or read-only raises :class:`~vggnet.errors.StorageError` (one line
+    that names the file and says the previous version is kept), and leaves no temporary file."""
     path = Path(path)
+    try:
+        return _atomic_write(path, write)
+    except OSError as exc:
+        if exc.errno not in _STORAGE_ERRNOS or isinstance(exc, StorageError):
+            raise
+        error = StorageError(f"cannot write {path}: {_STORAGE_ERRNOS[exc.errno]} "
+                             f"({exc.strerror}); the previous version of the file, if any, is "
+                             "kept: free some space (or choose another folder) and run again "
+                             "(a training run continues with --resume)")
+        error.errno, error.strerror, error.filename = exc.errno, exc.strerror, str(path)
+        raise error from None
+
+
+def _atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)

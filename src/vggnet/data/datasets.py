@@ -15,6 +15,7 @@ epoch never decodes an image again. Supported sources:
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import tarfile
 import warnings
@@ -24,8 +25,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import DataError, ImageReadError
-from ..io import IMAGE_EXTENSIONS, decode_image, is_image_name
+from ..errors import DataError, ImageReadError, StorageError
+from ..io import (IMAGE_EXTENSIONS, atomic_write, decode_image, is_image_name,
+                  sha256_file)
+
+log = logging.getLogger(__name__)
 
 BUILTIN = ("cifar10", "cifar100", "imagenette", "digits")
 
@@ -157,22 +161,47 @@ def _source_fingerprint(path: Path):
 
 
 def _cached(key: str, build) -> dict[str, ImageTensors]:
-    """``build()`` -> {split: ImageTensors}, cached as a tensor file under cache_dir()."""
+    """``build()`` -> {split: ImageTensors}, cached as a tensor file under cache_dir().
+
+    The file's SHA-256 is written beside it and checked on every read: a cache that is
+    truncated, corrupted or half-written (by a crash, a full disk, a bad sector) is rebuilt
+    from the source, never trusted. A cache that cannot be written (disk full, read-only
+    cache folder) is skipped with a warning: the data are decoded again next time."""
     path = cache_dir() / "decoded" / f"{key}.pt"
+    stamp = path.with_suffix(".sha256")
     if path.is_file():
-        try:
-            blob = torch.load(path, weights_only=True)
-            return {s: ImageTensors(v["images"], v["labels"], list(v["classes"]))
-                    for s, v in blob.items()}
-        except Exception:
-            path.unlink(missing_ok=True)  # a broken cache is rebuilt, never trusted
+        problem = _cache_problem(path, stamp)
+        if problem is None:
+            try:
+                blob = torch.load(path, weights_only=True)
+                return {s: ImageTensors(v["images"], v["labels"], list(v["classes"]))
+                        for s, v in blob.items()}
+            except Exception as exc:  # a file that matches its checksum but does not load
+                problem = f"it does not load ({type(exc).__name__})"
+        log.warning("decoded-data cache %s is not usable (%s): rebuilding it", path, problem)
+        path.unlink(missing_ok=True)
+        stamp.unlink(missing_ok=True)
     splits = build()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    torch.save({s: {"images": v.images, "labels": v.labels, "classes": v.classes}
-                for s, v in splits.items()}, tmp)
-    os.replace(tmp, path)
+    try:
+        atomic_write(path, lambda tmp: torch.save(
+            {s: {"images": v.images, "labels": v.labels, "classes": v.classes}
+             for s, v in splits.items()}, tmp))
+        digest = sha256_file(path)
+        atomic_write(stamp, lambda tmp: tmp.write_text(digest + "\n"))
+    except StorageError as exc:
+        log.warning("%s; the decoded data are not cached and will be decoded again next time",
+                    exc)
+        path.unlink(missing_ok=True)
     return splits
+
+
+def _cache_problem(path: Path, stamp: Path) -> str | None:
+    """Why a cache file cannot be trusted, or None when its SHA-256 matches the one kept."""
+    if not stamp.is_file():
+        return "its checksum file is missing"
+    if sha256_file(path) != stamp.read_text().strip():
+        return "its SHA-256 differs from the one written with it (truncated or corrupted)"
+    return None
 
 
 # --- public entry point -------------------------------------------------------------------

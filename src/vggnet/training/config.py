@@ -309,6 +309,9 @@ def load_recipe(path: str | Path) -> dict:
             data = tomllib.load(f)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:  # found by fuzzing: tomllib decodes before it parses
+        raise ConfigError(f"{path} is not valid TOML: not UTF-8 text (byte {exc.start})") \
+            from None
     flat = {}
     for key, value in data.items():  # sections ([model], [data]...) are only for reading
         if isinstance(value, dict):
