@@ -237,6 +237,32 @@ def test_several_workers_share_one_port(run, images):
         proc.kill()
 
 
+def test_a_killed_worker_is_replaced_and_the_service_goes_on(run, images):
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vggnet", "serve", str(run), "--port", str(port),
+         "--workers", "2", "--backend", "torch", "--no-access-log"], stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True)
+    data = images[0].read_bytes()
+    try:
+        _wait_until(lambda: len(_workers_of(proc.pid)) == 2, "two workers", proc=proc)
+        first = _workers_of(proc.pid)
+        os.kill(first[0], signal.SIGKILL)  # out of memory, say
+        _wait_until(lambda: len(w := _workers_of(proc.pid)) == 2 and first[0] not in w,
+                    "a replacement worker", proc=proc)
+        # the replacement and the survivor both answer (the port is shared; try until every
+        # answer is 200 once both have loaded their models)
+        _wait_until(lambda: _port_open(port) and all(_post(url, data, 60)[0] == 200
+                                                     for _ in range(4)),
+                    "the service to answer again", proc=proc, timeout=300)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=120) == 0
+        assert "starting another" in proc.stdout.read()
+    finally:
+        proc.kill()
+
+
 def test_workers_do_not_outlive_a_killed_supervisor(run):
     port = _free_port()
     proc = subprocess.Popen([sys.executable, "-m", "vggnet", "serve", str(run), "--port",

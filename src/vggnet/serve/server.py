@@ -4,7 +4,7 @@ On SIGTERM (or a first Ctrl-C) the server drains: it keeps listening, answers ev
 with 503, lets the requests in flight finish (up to ``drain_timeout_s``), then shuts down and
 exits with status 0. A second signal stops it at once. With ``workers > 1`` a small supervisor
 binds the socket once, starts that many worker processes (each with its own model, batcher and
-metrics) and passes SIGTERM on to them.
+metrics), replaces a worker that dies, and passes SIGTERM on to them.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 
+from ..errors import VggnetError
 from .app import ServeSettings, create_app
 
 log = logging.getLogger(__name__)
@@ -100,35 +101,68 @@ def _die_with_parent(supervisor: int) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
+# a worker that dies within this many seconds of its start counts as failing to start; after
+# this many such deaths in a row the supervisor gives up instead of restarting forever
+_QUICK_DEATH_S, _QUICK_DEATHS = 30.0, 3
+
+
 def _supervise(settings: ServeSettings, host: str, port: int, workers: int, log_level: str,
                access_log: bool) -> None:
+    """Bind once, keep ``workers`` processes serving on the socket: a worker that dies (killed,
+    out of memory) is replaced; SIGTERM / Ctrl-C is passed on to all of them, which drain."""
+    from multiprocessing.connection import wait
+
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     sock.set_inheritable(True)
     threads = settings.threads or max(1, (os.cpu_count() or 1) // workers)
     ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_worker, name=f"vggnet-serve-{i}",
-                         args=(os.getpid(), json.dumps(settings.to_dict()), sock, log_level,
-                               access_log, threads)) for i in range(workers)]
-    for p in procs:
-        p.start()
+    args = (os.getpid(), json.dumps(settings.to_dict()), sock, log_level, access_log, threads)
+
+    def start(i: int):
+        proc = ctx.Process(target=_worker, name=f"vggnet-serve-{i}", args=args)
+        proc.start()
+        proc.started_at = time.monotonic()
+        return proc
+
+    procs = [start(i) for i in range(workers)]
     log.info("vggnet serve: %d workers on http://%s:%d (%d inference thread%s each)", workers,
              host, sock.getsockname()[1], threads, "s" if threads > 1 else "")
+    stopping = []
 
     def forward(sig, frame):
+        stopping.append(sig)
         for p in procs:
             if p.is_alive():
                 os.kill(p.pid, sig)
 
     previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
+    quick_deaths, gave_up = 0, []
     try:
-        for p in procs:
-            p.join()
+        while not (stopping and all(p.exitcode is not None for p in procs)):
+            wait([p.sentinel for p in procs if p.exitcode is None], timeout=1.0)
+            for i, p in enumerate(procs):
+                if p.exitcode is None or stopping:
+                    continue
+                quick = time.monotonic() - p.started_at < _QUICK_DEATH_S
+                quick_deaths = quick_deaths + 1 if quick else 0
+                if quick_deaths >= _QUICK_DEATHS:
+                    log.error("vggnet serve: workers keep dying as they start (the last "
+                              "exited with %s); stopping", p.exitcode)
+                    forward(signal.SIGTERM, None)
+                    gave_up.append(p.exitcode)
+                    break
+                log.warning("vggnet serve: worker %d (pid %d) exited with %s; starting "
+                            "another", i, p.pid, p.exitcode)
+                procs[i] = start(i)
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
         sock.close()
+    if gave_up:
+        raise VggnetError(f"the serve workers kept dying as they started (the last exited with "
+                          f"{gave_up[0]}); the log above says why")
 
 
 class BackgroundServer:
