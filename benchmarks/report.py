@@ -291,6 +291,29 @@ def backends_section(result: dict | None, training: dict | None = None) -> list[
     return out
 
 
+def soak_section(r: dict | None) -> list[str]:
+    """`benchmarks/serve_soak.py`: sustained load with malformed uploads, and the RSS."""
+    out = ["## `vggnet serve` soak test: sustained load with bad uploads (`benchmarks/serve_soak.py`)",
+           "", "```bash", "python benchmarks/serve_soak.py --run runs/cifar10_quick --data-root "
+           "../shared/data \\", "    --seconds 120 --concurrency 64 --out "
+           "benchmarks/results/serve_soak.json", "```", ""]
+    if r is None:
+        return out + ["Not run yet."]
+    return out + [
+        _hardware(r["environment"]) + f" `{r['run']}` on the {r['backend']} backend; the "
+        "client runs in its own process on the same two cores (when this was measured, beside "
+        "the test suite running under `benchmarks/cpu_load.py`).", "",
+        "| seconds | concurrency | valid requests | failed | malformed uploads | answered 4xx JSON "
+        "| 5xx | RSS after warm-up | RSS max | growth | result |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+        f"| {r['seconds']:.0f} | {r['concurrency']} | {r['valid']} | {r['valid_failed']} | "
+        f"{r['malformed']} | {r['malformed'] - r['malformed_5xx'] - r['malformed_not_json']} "
+        f"| {r['malformed_5xx']} | {r['rss_mb_first_after_warmup']} MB | {r['rss_mb_max']} MB "
+        f"| {r['rss_growth_mb_after_warmup']} MB | {'passed' if r['passed'] else 'FAILED'} |",
+        "", "Statuses: " + ", ".join(f"{k}: {v}" for k, v in sorted(r["statuses"].items()))
+        + ". The bound: RSS may grow by less than 100 MB after the first 20 s."]
+
+
 def main() -> None:
     lines = ["# Benchmark results", "",
              "Written by `python benchmarks/report.py` from `benchmarks/results/*.json`; the "
@@ -319,6 +342,7 @@ def main() -> None:
         if result:
             loads.append({**result, "file": file, "title": title, "note": note})
     lines += [""] + serve_load_section(loads)
+    lines += [""] + soak_section(_load("serve_soak.json"))
     lines += [""] + gradcam_section(_load("gradcam_speed.json"))
     lines += [""] + stylize_section([r for r in (_load(f) for f, _ in STYLIZE_RUNS) if r])
     lines += [""] + imagenette_section(
