@@ -107,13 +107,13 @@ def test_a_corrupted_or_truncated_cache_is_detected_and_rebuilt(tmp_path, cache,
 
 def test_a_cache_that_cannot_be_written_is_skipped_with_a_warning(tmp_path, cache, caplog,
                                                                  monkeypatch):
-    import vggnet.data.datasets as datasets
+    import vggnet.data.cache as cache_module
     from vggnet.data import load_splits
 
     def full(*a, **k):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(datasets.torch, "save", full)
+    monkeypatch.setattr(cache_module.torch, "save", full)
     folder = _folder(tmp_path)
     with caplog.at_level(logging.WARNING):
         train, val = load_splits(str(folder), val_fraction=0.25)

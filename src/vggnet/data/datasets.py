@@ -14,8 +14,6 @@ epoch never decodes an image again. Supported sources:
 
 from __future__ import annotations
 
-import hashlib
-import logging
 import os
 import tarfile
 import warnings
@@ -25,11 +23,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import DataError, ImageReadError, StorageError
-from ..io import (IMAGE_EXTENSIONS, atomic_write, decode_image, is_image_name,
-                  sha256_file)
+from ..errors import DataError, ImageReadError
+from ..io import IMAGE_EXTENSIONS, decode_image, is_image_name
+from .cache import cache_dir, cache_key, cached_splits, source_fingerprint
 
-log = logging.getLogger(__name__)
 
 BUILTIN = ("cifar10", "cifar100", "imagenette", "digits")
 
@@ -64,10 +61,6 @@ class ImageTensors:
         mean = x.mean(dim=(0, 2, 3))
         std = x.std(dim=(0, 2, 3))
         return [round(v, 4) for v in mean.tolist()], [round(v, 4) for v in std.tolist()]
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("VGGNET_CACHE", Path.home() / ".cache" / "vggnet"))
 
 
 def default_data_root() -> Path:
@@ -149,61 +142,6 @@ def _tar_split(tar_path: Path, image_size: int | None) -> dict[str, ImageTensors
     return out
 
 
-# --- caching ------------------------------------------------------------------------------
-
-def _cache_key(*parts) -> str:
-    return hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
-
-
-def _source_fingerprint(path: Path):
-    st = path.stat()
-    return (str(path.resolve()), st.st_size, int(st.st_mtime))
-
-
-def _cached(key: str, build) -> dict[str, ImageTensors]:
-    """``build()`` -> {split: ImageTensors}, cached as a tensor file under cache_dir().
-
-    The file's SHA-256 is written beside it and checked on every read: a cache that is
-    truncated, corrupted or half-written (by a crash, a full disk, a bad sector) is rebuilt
-    from the source, never trusted. A cache that cannot be written (disk full, read-only
-    cache folder) is skipped with a warning: the data are decoded again next time."""
-    path = cache_dir() / "decoded" / f"{key}.pt"
-    stamp = path.with_suffix(".sha256")
-    if path.is_file():
-        problem = _cache_problem(path, stamp)
-        if problem is None:
-            try:
-                blob = torch.load(path, weights_only=True)
-                return {s: ImageTensors(v["images"], v["labels"], list(v["classes"]))
-                        for s, v in blob.items()}
-            except Exception as exc:  # a file that matches its checksum but does not load
-                problem = f"it does not load ({type(exc).__name__})"
-        log.warning("decoded-data cache %s is not usable (%s): rebuilding it", path, problem)
-        path.unlink(missing_ok=True)
-        stamp.unlink(missing_ok=True)
-    splits = build()
-    try:
-        atomic_write(path, lambda tmp: torch.save(
-            {s: {"images": v.images, "labels": v.labels, "classes": v.classes}
-             for s, v in splits.items()}, tmp))
-        digest = sha256_file(path)
-        atomic_write(stamp, lambda tmp: tmp.write_text(digest + "\n"))
-    except StorageError as exc:
-        log.warning("%s; the decoded data are not cached and will be decoded again next time",
-                    exc)
-        path.unlink(missing_ok=True)
-    return splits
-
-
-def _cache_problem(path: Path, stamp: Path) -> str | None:
-    """Why a cache file cannot be trusted, or None when its SHA-256 matches the one kept."""
-    if not stamp.is_file():
-        return "its checksum file is missing"
-    if sha256_file(path) != stamp.read_text().strip():
-        return "its SHA-256 differs from the one written with it (truncated or corrupted)"
-    return None
-
-
 # --- public entry point -------------------------------------------------------------------
 
 TEST_SPLITS = ("test", "val", "validation")
@@ -249,8 +187,8 @@ def _from_path(path: Path, image_size, val_fraction, seed, use_cache):
         if not tarfile.is_tarfile(path):
             raise DataError(f"{path} is neither a folder nor a tar archive of images")
         build = lambda: _tar_split(path, image_size)  # noqa: E731
-        key = _cache_key("tar", _source_fingerprint(path), image_size)
-        splits = _cached(key, build) if use_cache else build()
+        key = cache_key("tar", source_fingerprint(path), image_size)
+        splits = cached_splits(key, build, ImageTensors) if use_cache else build()
         return _pick_splits(splits, path, val_fraction, seed)
     subdirs = {d.name for d in path.iterdir() if d.is_dir()}
     if "train" in subdirs and subdirs & set(TEST_SPLITS):
@@ -267,9 +205,9 @@ def _from_path(path: Path, image_size, val_fraction, seed, use_cache):
             items, classes = folder_items(path)
             return {"all": _decode_all(items, classes, image_size, str(path))}
     files = sorted(p for p in path.rglob("*") if p.is_file())
-    key = _cache_key("dir", str(path.resolve()), len(files),
+    key = cache_key("dir", str(path.resolve()), len(files),
                      max((int(p.stat().st_mtime) for p in files), default=0), image_size)
-    splits = _cached(key, build) if use_cache else build()
+    splits = cached_splits(key, build, ImageTensors) if use_cache else build()
     return _pick_splits(splits, path, val_fraction, seed)
 
 
