@@ -56,7 +56,8 @@ class ServedModel:
         log.info("serving %s: %s", checkpoint, self.predictor.describe())
         meta = self.predictor.meta
         self.info = ModelInfo(
-            run=str(Path(run)), checkpoint=str(checkpoint), backend=self.predictor.engine.name,
+            run=str(Path(run)), checkpoint=str(checkpoint),
+            backend=getattr(self.predictor.engine, "name", self.predictor.backend),
             precision=self.predictor.precision,
             architecture=meta.model_config.get("name", "?"), config=dict(meta.model_config),
             classes=readable(list(meta.classes)), preprocessing=meta.preprocessing.to_dict(),
