@@ -4,7 +4,7 @@ still pass (a CI machine is rarely quiet).
     python benchmarks/cpu_load.py --seconds 900 &     # then run the suite
 
 One process per core (``--workers``) spins on arithmetic until ``--seconds`` have passed or
-the parent is killed; it touches no file and no network.
+the parent gets SIGTERM (which it passes on); it touches no file and no network.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
+import signal
 import time
 
 
@@ -32,6 +33,13 @@ def main() -> None:
              for _ in range(args.workers)]
     for proc in procs:
         proc.start()
+
+    def stop(signum, frame):  # `kill PID` ends the spinners too, not only this process
+        for proc in procs:
+            proc.terminate()
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, stop)
     for proc in procs:
         proc.join()
 
