@@ -41,7 +41,8 @@ class Predictor:
         self._model = None
         if onnx is not None:
             self.meta = read_run_metadata(self.checkpoint)
-            self.engine, self.device = _exported(Path(onnx), precision, threads), torch.device("cpu")
+            self.engine = _exported(Path(onnx), precision, threads)
+            self.device = torch.device("cpu")
         else:
             if backend == "torch":  # loaded here: its metadata and the engine share one read
                 self._model, self.meta = load_checkpoint(self.checkpoint, device=self.device)
