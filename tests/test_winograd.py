@@ -41,6 +41,23 @@ def test_matches_conv2d_and_its_gradients_exactly(shape, bias):
         torch.testing.assert_close(a, t, rtol=1e-10, atol=1e-10)
 
 
+def test_channels_last_weights_give_the_same_values_and_a_gradient_in_their_layout():
+    """A model moved to channels-last (as the engine trains) has channels-last conv weights:
+    the weight transform works on them in place, and their gradient comes back in that
+    layout (no copy by autograd)."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 6, 4, 4, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(5, 6, 3, 3, dtype=torch.float64).to(memory_format=torch.channels_last)
+    w.requires_grad_(True)
+    y = winograd_conv3x3(x, w)
+    torch.testing.assert_close(y, F.conv2d(x, w, padding=1), rtol=1e-12, atol=1e-12)
+    assert torch.autograd.gradcheck(lambda a, b: winograd_conv3x3(a, b), (x, w))
+    y.square().sum().backward()
+    assert w.grad.is_contiguous(memory_format=torch.channels_last)
+    ref = torch.autograd.grad(F.conv2d(x, w, padding=1).square().sum(), w)[0]
+    torch.testing.assert_close(w.grad, ref, rtol=1e-10, atol=1e-10)
+
+
 def test_bf16_error_is_small_and_bounded():
     """The documented price: about 0.7% relative error per layer in bf16 (direct bf16: ~0.25%)."""
     torch.manual_seed(0)
@@ -82,6 +99,24 @@ def test_conversion_shares_parameters_and_keeps_the_state_dict():
     assert all(m.max_pixels == 16 for m in model.modules() if isinstance(m, WinogradConv2d))
     with pytest.raises(ValueError, match="max_pixels must be at least 4"):
         convert_to_winograd(model, max_pixels=1)
+
+
+def test_conversion_of_a_channels_last_model_keeps_its_parameters_and_values():
+    """The engine moves the model to channels-last first; the converted layers' weights are
+    then stored contiguous (what the weight transform reads without a copy), as the same
+    Parameter objects with the same values, and the other layers stay channels-last."""
+    model = _cifar_vgg16_bn().to(memory_format=torch.channels_last)
+    params = {name: p for name, p in model.named_parameters()}
+    values = {name: p.detach().clone() for name, p in params.items()}
+    convert_to_winograd(model)
+    assert all(p is params[name] for name, p in model.named_parameters())
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(p, values[name], rtol=0, atol=0)
+    winograd = [m for m in model.modules() if isinstance(m, WinogradConv2d)]
+    assert winograd and all(m.weight.is_contiguous() for m in winograd)
+    others = [m for m in model.modules() if type(m) is nn.Conv2d]
+    assert others and all(m.weight.is_contiguous(memory_format=torch.channels_last)
+                          for m in others)
 
 
 def test_converted_model_dispatches_by_map_size_channels_dtype_and_grad(monkeypatch):
