@@ -191,7 +191,8 @@ PATHS = {
     "onnxruntime_int8": ("int8", "int8", "ONNX Runtime, vggnet's calibrated int8 ONNX"),
     "openvino_fp32": ("openvino", "fp32", "OpenVINO, the same ONNX file, fp32"),
     "openvino_bf16": ("openvino", "bf16", "OpenVINO, the same file, bf16 (its default here)"),
-    "openvino_int8": ("openvino-int8", "int8", "OpenVINO, vggnet's int8 ONNX file"),
+    "openvino_int8": ("openvino-int8", "int8",
+                      "OpenVINO, vggnet's int8 IR (NNCF, first convolution in floating point)"),
 }
 
 
@@ -246,46 +247,46 @@ def _exported_paths(model, tmp: Path, data_root, int8: bool, native_bf16: bool) 
     from .export.formats import export_onnx
 
     out = {}
-    export_onnx(model, tmp / "fp32.onnx", 224, check=False)
-    int8_path = _int8_vgg16(tmp, data_root) if int8 else None
+    fp32 = export_onnx(model, tmp / "fp32.onnx", 224, check=False)
+    calib = _calibration_images(data_root) if int8 else None
     if find_spec("onnxruntime") is not None:
-        from .export.quantize import OnnxClassifier
+        from .export.quantize import OnnxClassifier, quantize_onnx
 
-        out["onnxruntime_fp32"] = OnnxClassifier(tmp / "fp32.onnx")
-        if int8_path:
-            out["onnxruntime_int8"] = OnnxClassifier(int8_path)
+        out["onnxruntime_fp32"] = OnnxClassifier(fp32)
+        if calib:
+            q = quantize_onnx(fp32, tmp / "int8.onnx", *calib, batch_size=16, input_size=224)
+            out["onnxruntime_int8"] = OnnxClassifier(q)
     if find_spec("openvino") is not None:
-        from .export.openvino import OpenVinoClassifier
+        from .export.openvino import OpenVinoClassifier, quantize_openvino
 
-        out["openvino_fp32"] = OpenVinoClassifier(tmp / "fp32.onnx", precision="fp32")
+        out["openvino_fp32"] = OpenVinoClassifier(fp32, precision="fp32")
         if native_bf16:
-            out["openvino_bf16"] = OpenVinoClassifier(tmp / "fp32.onnx", precision="bf16")
-        if int8_path:
-            out["openvino_int8"] = OpenVinoClassifier(int8_path)
+            out["openvino_bf16"] = OpenVinoClassifier(fp32, precision="bf16")
+        if calib and find_spec("nncf") is not None:
+            q = quantize_openvino(fp32, tmp / "int8.xml", *calib, batch_size=16, input_size=224)
+            out["openvino_int8"] = OpenVinoClassifier(q)
     return out
 
 
-def _int8_vgg16(tmp: Path, data_root=None) -> Path | None:
-    """int8 VGG16 (QDQ) calibrated on 64 real images: CIFAR-10 when found, else the digits."""
-    if find_spec("onnxruntime") is None:
-        return None
+def _calibration_images(data_root=None) -> tuple:
+    """64 real images and their mean and std, to calibrate the int8 VGG16s: CIFAR-10 when
+    found, else the digits."""
     from .data import load_splits
     from .errors import DataError
-    from .export.quantize import quantize_onnx
 
     try:
         train_set, _ = load_splits("cifar10", root=data_root)
     except DataError:  # no CIFAR-10 here: calibrate on digits, also real images
         train_set, _ = load_splits("digits")
     mean, std = train_set.stats()
-    return quantize_onnx(tmp / "fp32.onnx", tmp / "int8.onnx", train_set.subset(64).images,
-                         mean, std, batch_size=16, input_size=224)
+    return train_set.subset(64).images, mean, std
 
 
 def agreement(run, data_root=None, calibration: int = 512, int8: bool = True) -> dict:
     """Top-1 agreement of every reduced-precision path with the PyTorch fp32 model of a
     trained run, on its whole test set: bf16 in PyTorch and OpenVINO, int8 in ONNX Runtime and
-    OpenVINO (one int8 model, calibrated on ``calibration`` of the run's training images).
+    OpenVINO (each int8 model as `vggnet export RUN --int8` makes it for that runtime,
+    calibrated on the same ``calibration`` training images).
     The exported files live in a temporary folder and are gone when this returns."""
     from .export.formats import export_onnx
     from .export.optimize import InferenceEngine
@@ -306,19 +307,22 @@ def agreement(run, data_root=None, calibration: int = 512, int8: bool = True) ->
     compare("vggnet_bf16", InferenceEngine(model, "bf16"))
     if find_spec("onnx") is None:
         return {"run": str(run), "test_images": len(test.images), "paths": rows}
+    calib = open_run_data(meta, "train", n=calibration, data_root=data_root).images if int8 \
+        else None
     with tempfile.TemporaryDirectory(prefix="vggnet-agree-") as d:
-        fp32, q = Path(d) / "fp32.onnx", Path(d) / "int8.onnx"
-        export_onnx(model, fp32, pre.input_size)
-        if int8 and find_spec("onnxruntime") is not None:
-            calib = open_run_data(meta, "train", n=calibration, data_root=data_root).images
-            quantize_onnx(fp32, q, calib, pre.mean, pre.std, input_size=pre.input_size)
+        fp32 = export_onnx(model, Path(d) / "fp32.onnx", pre.input_size)
+        if calib is not None and find_spec("onnxruntime") is not None:
+            q = quantize_onnx(fp32, Path(d) / "int8.onnx", calib, pre.mean, pre.std,
+                              input_size=pre.input_size)
             compare("onnxruntime_int8", OnnxClassifier(q))
         if find_spec("openvino") is not None:
-            from .export.openvino import OpenVinoClassifier
+            from .export.openvino import OpenVinoClassifier, quantize_openvino
 
             compare("openvino_bf16", OpenVinoClassifier(fp32, precision="bf16"))
-            if q.is_file():
-                compare("openvino_int8", OpenVinoClassifier(q))
+            if calib is not None and find_spec("nncf") is not None:
+                xml = quantize_openvino(fp32, Path(d) / "int8.xml", calib, pre.mean, pre.std,
+                                        input_size=pre.input_size)
+                compare("openvino_int8", OpenVinoClassifier(xml))
     return {"run": str(run), "test_images": len(test.images), "paths": rows}
 
 

@@ -17,16 +17,17 @@ def register(sub) -> None:
     p.add_argument("--input-size", type=int, help="example input size (default: the checkpoint's)")
     p.add_argument("--no-check", action="store_true", help="skip the parity check")
     p.add_argument("--int8", action="store_true",
-                   help="also write an int8 model (ONNX Runtime static quantization, "
-                        "calibrated on the run's own training images): best.int8.onnx, and "
-                        "with --format openvino best.int8.xml made from it")
+                   help="also write an int8 model calibrated on the run's own training "
+                        "images: best.int8.onnx (ONNX Runtime static quantization, 7-bit "
+                        "weights), or with --format openvino best.int8.xml (NNCF, first "
+                        "convolution kept in floating point: the closer to fp32)")
     p.add_argument("--calibration", type=int, default=512, help="calibration images for --int8")
     p.add_argument("--check-images", type=int, default=1000,
                    help="test images on which --int8 reports top-1 agreement with fp32")
     p.add_argument("--int8-full-range", action="store_true",
-                   help="int8 weights with all 8 bits: only for models that will run on CPUs "
-                        "with VNNI or AMX (elsewhere ONNX Runtime saturates; the default 7-bit "
-                        "weights run correctly on any CPU)")
+                   help="ONNX Runtime's int8 weights with all 8 bits: only for models that "
+                        "will run on CPUs with VNNI or AMX (elsewhere ONNX Runtime saturates; "
+                        "the default 7-bit weights run correctly on any CPU)")
     p.add_argument("--data-root", help="where the run's data set lives (for --int8)")
     p.set_defaults(func=run)
 
@@ -40,12 +41,16 @@ def run(args) -> None:
     if args.int8 and args.format == "torchscript":
         raise UsageError("--int8 makes an ONNX Runtime or OpenVINO model: use it with --format "
                          "onnx or openvino")
+    if args.int8_full_range and args.format == "openvino":
+        raise UsageError("--int8-full-range shapes ONNX Runtime's int8 model; OpenVINO's already "
+                         "has 8-bit weights (its first convolution, the layer that would "
+                         "saturate, stays in floating point): drop the flag")
     if args.format in ("onnx", "openvino"):
         _need_onnx()
     if args.format == "openvino":
-        from ..export.openvino import need_openvino
+        from ..export.openvino import need_nncf, need_openvino
 
-        need_openvino()
+        need_nncf() if args.int8 else need_openvino()
     ckpt = resolve_checkpoint(args.checkpoint)
     model, meta = load_checkpoint(ckpt)
     size = args.input_size or meta.preprocessing.input_size
@@ -64,7 +69,7 @@ def run(args) -> None:
         checked = " (reloaded and checked)"
     print(f"wrote {out}{'' if args.no_check else checked}")
     if args.int8:
-        _int8(model, meta, ckpt, out, args)
+        _int8(model, meta, out, args)
 
 
 def _need_onnx() -> None:
@@ -76,32 +81,23 @@ def _need_onnx() -> None:
                          "missing): pip install 'vggnet[export]'") from None
 
 
-def _int8(model, meta, ckpt: Path, out: Path, args) -> None:
-    from ..export.formats import export_onnx
+def _int8(model, meta, out: Path, args) -> None:
+    if args.format == "openvino":
+        from ..export.openvino import quantize_run_openvino
+
+        xml = out.with_suffix("").with_suffix(".int8.xml")
+        r = quantize_run_openvino(model, meta, out, xml, calibration=args.calibration,
+                                  check_images=args.check_images, data_root=args.data_root)
+        print(f"wrote {xml} (int8 for OpenVINO, NNCF calibrated on "
+              f"{r['calibration_images']} training images; top-1 agrees with fp32 on "
+              f"{100 * r['top1_agreement']:.2f}% of {r['test_images']} test images)")
+        return
     from ..export.quantize import quantize_run
 
-    if args.format == "onnx":
-        fp32_onnx = out
-    else:  # the int8 model is made from the fp32 ONNX export, beside the checkpoint
-        fp32_onnx = ckpt.with_suffix(".onnx")
-        export_onnx(model, fp32_onnx, args.input_size or meta.preprocessing.input_size,
-                    check=not args.no_check)
     int8_path = out.with_suffix("").with_suffix(".int8.onnx")
-    r = quantize_run(model, meta, fp32_onnx, int8_path, calibration=args.calibration,
+    r = quantize_run(model, meta, out, int8_path, calibration=args.calibration,
                      check_images=args.check_images, data_root=args.data_root,
                      reduce_range=not args.int8_full_range)
     print(f"wrote {int8_path} (int8, calibrated on {r['calibration_images']} training images; "
           f"top-1 agrees with fp32 on {100 * r['top1_agreement']:.2f}% of {r['test_images']} "
           "test images in ONNX Runtime)")
-    if args.format == "openvino":
-        from ..export.openvino import OpenVinoClassifier, convert_onnx
-        from ..export.quantize import compare_int8
-        from ..run import open_run_data
-
-        xml = convert_onnx(int8_path, int8_path.with_suffix("").with_suffix(".int8.xml"))
-        test = open_run_data(meta, "test", n=args.check_images, data_root=args.data_root)
-        pre = meta.preprocessing
-        r = compare_int8(model.eval(), OpenVinoClassifier(xml), test.images, test.labels,
-                         pre.mean, pre.std)
-        print(f"wrote {xml} (the same int8 model for OpenVINO; top-1 agrees with fp32 on "
-              f"{100 * r['top1_agreement']:.2f}% of {r['test_images']} test images)")

@@ -10,7 +10,8 @@ in) and ``path`` (the file it runs) attributes:
 ``onnx``           ONNX Runtime, fp32, on ``best.onnx`` (exported on first use)
 ``int8``           ONNX Runtime, int8, on ``best.int8.onnx`` (``vggnet export RUN --int8``)
 ``openvino``       OpenVINO, on ``best.xml`` (exported on first use), fp32 or bf16
-``openvino-int8``  OpenVINO, int8, on ``best.int8.xml`` (converted on first use from
+``openvino-int8``  OpenVINO, int8, on ``best.int8.xml`` (``vggnet export RUN --format
+                   openvino --int8``; without it, converted on first use from
                    ``best.int8.onnx``)
 ``auto``           the fastest of these the run and the installed packages allow, in the order
                    of :data:`AUTO_ORDER` (measured: benchmarks/RESULTS.md): an int8 export
@@ -93,8 +94,9 @@ def _onnx_file(checkpoint: Path, int8: bool) -> Path:
 
 
 def _openvino_file(checkpoint: Path, int8: bool) -> Path:
-    """``best.xml`` (exported when missing) or ``best.int8.xml`` (converted when missing from
-    the calibrated ``best.int8.onnx``)."""
+    """``best.xml`` (exported when missing) or ``best.int8.xml`` (NNCF's, from ``vggnet export
+    RUN --format openvino --int8``; when missing, converted from ONNX Runtime's calibrated
+    ``best.int8.onnx``, whose 7-bit weights agree less often with fp32)."""
     from ..run import load_checkpoint
     from .openvino import convert_onnx, export_openvino
 
