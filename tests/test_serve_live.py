@@ -63,6 +63,30 @@ def test_concurrent_requests_share_forward_passes_on_a_live_server(run, images):
     assert batch_counts == {1: 16, 16: 1}
 
 
+def test_a_background_server_leaves_the_processs_logging_alone(run, tmp_path):
+    """uvicorn's own logging configuration closes every handler of the process first (found
+    when a library's handler, closing, closed the stream under it): a service started inside
+    someone else's program must not install it."""
+    import logging
+
+    class Recording(logging.StreamHandler):
+        closed = False
+
+        def close(self):
+            self.closed = True
+            super().close()
+
+    handler = Recording(open(tmp_path / "log.txt", "w"))
+    logging.getLogger().addHandler(handler)
+    try:
+        with BackgroundServer(ServeSettings(run=str(run))) as server:
+            assert _healthz(server.url)[0] == 200
+        assert handler in logging.getLogger().handlers and not handler.closed
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.stream.close()
+
+
 def test_upload_over_the_limit_is_refused_before_it_is_sent_whole(run):
     with BackgroundServer(ServeSettings(run=str(run), max_upload_mb=1)) as server:
         host, port = server.url.removeprefix("http://").split(":")

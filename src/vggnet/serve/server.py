@@ -54,12 +54,17 @@ def _uvicorn_server_class():
 
 
 def _config(app, settings: ServeSettings, host: str, port: int, log_level: str,
-            access_log: bool):
+            access_log: bool, own_logging: bool = True):
+    """uvicorn's settings. ``own_logging``: the process is the service's (``vggnet serve``),
+    so uvicorn may install its logging configuration; in someone else's process (a
+    :class:`BackgroundServer` in a notebook or a test) it must not, since that configuration
+    first closes every logging handler of the process."""
     import uvicorn
+    from uvicorn.config import LOGGING_CONFIG
 
     return uvicorn.Config(app, host=host, port=port, log_level=log_level,
                           access_log=access_log, timeout_graceful_shutdown=5,
-                          lifespan="on")
+                          lifespan="on", log_config=LOGGING_CONFIG if own_logging else None)
 
 
 def serve(settings: ServeSettings, host: str = "127.0.0.1", port: int = 8000, *,
@@ -178,7 +183,8 @@ class BackgroundServer:
         self.sock.bind((host, port))
         self.url = f"http://{host}:{self.sock.getsockname()[1]}"
         self.server = _uvicorn_server_class()(
-            _config(self.app, settings, host, port, log_level, access_log), self.app)
+            _config(self.app, settings, host, port, log_level, access_log, own_logging=False),
+            self.app)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]},
                                        name="vggnet-serve", daemon=True)
 
