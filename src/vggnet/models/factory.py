@@ -18,6 +18,8 @@ import torch.nn as nn
 
 from ..errors import WeightsMismatchError, WeightsError
 from .hub import PRETRAINED_NAMES, pretrained_file
+from .keras import is_keras_file
+from .normalization import CAFFE, InputNorm
 from .registry import get_builder, list_models
 from .weights import (feature_names, detect_format, read_metadata, read_state_dict,
                       to_vggnet_state_dict)
@@ -88,7 +90,7 @@ def load_weights(model, source, *, strict_head: bool = False) -> LoadReport:
     fmt = detect_format(raw)
     sd = to_vggnet_state_dict(raw, model, fmt)
     target = model.state_dict()
-    report = LoadReport(format=fmt)
+    report = LoadReport(format="keras" if is_keras_file(source) else fmt)
 
     # Fully connected weights load into convolutions and back by a reshape of the same numbers.
     for key, value in list(sd.items()):
@@ -125,6 +127,10 @@ def load_weights(model, source, *, strict_head: bool = False) -> LoadReport:
     state.update(fitting)
     model.load_state_dict(state, strict=False)
     report.loaded = sorted(state)
+    if report.format == "keras":  # Keras' VGG weights take its "caffe" inputs
+        model.input_norm = CAFFE
+        report.messages.append("Keras weights: the model expects BGR in 0-255 minus the "
+                               "ImageNet mean, no std (model.input_norm, the 'caffe' preset)")
     return report
 
 
@@ -179,7 +185,12 @@ def load_model(path, **overrides):
     config = dict(meta["model_config"])
     config.update(overrides)
     name = config.pop("name")
-    return create_model(name, weights=path, strict_head="num_classes" not in overrides, **config)
+    model = create_model(name, weights=path, strict_head="num_classes" not in overrides, **config)
+    if isinstance(meta.get("input_norm"), dict):
+        norm = meta["input_norm"]
+        model.input_norm = InputNorm(**{k: tuple(v) if isinstance(v, list) else v
+                                        for k, v in norm.items()})
+    return model
 
 
 def init_from_shallower(model, source) -> list[str]:

@@ -1,4 +1,4 @@
-"""Reading and converting weights: torchvision's, timm's and vggnet's own formats. Pure
+"""Reading and converting weights: torchvision's, timm's, Keras' and vggnet's own formats. Pure
 functions of state dicts and files: nothing here builds a model (see factory.py for matching
 weights to models and loading them).
 
@@ -6,7 +6,8 @@ vggnet's own names follow the paper (``features.conv3_2.weight``, ``head.fc6.wei
 torchvision numbers the layers (``features.10.weight``, ``classifier.0.weight``); timm numbers
 them the same way and keeps fc6/fc7 as convolutions (``pre_logits.fc1``) with ``head.fc`` as
 fc8. The layers of a vggnet model run in torchvision's order, so converting is a renaming plus
-a reshape of the fully connected weights.
+a reshape of the fully connected weights. Keras' HDF5 files are read by
+:mod:`vggnet.models.keras`.
 
 Loading never unpickles arbitrary objects: ``.safetensors`` files hold only tensors and
 ``.pth``/``.pt`` files are read with ``torch.load(weights_only=True)``.
@@ -24,9 +25,10 @@ import torch
 import torch.nn as nn
 
 from ..errors import WeightsError
+from .keras import is_keras_file, read_keras_weights
 
 
-FORMATS = ("vggnet", "torchvision", "timm")
+FORMATS = ("vggnet", "torchvision", "timm", "keras")
 _TV_HEAD = {"classifier.0": "head.fc6", "classifier.3": "head.fc7", "classifier.6": "head.fc8"}
 _TIMM_HEAD = {"pre_logits.fc1": "head.fc6", "pre_logits.fc2": "head.fc7", "head.fc": "head.fc8"}
 _WRAPPER_KEYS = ("state_dict", "model", "model_state", "model_state_dict", "weights")
@@ -44,6 +46,8 @@ def read_state_dict(source) -> dict[str, torch.Tensor]:
         path = Path(source)
         if not path.is_file():
             raise WeightsError(f"weights file not found: {path}")
+        if is_keras_file(path):
+            return read_keras_weights(path)
         sd = _read_file(path)
     for key in _WRAPPER_KEYS:  # training checkpoints wrap the state dict
         if key in sd and isinstance(sd[key], Mapping):
@@ -157,6 +161,8 @@ def save_weights(model, path, extra_metadata: Mapping[str, object] | None = None
     module = getattr(model, "_orig_mod", model)  # never save the torch.compile wrapper
     path = Path(path)
     meta = {"format": "vggnet", "model_config": json.dumps(module.model_config)}
+    if getattr(module, "input_norm", None) is not None:  # e.g. Keras' caffe inputs
+        meta["input_norm"] = json.dumps(module.input_norm.to_dict())
     for key, value in (extra_metadata or {}).items():
         meta[key] = value if isinstance(value, str) else json.dumps(value)
     tensors = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
