@@ -17,6 +17,7 @@ from ..errors import ConfigError, DataError
 from ..data.datasets import BUILTIN as BUILTIN_DATA
 from ..models.registry import get_builder
 from .schedule import SCHEDULES
+from .transfer import FINETUNE, inherited_values, parse_normalize
 
 
 def opt(default, help: str):
@@ -38,11 +39,14 @@ class TrainConfig:
     weights: str | None = opt(None, "initial weights: checkpoint, torchvision/timm file, or imagenet")
     init_from: str | None = opt(None, "a trained shallower net (the paper's init from net A)")
     freeze: str = opt("none", "none, or features (train the head only)")
+    unfreeze_after: int | None = opt(None, "with freeze features: train the backbone too from this epoch on (at lr x backbone_lr)")
+    backbone_lr: float = opt(1.0, "learning-rate multiplier of the convolutional layers (discriminative rates for fine-tuning, e.g. 0.1)")
     # --- data ---
     data: str = opt("cifar10", "cifar10, cifar100, digits, or an ImageFolder path / tar")
     data_root: str | None = opt(None, "where cifar10/cifar100 live (default ~/.cache/vggnet/data)")
     download: bool = opt(False, "fetch the official release if absent (checksum verified)")
     image_size: int | None = opt(None, "resize images to this (None: the data set's own size)")
+    normalize: str | None = opt(None, "input mean and std: none (the training set's own), imagenet, or 'R,G,B/R,G,B' in [0, 1] units; a run given as weights lends its own")
     val_fraction: float = opt(0.1, "held out when the data has no test/ or val/ split")
     train_subset: int | None = opt(None, "use only this many training images (class-stratified)")
     test_subset: int | None = opt(None, "evaluate on this many test images")
@@ -257,6 +261,13 @@ def _check_values(cfg: TrainConfig) -> None:
         raise ConfigError("lookahead_ramp needs lookahead (a number of steps, e.g. 5)")
     if cfg.lr <= 0:
         raise ConfigError(f"lr must be positive; got {cfg.lr}")
+    if cfg.unfreeze_after is not None and (cfg.freeze != "features"
+                                           or not 1 <= cfg.unfreeze_after < cfg.epochs):
+        raise ConfigError(f"unfreeze_after needs freeze features and an epoch in [1, epochs - "
+                          f"1] (epochs is {cfg.epochs}); got {cfg.unfreeze_after}")
+    if cfg.backbone_lr <= 0:
+        raise ConfigError(f"backbone_lr is a multiplier of lr, e.g. 0.1; got {cfg.backbone_lr}")
+    parse_normalize(cfg.normalize)  # a clear error now rather than after the data is read
     if cfg.plateau_patience < 0:
         raise ConfigError(f"plateau_patience must be 0 or more epochs; got {cfg.plateau_patience}")
 
@@ -325,13 +336,33 @@ def resolve(recipe: str | Path | dict | None = None, overrides: dict | None = No
     """Defaults, then the recipe (a TOML file, or a dict such as a run's saved config.json),
     then ``overrides`` (e.g. parsed flags)."""
     cfg = TrainConfig()
+    explicit: set[str] = set()
+    default_recipe = None
+    if recipe is None and _gives_weights(overrides or {}):
+        recipe = default_recipe = FINETUNE  # not a training from scratch
     if isinstance(recipe, dict):
         merge(cfg, recipe, "saved config")
+        explicit |= set(recipe)
     elif recipe:
-        merge(cfg, load_recipe(recipe), str(recipe))
+        values = load_recipe(recipe)
+        merge(cfg, values, str(recipe))
+        explicit |= set(values)
     if overrides:
         merge(cfg, overrides, "command line")
+        explicit |= set(overrides)
+    lent = inherited_values(cfg, {k.replace("-", "_") for k in explicit})
+    for key, (value, source) in lent.items():
+        try:
+            setattr(cfg, key, _coerce(key, value))
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
+    cfg.inherited, cfg.recipe_default = lent, default_recipe  # for the log, not saved
     return validate(cfg)
+
+
+def _gives_weights(overrides: dict) -> bool:
+    value = overrides.get("weights")
+    return value is not None and str(value).lower() != "none"
 
 
 def add_flags(parser) -> None:

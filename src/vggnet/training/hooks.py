@@ -39,10 +39,22 @@ class Whitening(Hook):
 
 
 class FrozenFeatures(Hook):
-    """Fine-tuning the head only: the backbone's batch-norm statistics stay as loaded."""
+    """Fine-tuning the head only: the backbone's batch-norm statistics stay as loaded. With
+    ``unfreeze_after``, from that epoch on the backbone trains too (at its own learning rate,
+    set by the optimizer's groups), batch norm included; a resumed run unfreezes it again."""
+
+    def __init__(self, unfreeze_after: int | None = None):
+        self.unfreeze_after = unfreeze_after
 
     def on_epoch_start(self, model, epoch):
-        model.features.eval()
+        if self.unfreeze_after is None or epoch < self.unfreeze_after:
+            model.features.eval()
+            return
+        frozen = [p for p in model.features.parameters() if not p.requires_grad]
+        if frozen:
+            for p in frozen:
+                p.requires_grad_(True)
+            log.info(f"epoch {epoch + 1}: the backbone is unfrozen and trains from now on")
 
 
 def recipe_hooks(cfg: TrainConfig, model: nn.Module) -> list[Hook]:
@@ -50,5 +62,5 @@ def recipe_hooks(cfg: TrainConfig, model: nn.Module) -> list[Hook]:
     if getattr(model, "has_whitening", False):
         hooks.append(Whitening(cfg))
     if cfg.freeze == "features":
-        hooks.append(FrozenFeatures())
+        hooks.append(FrozenFeatures(cfg.unfreeze_after))
     return hooks

@@ -31,6 +31,7 @@ from .config import TrainConfig, check_run_dir, validate
 from .distributed import DistContext, init_distributed, shutdown
 from .history import write_history
 from .hooks import Hook, recipe_hooks
+from .transfer import describe as describe_transfer
 from .mixing import BatchMixer
 from .setup import (Data, apply_conv_algorithm, build_loaders, build_model, build_optimizer,
                     build_schedule, test_scale)
@@ -185,6 +186,12 @@ class _Run:
         self.cfg, self.ctx, self.device, self.out = cfg, ctx, device, Path(cfg.out)
         self.precision = describe_precision(device, cfg.precision)
         log.info(f"training on {device} in {self.precision}")
+        for line in describe_transfer(cfg):  # settings lent by a run or the finetune recipe
+            log.info(line)
+        if cfg.unfreeze_after and ctx.enabled:
+            raise ConfigError("unfreeze_after changes which parameters train, which "
+                              "DistributedDataParallel fixes at its start: use it in one "
+                              "process")
         if device.type == "cpu":
             reuse_freed_memory()  # large activations are not page-faulted in every step
         _set_determinism(cfg, device)

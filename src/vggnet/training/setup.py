@@ -22,6 +22,7 @@ from ..run import resolve_checkpoint
 from .config import TrainConfig
 from .distributed import DistContext
 from .schedule import LRSchedule, progressive_sizes
+from .transfer import parse_normalize
 
 log = logging.getLogger("vggnet")
 
@@ -84,18 +85,19 @@ def build_loaders(cfg: TrainConfig, ctx: DistContext, device: torch.device,
         if test_images.classes != train_images.classes:
             raise DataError(f"{cfg.data}: the class folders of {train_dir.name}/ and "
                             f"{test_dir.name}/ differ")
-        common = dict(mean=IMAGENET_MEAN, std=IMAGENET_STD, device=device,
+        mean, std = parse_normalize(cfg.normalize) or (IMAGENET_MEAN, IMAGENET_STD)
+        common = dict(mean=list(mean), std=list(std), device=device,
                       channels_last=cfg.channels_last, workers=cfg.workers)
         loader = StreamLoader(train_images, per_rank, train=True, lighting=cfg.lighting,
                               generator=data_gen, rank=ctx.rank, world_size=ctx.world_size,
                               shuffle_seed=cfg.seed, **common)
         test_loader = StreamLoader(test_images, cfg.eval_batch_size, **common)
-        return Data(loader, test_loader, train_images.classes, IMAGENET_MEAN, IMAGENET_STD, 3,
+        return Data(loader, test_loader, train_images.classes, list(mean), list(std), 3,
                     crop, len(train_images), len(test_images))
 
     # decoded once into uint8 tensors, kept on the device
     train_set, test_set = build_data(cfg)
-    mean, std = train_set.stats()
+    mean, std = parse_normalize(cfg.normalize) or train_set.stats()  # a run's, or the data's
     loader = TensorLoader(train_set, per_rank, mean=mean, std=std,
                           train=True, rank=ctx.rank, world_size=ctx.world_size,
                           crop_padding=cfg.crop_padding, flip=cfg.flip, cutout=cfg.cutout,
@@ -211,27 +213,32 @@ def test_scale(cfg: TrainConfig, input_size: int) -> int:
 
 def build_optimizer(cfg: TrainConfig, model: nn.Module, device: torch.device):
     """SGD (Nesterov) or AdamW; no weight decay on batch-norm and bias parameters; the
-    batch-norm biases' learning rate multiplied by ``norm_bias_lr``."""
+    batch-norm biases' learning rate multiplied by ``norm_bias_lr``, the convolutional layers'
+    by ``backbone_lr``. A backbone frozen now but unfrozen later (``unfreeze_after``) is in the
+    optimizer from the start: without gradients its parameters are skipped until then."""
     norm_biases = {id(m.bias) for m in model.modules()
                    if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.bias is not None}
-    decay, no_decay, fast_biases = [], [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
+    features = getattr(model, "features", None)
+    backbone = {id(p) for p in features.parameters()} if features is not None else set()
+    split = cfg.backbone_lr != 1.0  # backbone and head in groups of their own
+    groups: dict[tuple[str, bool], list] = {}  # (kind, in the backbone) -> parameters
+    for p in model.parameters():
+        if not (p.requires_grad or (cfg.unfreeze_after and id(p) in backbone)):
             continue
-        if id(p) in norm_biases and cfg.norm_bias_lr != 1.0:
-            fast_biases.append(p)
-        else:
-            (no_decay if p.ndim <= 1 else decay).append(p)
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay},
-              {"params": no_decay, "weight_decay": 0.0}]
-    if fast_biases:
-        groups.append({"params": fast_biases, "weight_decay": 0.0,
-                       "lr": cfg.lr * cfg.norm_bias_lr})
+        kind = "fast" if id(p) in norm_biases and cfg.norm_bias_lr != 1.0 else \
+            "no_decay" if p.ndim <= 1 else "decay"
+        groups.setdefault((kind, split and id(p) in backbone), []).append(p)
+    order = {"decay": 0, "no_decay": 1, "fast": 2}  # a resumed run's state needs this order
+    param_groups = [{"params": groups[key],
+                     "weight_decay": cfg.weight_decay if key[0] == "decay" else 0.0,
+                     "lr": cfg.lr * (cfg.norm_bias_lr if key[0] == "fast" else 1.0)
+                     * (cfg.backbone_lr if key[1] else 1.0)}
+                    for key in sorted(groups, key=lambda k: (k[1], order[k[0]]))]
     fast = {"foreach": True} if device.type == "cpu" else {"fused": True}
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum,
+        return torch.optim.SGD(param_groups, lr=cfg.lr, momentum=cfg.momentum,
                                nesterov=cfg.nesterov and cfg.momentum > 0, **fast)
-    return torch.optim.AdamW(groups, lr=cfg.lr, **fast)
+    return torch.optim.AdamW(param_groups, lr=cfg.lr, **fast)
 
 
 def build_schedule(cfg: TrainConfig, optimizer, steps_per_epoch: int) -> LRSchedule:

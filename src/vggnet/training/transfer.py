@@ -1,0 +1,107 @@
+"""Training from a run: what a trained run lends to a new run started from its weights.
+
+``vggnet train --data FOLDER --weights RUN`` should need nothing else: the run knows its
+architecture (model, width, head) and how its images were prepared (the size they were
+decoded at, the training scales and crop, the mean and std). Each of those the user did not
+set (in a recipe or a flag) is taken from the run, and :func:`describe` says what was taken
+from where in the first lines of the log. With ``--init-from RUN`` (a shallower net that
+initialises a deeper one, the paper's way) the model is the user's by definition; the width,
+head and preprocessing are still the run's.
+
+Weights given without a recipe start from the packaged ``finetune`` recipe (a short cosine
+schedule at a low learning rate, the backbone at a tenth of it), rather than from the
+defaults of a training from scratch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+FINETUNE = "finetune"
+# TrainConfig field <- the run's model_config key
+_ARCH = {"model": "name", "width": "width", "head": "head", "fc_dim": "fc_dim"}
+# TrainConfig fields that say how the run's images were prepared
+_PREPROCESSING = ("image_size", "scale", "scale_max", "crop_size")
+
+
+def weights_run(value: str | None):
+    """The :class:`vggnet.run.RunMetadata` of a vggnet run directory or checkpoint, or None
+    for anything else (torchvision/timm/Keras files, ``imagenet``, nothing)."""
+    from ..errors import WeightsError
+    from ..run import read_run_metadata
+
+    if not value or not Path(value).exists():
+        return None
+    path = Path(value)
+    if path.is_file() and path.suffix != ".safetensors":
+        return None
+    try:
+        return read_run_metadata(path)
+    except WeightsError:
+        return None  # a .safetensors of weights alone: nothing to inherit
+
+
+def inherited_values(cfg, explicit: set[str]) -> dict[str, tuple[object, str]]:
+    """``{field: (value, source)}`` that the run given as ``weights`` (else ``init_from``)
+    lends to ``cfg``, for the fields not in ``explicit`` (those a recipe or a flag set)."""
+    source = "weights" if weights_run(cfg.weights) else "init_from" if weights_run(
+        cfg.init_from) else None
+    if source is None:
+        if str(cfg.weights).lower() == "imagenet" and "normalize" not in explicit:
+            return {"normalize": ("imagenet", "the imagenet weights")}  # torchvision's inputs
+        return {}
+    where = getattr(cfg, source)
+    meta = weights_run(where)
+    lent: dict[str, object] = {}
+    for key, model_key in _ARCH.items():
+        if key == "model" and source == "init_from":
+            continue  # a shallower net initialises another model
+        if model_key in meta.model_config:
+            lent[key] = meta.model_config[model_key]
+    run_cfg, pre = meta.config, meta.preprocessing
+    for key in _PREPROCESSING:
+        if run_cfg.get(key) is not None:
+            lent[key] = run_cfg[key]
+    lent.setdefault("image_size", pre.test_scale)  # the data set's own size, as decoded
+    lent["normalize"] = format_normalize(pre.mean, pre.std)
+    return {k: (v, str(where)) for k, v in lent.items() if k not in explicit}
+
+
+def format_normalize(mean, std) -> str:
+    """``"0.4914,0.4822,0.4465/0.247,0.2435,0.2616"``: the form of TrainConfig.normalize."""
+    return ",".join(f"{m:.4g}" for m in mean) + "/" + ",".join(f"{s:.4g}" for s in std)
+
+
+def parse_normalize(text: str | None):
+    """(mean, std) from TrainConfig.normalize, or None for the training set's own."""
+    from ..data.stream import IMAGENET_MEAN, IMAGENET_STD
+    from ..errors import ConfigError
+
+    if text is None:
+        return None
+    if text.lower() in ("imagenet", "torchvision"):
+        return tuple(IMAGENET_MEAN), tuple(IMAGENET_STD)
+    try:
+        mean, std = (tuple(float(v) for v in part.split(",")) for part in text.split("/"))
+    except ValueError:
+        mean = std = ()
+    if not mean or len(mean) != len(std) or any(s <= 0 for s in std):
+        raise ConfigError(f"normalize must be imagenet or 'mean/std' per channel in [0, 1] "
+                          f"units, e.g. 0.485,0.456,0.406/0.229,0.224,0.225; got {text!r}")
+    return mean, std
+
+
+def describe(cfg) -> list[str]:
+    """The log lines that say which settings came from a run or the finetune recipe."""
+    lines = []
+    lent = getattr(cfg, "inherited", {})
+    by_source: dict[str, list[str]] = {}
+    for key, (value, source) in lent.items():
+        by_source.setdefault(source, []).append(f"{key} {value}")
+    for source, items in by_source.items():
+        lines.append(f"from {source}: {', '.join(items)} (a flag overrides any of them)")
+    if getattr(cfg, "recipe_default", None) == FINETUNE:
+        lines.append(f"no --config: fine-tuning defaults from the packaged recipe {FINETUNE} "
+                     f"(epochs {cfg.epochs}, lr {cfg.lr:g} {cfg.schedule}, backbone lr x"
+                     f"{cfg.backbone_lr:g}, batch {cfg.batch_size})")
+    return lines
