@@ -95,7 +95,9 @@ def test_agreement_covers_every_reduced_precision_path_and_leaves_no_files(tmp_p
     expected = {"vggnet_bf16": "bf16", "onnxruntime_int8": "int8"}
     if importlib.util.find_spec("openvino"):
         expected.update(openvino_bf16="bf16", openvino_int8="int8")
-    assert {k: v["precision"] for k, v in report["paths"].items()} == expected
+    # OpenVINO's int8 model keeps its first convolution in floating point: "int8+bf16" or
+    # "int8+fp32" by the CPU; int8 is what most of its layers run
+    assert {k: v["precision"].split("+")[0] for k, v in report["paths"].items()} == expected
     for row in report["paths"].values():
         assert row["top1_agreement"] >= 0.95 and row["top1"] > 0.5
     assert list(scratch.iterdir()) == []  # the exported models (hundreds of MB for VGG16) go
