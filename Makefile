@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: test test-slow demo bench clean
+.PHONY: test test-slow demo bench docs clean
 
 $(BIN)/vggnet: pyproject.toml constraints.txt
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -25,5 +25,8 @@ demo: $(BIN)/vggnet
 bench: $(BIN)/vggnet
 	$(BIN)/vggnet bench
 
+docs: $(BIN)/vggnet
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
 clean:
-	rm -rf $(VENV) runs build src/*.egg-info
+	rm -rf $(VENV) runs build site src/*.egg-info

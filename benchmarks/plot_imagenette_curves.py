@@ -1,4 +1,4 @@
-"""Per-epoch top-1 of the imagenette_vgg16_bn recipe's versions, in one picture for the README.
+"""Per-epoch top-1 of the imagenette_vgg16_bn recipe's versions, in one picture for the docs (docs/results.md).
 
     python benchmarks/plot_imagenette_curves.py --out docs/imagenette_vgg16_bn_curves.png
 

@@ -212,7 +212,7 @@ def gpu_section(gpu: dict | None) -> list[str]:
 
 def airbench_cpu_section(result: dict | None) -> list[str]:
     """airbench94's recipe, written out in plain PyTorch, on the CPU: the baseline of
-    configs/cifar10_speed.toml on the same images (the README compares the two)."""
+    configs/cifar10_speed.toml on the same images (docs/results.md compares the two)."""
     lines = ["## airbench94's recipe on the CPU (baseline of configs/cifar10_speed.toml)", "",
              "```bash", "python benchmarks/airbench_recipe_cpu.py --data-root ../shared/data "
              "--out benchmarks/results/airbench_cpu.json", "```", ""]
@@ -330,7 +330,7 @@ def main() -> None:
             "`train_one_epoch`, the loop `vggnet train` runs) on a machine without AVX-512 or "
             "native bf16, so no bf16 rows; its quick run was trained in fp32 there "
             "(`--precision fp32`). Its int8 model has 7-bit weights, the default since "
-            "full-range int8 was found to saturate on such CPUs (see the README). Its time to "
+            "full-range int8 was found to saturate on such CPUs (see docs/deployment.md). Its time to "
             "85% (section 3) includes three epochs (2 to 4) that shared the CPU with test runs "
             "(113 to 170 training images/s instead of about 440); at the clean rate its 12 "
             "epochs take about 1,360 s.",

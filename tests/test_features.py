@@ -170,7 +170,7 @@ def test_upsampled_maps_stay_in_range():
 
 
 def test_torchcam_gradcampp_is_not_the_papers_formula():
-    """Why torchcam is not the reference for Grad-CAM++ (the README says so): in torchcam 0.5
+    """Why torchcam is not the reference for Grad-CAM++ (docs/features.md says so): in torchcam 0.5
     the division of alpha acts on a boolean-masked copy and is lost, so its weights are
     sum(g^2 relu(g)). If this starts failing, torchcam was fixed: compare against it then."""
     torchcam = pytest.importorskip("torchcam.methods")

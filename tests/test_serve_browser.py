@@ -4,7 +4,7 @@ answer, and check that the class shown is `vggnet predict`'s.
 Needs Debian's ``chromium`` and ``chromium-driver`` (``.ci/run`` installs them when missing);
 skipped, with the reason, only where no browser can be found. ``VGGNET_SERVE_RUN`` serves that
 run instead of the tiny one trained here, and ``VGGNET_SCREENSHOT`` keeps a copy of the
-screenshot (the README's picture is made that way).
+screenshot (the docs' picture is made that way).
 """
 
 import json

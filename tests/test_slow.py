@@ -11,7 +11,7 @@ from conftest import ROOT
 
 @pytest.mark.slow
 def test_quick_recipe_reaches_85_percent_on_cifar10(cifar_tar, tmp_path, monkeypatch):
-    """The README's claim for configs/cifar10_quick.toml: >= 85% top-1 on the full CIFAR-10
+    """The docs' claim (docs/results.md) for configs/cifar10_quick.toml: >= 85% top-1 on the full CIFAR-10
     test set (about 9 minutes on 2 CPU cores), reached well before the last epoch."""
     monkeypatch.setenv("VGGNET_DATA", str(cifar_tar.parent))
     out = tmp_path / "quick"

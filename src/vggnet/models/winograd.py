@@ -23,7 +23,7 @@ tracing, scripting, exporting or compiling.
 The price is accuracy per product, not per model: in bf16 the transformed values are rounded
 to bf16 too, so each layer's output is somewhat further from the exact convolution than the
 direct bf16 convolution's (tests/test_winograd.py bounds it); the quick CIFAR-10 recipe trains
-with it to the same accuracy as without (README).
+with it to the same accuracy as without (docs/results.md).
 """
 
 from __future__ import annotations
