@@ -170,8 +170,8 @@ def test_upsampled_maps_stay_in_range():
 
 
 def test_torchcam_gradcampp_is_not_the_papers_formula():
-    """Why torchcam is not the reference for Grad-CAM++ (docs/features.md says so): in torchcam 0.5
-    the division of alpha acts on a boolean-masked copy and is lost, so its weights are
+    """Why torchcam is not the reference for Grad-CAM++ (docs/features.md says so): in torchcam
+    0.5 the division of alpha acts on a boolean-masked copy and is lost, so its weights are
     sum(g^2 relu(g)). If this starts failing, torchcam was fixed: compare against it then."""
     torchcam = pytest.importorskip("torchcam.methods")
     model = _not_inplace(create_model("vgg11", **SMALL)).eval()
@@ -206,7 +206,7 @@ def test_features_grid_and_embeddings(run, tmp_path, capsys):
     with Image.open(tmp_path / "grid.png") as im:  # 2 rows; the picture + 3 channels each
         assert im.size == (4 * (96 + 4), 2 * (96 + 16 + 4))
     assert main(["features", str(run), str(tmp_path / "imgs"), "--embed", "--layers",
-                 "relu4_2", "--out", str(tmp_path / "emb")]) == 1
+                 "relu4_2", "--out", str(tmp_path / "emb"), "--precision", "fp32"]) == 1
     vectors = np.load(tmp_path / "emb.npy")
     files = (tmp_path / "emb.txt").read_text().split()
     assert files == [str(a), str(b)] and vectors.shape == (2, 64)  # 512 x width 0.125
@@ -217,6 +217,10 @@ def test_features_grid_and_embeddings(run, tmp_path, capsys):
         act = model.eval().extract(p.preprocess(open_image(b)),
                                    ["relu4_2"])["relu4_2"].mean((2, 3))
     np.testing.assert_allclose(vectors[1], F.normalize(act, dim=1)[0].numpy(), atol=1e-5)
+    assert main(["features", str(run), str(tmp_path / "imgs"), "--embed", "--layers",
+                 "relu4_2", "--out", str(tmp_path / "bf16"), "--precision", "bf16"]) == 1
+    cosine = (np.load(tmp_path / "bf16.npy") * vectors).sum(1)  # both unit vectors
+    assert cosine.min() > 0.99
     capsys.readouterr()
     assert main(["features", str(run), str(a), str(b)]) == 2  # a grid is of one image
     assert main(["features", str(run), str(a), "--layers", "relu9_9"]) == 2
@@ -342,3 +346,14 @@ def test_perceptual_loss_presets_and_taps():
         VGGPerceptualLoss(backbone, preset="lpips")
     with pytest.raises(ConfigError, match="unknown layer"):
         VGGPerceptualLoss(backbone, features={"conv5_5": 1.0})
+
+
+def test_features_follow_auto_precision_by_the_cpus_flags(run, monkeypatch):
+    from vggnet import device
+    from vggnet.features.maps import FeatureExtractor
+
+    monkeypatch.setattr(device, "cpu_flags", lambda: frozenset({"avx2", "avx512_bf16"}))
+    assert FeatureExtractor(run).precision == "bf16"
+    monkeypatch.setattr(device, "cpu_flags", lambda: frozenset({"avx2"}))
+    assert FeatureExtractor(run).precision == "fp32"
+    assert FeatureExtractor(run, precision="bf16").precision == "bf16"  # asked, not auto

@@ -23,6 +23,8 @@ def register(sub) -> None:
     p.add_argument("--out", help="grid PNG (default features.png) or embeddings .npy "
                                  "(default embeddings.npy)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                   help="auto (bf16 on a GPU and on CPUs with AVX512-BF16 or AMX, else fp32)")
     p.set_defaults(func=run)
 
 
@@ -43,7 +45,7 @@ def run(args) -> None:
 
     if args.top < 1:
         raise UsageError(f"--top must be at least 1, not {args.top}")
-    fx = FeatureExtractor(args.checkpoint, device=args.device)
+    fx = FeatureExtractor(args.checkpoint, device=args.device, precision=args.precision)
     layers = ([n.strip() for n in args.layers.split(",") if n.strip()] if args.layers
               else _default_layers(fx.model))
     if args.embed:

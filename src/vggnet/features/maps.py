@@ -9,6 +9,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..device import autocast_for, resolve_precision
 from ..errors import ConfigError, ImageReadError
 from ..io import open_image
 from ..predict import Predictor
@@ -70,16 +71,21 @@ def feature_grid(image, maps: dict, colormap: str = "viridis"):
 
 
 class FeatureExtractor:
-    """A run's model as a feature network, with the run's own preprocessing."""
+    """A run's model as a feature network, with the run's own preprocessing, in ``precision``
+    (``auto``: bf16 where the device has it natively, as everywhere in vggnet; the maps and
+    vectors come back as fp32)."""
 
-    def __init__(self, run, device: str = "cpu"):
+    def __init__(self, run, device: str = "cpu", precision: str = "auto"):
         self.predictor = Predictor(run, device=device)
         self.model = self.predictor.model
+        self.precision = resolve_precision(self.predictor.device, precision)
+        self.autocast = autocast_for(self.predictor.device, self.precision)
 
     def grid(self, path, layers: list[str], top: int = 8):
         crop = self.predictor.crop(open_image(path))
         x = self.predictor.to_tensor(crop).to(self.predictor.device)
-        return feature_grid(crop, strongest_channels(self.model, x, layers, top))
+        with self.autocast():
+            return feature_grid(crop, strongest_channels(self.model, x, layers, top))
 
     @torch.inference_mode()
     def embed(self, paths, layer: str, batch_size: int = 32, normalize: bool = True):
@@ -91,7 +97,8 @@ class FeatureExtractor:
         def flush():
             if pending:
                 x = torch.cat([t for _, t in pending]).to(self.predictor.device)
-                act = self.model.extract(x, [layer])[layer]
+                with self.autocast():
+                    act = self.model.extract(x, [layer])[layer]
                 v = act.float().mean((2, 3)) if act.ndim == 4 else act.float()
                 rows.append(F.normalize(v, dim=1) if normalize else v)
                 kept.extend(p for p, _ in pending)
