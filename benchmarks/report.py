@@ -15,6 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # also when loaded by 
 from report_common import HERE, RESULTS, _goal, _hardware, _load  # noqa: E402
 from report_features import (IMAGENETTE_RUNS, STYLIZE_RUNS, gradcam_section,  # noqa: E402
                              imagenette_section, stylize_section)
+from report_transfer import transfer_section  # noqa: E402
 
 
 SERVE_LOADS = [  # (results file, title, note)
@@ -330,8 +331,8 @@ def main() -> None:
             "`train_one_epoch`, the loop `vggnet train` runs) on a machine without AVX-512 or "
             "native bf16, so no bf16 rows; its quick run was trained in fp32 there "
             "(`--precision fp32`). Its int8 model has 7-bit weights, the default since "
-            "full-range int8 was found to saturate on such CPUs (see docs/deployment.md). Its time to "
-            "85% (section 3) includes three epochs (2 to 4) that shared the CPU with test runs "
+            "full-range int8 was found to saturate on such CPUs (docs/deployment.md). Its "
+            "time to 85% (section 3) includes three epochs (2 to 4) that shared the CPU with test runs "
             "(113 to 170 training images/s instead of about 440); at the clean rate its 12 "
             "epochs take about 1,360 s.",
             training=False)
@@ -343,6 +344,7 @@ def main() -> None:
             loads.append({**result, "file": file, "title": title, "note": note})
     lines += [""] + serve_load_section(loads)
     lines += [""] + soak_section(_load("serve_soak.json"))
+    lines += [""] + transfer_section(_load("transfer_imagenette.json"))
     lines += [""] + gradcam_section(_load("gradcam_speed.json"))
     lines += [""] + stylize_section([r for r in (_load(f) for f, _ in STYLIZE_RUNS) if r])
     lines += [""] + imagenette_section(

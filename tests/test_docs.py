@@ -64,6 +64,6 @@ def test_runnable_commands_run_as_written(page, tmp_path):
         for line in block:
             args = shlex.split(line, comments=True)
             assert args[0] == "vggnet", f"{page.name}: a runnable line must be a vggnet command"
-            done = subprocess.run([sys.executable, "-m", "vggnet", *args[1:]], cwd=tmp_path, capture_output=True, text=True, timeout=600,
-                                  env=env)
+            done = subprocess.run([sys.executable, "-m", "vggnet", *args[1:]], cwd=tmp_path,
+                                  capture_output=True, text=True, timeout=600, env=env)
             assert done.returncode == 0, f"{page.name}: `{line}` failed:\n{done.stderr[-2000:]}"
