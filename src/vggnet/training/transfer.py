@@ -44,14 +44,14 @@ def weights_run(value: str | None):
 def inherited_values(cfg, explicit: set[str]) -> dict[str, tuple[object, str]]:
     """``{field: (value, source)}`` that the run given as ``weights`` (else ``init_from``)
     lends to ``cfg``, for the fields not in ``explicit`` (those a recipe or a flag set)."""
-    source = "weights" if weights_run(cfg.weights) else "init_from" if weights_run(
-        cfg.init_from) else None
-    if source is None:
+    source, meta = "weights", weights_run(cfg.weights)  # each checkpoint's header read once
+    if meta is None:
+        source, meta = "init_from", weights_run(cfg.init_from)
+    if meta is None:
         if str(cfg.weights).lower() == "imagenet" and "normalize" not in explicit:
             return {"normalize": ("imagenet", "the imagenet weights")}  # torchvision's inputs
         return {}
     where = getattr(cfg, source)
-    meta = weights_run(where)
     lent: dict[str, object] = {}
     for key, model_key in _ARCH.items():
         if key == "model" and source == "init_from":
