@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -254,14 +255,25 @@ def test_several_workers_share_one_port(run, images):
         assert status == 200
         workers = _workers_of(proc.pid)
         assert len(workers) == 2
-        proc.send_signal(signal.SIGTERM)  # passed on to both workers, which drain and exit
-        assert proc.wait(timeout=60) == 0
+        # drain happens in front of the workers: an upload admitted before it is finished
+        url = f"http://127.0.0.1:{port}"
+        upload = _partial_upload(url, images[1].read_bytes())
+        _wait_until(lambda: _healthz(url)[1]["inflight"] == 1, "the upload to be admitted",
+                    proc=proc)
+        proc.send_signal(signal.SIGTERM)
+        _wait_until(lambda: _healthz(url)[0] == 503, "the service to drain", proc=proc)
+        assert _post(url, images[0].read_bytes())[0] == 503
+        assert _finish_upload(upload, images[1].read_bytes())[0] == 200
+        assert proc.wait(timeout=60) == 0  # then the workers were stopped, and exited
         assert not any(Path(f"/proc/{w}").exists() for w in workers)
     finally:
         proc.kill()
 
 
-def test_a_killed_worker_is_replaced_and_the_service_goes_on(run, images):
+def test_a_worker_killed_mid_request_fails_only_its_own_requests(run, images):
+    """SIGKILL one of two workers while requests wait on it: exactly those requests get a 502
+    JSON answer, every other one (before, during and after) is served, and a new worker takes
+    the dead one's place."""
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     proc = subprocess.Popen(
@@ -269,22 +281,54 @@ def test_a_killed_worker_is_replaced_and_the_service_goes_on(run, images):
          "--workers", "2", "--backend", "torch", "--no-access-log"], stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT, text=True)
     data = images[0].read_bytes()
+    pool = ThreadPoolExecutor(16)
+
+    def workers():
+        return _healthz(url)[1]["workers"]
+
+    def waiting_on(pid):
+        return next(w["inflight"] for w in workers() if w["pid"] == pid)
+
     try:
-        _wait_until(lambda: len(_workers_of(proc.pid)) == 2, "two workers", proc=proc)
-        first = _workers_of(proc.pid)
-        os.kill(first[0], signal.SIGKILL)  # out of memory, say
-        _wait_until(lambda: len(w := _workers_of(proc.pid)) == 2 and first[0] not in w,
-                    "a replacement worker", proc=proc)
-        # the replacement and the survivor both answer (the port is shared; try until every
-        # answer is 200 once both have loaded their models)
-        _wait_until(lambda: _port_open(port) and all(_post(url, data, 60)[0] == 200
-                                                     for _ in range(4)),
-                    "the service to answer again", proc=proc, timeout=300)
+        _wait_until(lambda: _port_open(port) and sum(w["ready"] for w in workers()) == 2,
+                    "two ready workers", proc=proc, timeout=300)
+        victim = workers()[0]["pid"]
+        os.kill(victim, signal.SIGSTOP)  # it takes connections but answers nothing
+        sent = []
+
+        def settled():  # every request sent is either answered or waiting on the victim
+            return sum(f.done() for f in sent) + waiting_on(victim) == len(sent)
+
+        # one at a time until one waits on the stopped worker (ties between the workers take
+        # turns), then a few at once, which the front spreads over both
+        while waiting_on(victim) < 1:
+            assert len(sent) < 20, "the front never sent a request to the stopped worker"
+            sent.append(pool.submit(_post, url, data, 300))
+            _wait_until(settled, "the request to be answered or to wait", proc=proc)
+        sent += [pool.submit(_post, url, data, 300) for _ in range(6)]
+        _wait_until(settled, "the requests to be answered or to wait", proc=proc)
+        stuck = waiting_on(victim)
+        os.kill(victim, signal.SIGKILL)  # out of memory, say
+        _wait_until(lambda: victim not in [w["pid"] for w in workers() if w["ready"]],
+                    "the front to see the worker gone", proc=proc)
+        during = [pool.submit(_post, url, data, 300) for _ in range(8)]
+        answers = [f.result(timeout=300) for f in sent + during]
+        failed = [body for status, body in answers if status != 200]
+        assert len(failed) == stuck
+        assert all(status in (200, 502) for status, _ in answers)
+        assert all(f"pid {victim}" in b["detail"] and "send it again" in b["detail"]
+                   for b in failed)
+        _wait_until(lambda: sum(w["ready"] for w in workers()) == 2
+                    and victim not in [w["pid"] for w in workers()],
+                    "a replacement worker", proc=proc, timeout=300)
+        assert all(f.result(timeout=300)[0] == 200
+                   for f in [pool.submit(_post, url, data, 300) for _ in range(8)])
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=120) == 0
         assert "starting another" in proc.stdout.read()
     finally:
         proc.kill()
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def test_workers_do_not_outlive_a_killed_supervisor(run):
@@ -323,3 +367,17 @@ def _workers_of(pid: int) -> list[int]:
     children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
     return [int(c) for c in children
             if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
+
+
+def test_workers_that_die_as_they_start_stop_the_service_with_a_clear_error(tmp_path,
+                                                                           monkeypatch):
+    """A worker that cannot load its model (here the run folder is gone) is restarted a few
+    times, then the supervisor gives up with one line instead of restarting forever."""
+    from vggnet.errors import VggnetError
+    from vggnet.serve.server import _supervise
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where its sockets go
+    settings = ServeSettings(run=str(tmp_path / "gone"))
+    with pytest.raises(VggnetError, match="kept dying as they started"):
+        _supervise(settings, "127.0.0.1", 0, 2, "critical", False)
+    assert not list(tmp_path.glob("vggnet-serve-*"))  # nothing left behind

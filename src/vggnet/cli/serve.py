@@ -19,7 +19,8 @@ def register(sub) -> None:
     p.add_argument("--max-wait-ms", type=float, default=5.0,
                    help="how long a first image waits for others to join its batch (default 5)")
     p.add_argument("--workers", type=int, default=1,
-                   help="worker processes, each with its own model (default 1)")
+                   help="worker processes, each with its own model, behind one front that "
+                        "replaces a worker that dies (default 1)")
     p.add_argument("--max-upload-mb", type=float, default=20.0,
                    help="largest request body, refused with 413 beyond it (default 20)")
     p.add_argument("--max-images", type=int, default=16,

@@ -2,16 +2,16 @@
 
 On SIGTERM (or a first Ctrl-C) the server drains: it keeps listening, answers every new request
 with 503, lets the requests in flight finish (up to ``drain_timeout_s``), then shuts down and
-exits with status 0. A second signal stops it at once. With ``workers > 1`` a small supervisor
-binds the socket once, starts that many worker processes (each with its own model, batcher and
-metrics), replaces a worker that dies, and passes SIGTERM on to them.
+exits with status 0. A second signal stops it at once. With ``workers > 1`` the process that
+owns the port forwards requests to that many worker processes (each with its own model, batcher
+and metrics), replaces a worker that dies and drains before stopping them: see
+:mod:`vggnet.serve.proxy`.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import multiprocessing
 import os
 import signal
 import socket
@@ -79,21 +79,26 @@ def serve(settings: ServeSettings, host: str = "127.0.0.1", port: int = 8000, *,
     server.run(sockets=[sock] if sock is not None else None)
 
 
-def _worker(supervisor: int, settings_json: str, sock: socket.socket, log_level: str,
-            access_log: bool, threads: int) -> None:
+def _worker(supervisor: int, settings_json: str, log_level: str, access_log: bool,
+            threads: int, path: str) -> None:
+    """One worker of ``--workers N``: the whole service on the Unix socket ``path``, which
+    appears once the model is loaded. In its own process group, so that a Ctrl-C in the
+    terminal reaches the supervisor only, which drains first and then stops the workers."""
+    os.setpgrp()
     _die_with_parent(supervisor)
     import torch
 
     torch.set_num_threads(threads)
     settings = ServeSettings(**json.loads(settings_json))
     app = create_app(settings)
-    server = _uvicorn_server_class()(_config(app, settings, "", 0, log_level, access_log), app)
-    server.run(sockets=[sock])
+    config = _config(app, settings, "", 0, log_level, access_log)
+    config.uds = path
+    _uvicorn_server_class()(config, app).run()
 
 
 def _die_with_parent(supervisor: int) -> None:
     """Linux: this worker gets SIGTERM when its supervisor (pid ``supervisor``) dies, even by
-    SIGKILL, so no worker is left holding the port. If the supervisor died while the worker was
+    SIGKILL, so no worker is left behind. If the supervisor died while the worker was
     still starting (before prctl), the worker has already been handed to init or to a
     subreaper (systemd, tini), so it ends itself now."""
     if not sys.platform.startswith("linux"):
@@ -106,68 +111,37 @@ def _die_with_parent(supervisor: int) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-# a worker that dies within this many seconds of its start counts as failing to start; after
-# this many such deaths in a row the supervisor gives up instead of restarting forever
-_QUICK_DEATH_S, _QUICK_DEATHS = 30.0, 3
-
-
 def _supervise(settings: ServeSettings, host: str, port: int, workers: int, log_level: str,
                access_log: bool) -> None:
-    """Bind once, keep ``workers`` processes serving on the socket: a worker that dies (killed,
-    out of memory) is replaced; SIGTERM / Ctrl-C is passed on to all of them, which drain."""
-    from multiprocessing.connection import wait
+    """The port is this process's: it forwards each request to one of ``workers`` processes
+    (see :mod:`vggnet.serve.proxy`), replaces a worker that dies, and drains on SIGTERM."""
+    from .proxy import Proxy, WorkerPool
 
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.set_inheritable(True)
     threads = settings.threads or max(1, (os.cpu_count() or 1) // workers)
-    ctx = multiprocessing.get_context("spawn")
-    args = (os.getpid(), json.dumps(settings.to_dict()), sock, log_level, access_log, threads)
+    pool = WorkerPool(_worker, (os.getpid(), json.dumps(settings.to_dict()), log_level,
+                                access_log, threads), workers)
+    gave_up = []
 
-    def start(i: int):
-        proc = ctx.Process(target=_worker, name=f"vggnet-serve-{i}", args=args)
-        proc.start()
-        proc.started_at = time.monotonic()
-        return proc
+    def give_up(exitcode):
+        gave_up.append(exitcode)
+        server.should_exit = True
 
-    procs = [start(i) for i in range(workers)]
-    log.info("vggnet serve: %d workers on http://%s:%d (%d inference thread%s each)", workers,
-             host, sock.getsockname()[1], threads, "s" if threads > 1 else "")
-    stopping = []
-
-    def forward(sig, frame):
-        stopping.append(sig)
-        for p in procs:
-            if p.is_alive():
-                os.kill(p.pid, sig)
-
-    previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
-    quick_deaths, gave_up = 0, []
+    proxy = Proxy(settings, pool, give_up)
+    config = _config(proxy, settings, host, port, log_level, access_log)
+    server = _uvicorn_server_class()(config, proxy)
+    log.info("vggnet serve: %d workers behind http://%s:%d (%d inference thread%s each)",
+             workers, host, port, threads, "s" if threads > 1 else "")
     try:
-        while not (stopping and all(p.exitcode is not None for p in procs)):
-            wait([p.sentinel for p in procs if p.exitcode is None], timeout=1.0)
-            for i, p in enumerate(procs):
-                if p.exitcode is None or stopping:
-                    continue
-                quick = time.monotonic() - p.started_at < _QUICK_DEATH_S
-                quick_deaths = quick_deaths + 1 if quick else 0
-                if quick_deaths >= _QUICK_DEATHS:
-                    log.error("vggnet serve: workers keep dying as they start (the last "
-                              "exited with %s); stopping", p.exitcode)
-                    forward(signal.SIGTERM, None)
-                    gave_up.append(p.exitcode)
-                    break
-                log.warning("vggnet serve: worker %d (pid %d) exited with %s; starting "
-                            "another", i, p.pid, p.exitcode)
-                procs[i] = start(i)
+        server.run()
+    except SystemExit:  # uvicorn's way of saying that the app did not start
+        if pool.gave_up is None:
+            raise
     finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
-        sock.close()
-    if gave_up:
+        pool.kill()  # after a forced exit or a failed start: leave no worker, no socket
+    if gave_up or pool.gave_up is not None:
+        code = gave_up[0] if gave_up else pool.gave_up
         raise VggnetError(f"the serve workers kept dying as they started (the last exited with "
-                          f"{gave_up[0]}); the log above says why")
+                          f"{code}); the log above says why")
 
 
 class BackgroundServer:
