@@ -168,6 +168,8 @@ def test_every_backend_answers_as_pytorch_fp32(exported, tmp_path, backend, prec
     # OpenVINO's int8 model keeps its first convolution in floating point: "int8+bf16" or
     # "int8+fp32" (what the runtime graph says), int8 first
     expected_precision = {"onnx": "fp32", "int8": "int8", "openvino-int8": "int8"}
+    if backend == "openvino" and precision == "bf16" and not _openvino_has_bf16():
+        expected_precision["openvino"] = "fp32"  # what it really runs there (and says so)
     ran = p.precision.split("+")[0]
     assert ran == expected_precision.get(backend, precision)
     same = [a.top[0][0] == b.top[0][0] for a, b in zip(got, reference)]
@@ -177,6 +179,27 @@ def test_every_backend_answers_as_pytorch_fp32(exported, tmp_path, backend, prec
     tol = {"fp32": 1e-4, "bf16": 0.05, "int8": 0.1}[ran]
     for a, b, agree in zip(got, reference, same):
         assert not agree or abs(a.top[0][1] - b.top[0][1]) <= tol
+
+
+def _openvino_has_bf16() -> bool:
+    """The reference for what OpenVINO can run here: its CPU plugin's own capabilities."""
+    import openvino as ov
+
+    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+def test_openvino_asked_for_bf16_where_it_cannot_says_what_it_runs(exported, caplog):
+    """OpenVINO falls back to fp32 on CPUs without native bf16: the backend reports the
+    precision it really runs and warns that bf16 was not available."""
+    from vggnet.export.openvino import OpenVinoClassifier
+
+    with caplog.at_level("WARNING", logger="vggnet.export.openvino"):
+        classifier = OpenVinoClassifier(exported / "best.xml", precision="bf16")
+    if _openvino_has_bf16():
+        assert classifier.precision == "bf16" and not caplog.records
+    else:
+        assert classifier.precision == "fp32"
+        assert "AVX512-BF16 or AMX" in caplog.text and "runs fp32" in caplog.text
 
 
 def test_openvino_int8_keeps_the_first_convolution_in_float_and_all_8_bits_elsewhere(exported):

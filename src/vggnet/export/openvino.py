@@ -21,6 +21,7 @@ from ..device import resolve_precision
 from ..errors import ExportError, UsageError
 
 INSTALL = "pip install 'vggnet[openvino]'"
+log = logging.getLogger(__name__)
 # OpenVINO's names for the precisions we ask for
 _HINTS = {"fp32": "f32", "bf16": "bf16"}
 
@@ -180,6 +181,10 @@ class OpenVinoClassifier:
         self.request = self.compiled.create_infer_request()
         self.path = path
         self.precision = runtime_precision(self.compiled)
+        if precision == "bf16" and "bf16" not in self.precision:
+            log.warning("OpenVINO computes in bf16 only on CPUs with AVX512-BF16 or AMX; on "
+                        "this one it runs %s (--precision fp32 or auto asks for that without "
+                        "this warning)", self.precision)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         self.request.infer({0: x.contiguous().numpy().astype(np.float32, copy=False)})
