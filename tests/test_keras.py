@@ -129,3 +129,33 @@ def test_a_missing_h5py_is_one_line_that_says_how_to_install(tmp_path, monkeypat
     monkeypatch.setitem(sys.modules, "h5py", None)
     with pytest.raises(WeightsError, match=r"pip install 'vggnet\[keras\]'"):
         create_model("vgg16", weights=path)
+
+
+def test_training_from_keras_weights_feeds_them_what_they_expect(tmp_path):
+    """The training pipeline hands RGB images in [0, 1] to its normalisation: a model with
+    Keras' BGR 0-255 weights gets its first convolution reordered to RGB and the 'caffe'
+    normalisation in RGB [0, 1] units, so its first layer computes what Keras' would."""
+    from vggnet.models.normalization import InputNorm, take_rgb_input
+    from vggnet.training.config import resolve
+    from vggnet.training.setup import build_model
+    from vggnet.training.transfer import parse_normalize
+
+    path = _legacy_file(tmp_path / "vgg16_notop.h5")
+    cfg = resolve(None, {"data": str(tmp_path), "weights": str(path), "model": "vgg16",
+                         "head": "linear"})
+    assert cfg.normalize == "caffe"  # lent by the weights, said in the log like a run's
+    assert cfg.inherited["normalize"] == ("caffe", "the Keras weights")
+    mean, std = parse_normalize(cfg.normalize)
+    model = build_model(cfg, num_classes=3)
+    assert model.input_norm == InputNorm(mean=mean, std=std)
+    keras_way = create_model("vgg16", num_classes=3, head="linear", weights=path)
+    assert keras_way.input_norm == CAFFE
+    torch.testing.assert_close(model.features[0].weight, keras_way.features[0].weight.flip(1))
+    x = torch.rand(2, 3, 32, 32)  # RGB in [0, 1], as the data pipeline has it
+    pipeline = (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    expected = keras_way.features[0](CAFFE(x))
+    torch.testing.assert_close(model.features[0](pipeline), expected, rtol=1e-5,
+                               atol=1e-4 * float(expected.abs().max()))
+    assert not take_rgb_input(model)  # already RGB: nothing left to do
+    explicit = resolve(None, {"weights": str(path), "normalize": "imagenet"})
+    assert explicit.normalize == "imagenet"  # a flag still wins

@@ -55,6 +55,31 @@ CAFFE = InputNorm(mean=(103.939, 116.779, 123.68), std=(1.0, 1.0, 1.0), max_valu
 PRESETS = {"torchvision": TORCHVISION, "imagenet": TORCHVISION, "caffe": CAFFE}
 
 
+def rgb_equivalent(norm: InputNorm) -> InputNorm:
+    """The same arithmetic as ``norm`` in RGB order and [0, 1] units, for a first layer whose
+    input channels are put in RGB order (:func:`take_rgb_input`)."""
+    order = slice(None, None, -1) if norm.channel_order == "BGR" else slice(None)
+    return InputNorm(mean=tuple(m / norm.max_value for m in norm.mean[order]),
+                     std=tuple(s / norm.max_value for s in norm.std[order]))
+
+
+def take_rgb_input(model) -> bool:
+    """A model whose weights read BGR in [0, 255] (Keras', Caffe's): reorder its first
+    convolution's input channels so that it reads RGB, and express its ``input_norm`` as
+    :func:`rgb_equivalent`; its outputs on the same images are unchanged (up to rounding).
+    The form a training pipeline, which normalises RGB images in [0, 1], can feed. False if
+    there was nothing to do."""
+    norm = getattr(model, "input_norm", None)
+    if norm is None or (norm.channel_order == "RGB" and norm.max_value == 1.0):
+        return False
+    if norm.channel_order == "BGR":
+        first = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+        with torch.no_grad():
+            first.weight.copy_(first.weight.flip(1))
+    model.input_norm = rgb_equivalent(norm)
+    return True
+
+
 def input_norm_of(model) -> InputNorm:
     """The model's own :class:`InputNorm` (torchvision's ImageNet one when it names none)."""
     return getattr(model, "input_norm", None) or TORCHVISION

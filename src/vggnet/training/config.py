@@ -46,7 +46,7 @@ class TrainConfig:
     data_root: str | None = opt(None, "where cifar10/cifar100 live (default ~/.cache/vggnet/data)")
     download: bool = opt(False, "fetch the official release if absent (checksum verified)")
     image_size: int | None = opt(None, "resize images to this (None: the data set's own size)")
-    normalize: str | None = opt(None, "input mean and std: none (the training set's own), imagenet, or 'R,G,B/R,G,B' in [0, 1] units; a run given as weights lends its own")
+    normalize: str | None = opt(None, "input mean and std: none (the training set's own), imagenet, caffe (Keras' VGG weights, which lend it), or 'R,G,B/R,G,B' in [0, 1] units; a run given as weights lends its own")
     val_fraction: float = opt(0.1, "held out when the data has no test/ or val/ split")
     train_subset: int | None = opt(None, "use only this many training images (class-stratified)")
     test_subset: int | None = opt(None, "evaluate on this many test images")

@@ -17,6 +17,7 @@ from ..data import ImageTensors, TensorLoader, load_splits
 from ..device import uses_bf16
 from ..errors import ConfigError, DataError
 from ..models import create_model, init_from_shallower, load_weights
+from ..models.normalization import take_rgb_input
 from ..models.hub import PRETRAINED_NAMES, pretrained_file
 from ..run import resolve_checkpoint
 from .config import TrainConfig
@@ -178,6 +179,10 @@ def build_model(cfg: TrainConfig, num_classes: int, in_channels: int = 3) -> nn.
             path = resolve_checkpoint(path)
         report = load_weights(model, path)
         log.info(f"loaded {len(report.loaded)} tensors from {cfg.weights} ({report.format} format)")
+        if take_rgb_input(model):  # the data pipeline hands RGB in [0, 1] to normalize
+            log.info("the weights read BGR in [0, 255] (Keras' 'caffe' inputs): their first "
+                     "convolution now reads RGB, and normalize %s feeds it what they expect",
+                     cfg.normalize)
     if cfg.init_from:
         copied = init_from_shallower(model, resolve_checkpoint(cfg.init_from)
                                      if Path(cfg.init_from).is_dir() else cfg.init_from)

@@ -44,12 +44,18 @@ def weights_run(value: str | None):
 def inherited_values(cfg, explicit: set[str]) -> dict[str, tuple[object, str]]:
     """``{field: (value, source)}`` that the run given as ``weights`` (else ``init_from``)
     lends to ``cfg``, for the fields not in ``explicit`` (those a recipe or a flag set)."""
+    from ..models.keras import is_keras_file
+
     source, meta = "weights", weights_run(cfg.weights)  # each checkpoint's header read once
     if meta is None:
         source, meta = "init_from", weights_run(cfg.init_from)
     if meta is None:
-        if str(cfg.weights).lower() == "imagenet" and "normalize" not in explicit:
+        if "normalize" in explicit:
+            return {}
+        if str(cfg.weights).lower() == "imagenet":
             return {"normalize": ("imagenet", "the imagenet weights")}  # torchvision's inputs
+        if is_keras_file(cfg.weights):  # Keras' "caffe" inputs, as RGB (see build_model)
+            return {"normalize": ("caffe", "the Keras weights")}
         return {}
     where = getattr(cfg, source)
     lent: dict[str, object] = {}
@@ -76,17 +82,21 @@ def parse_normalize(text: str | None):
     """(mean, std) from TrainConfig.normalize, or None for the training set's own."""
     from ..data.stream import IMAGENET_MEAN, IMAGENET_STD
     from ..errors import ConfigError
+    from ..models.normalization import CAFFE, rgb_equivalent
 
     if text is None:
         return None
     if text.lower() in ("imagenet", "torchvision"):
         return tuple(IMAGENET_MEAN), tuple(IMAGENET_STD)
+    if text.lower() == "caffe":  # BGR in [0, 255] minus the ImageNet mean, as RGB in [0, 1]
+        caffe = rgb_equivalent(CAFFE)
+        return caffe.mean, caffe.std
     try:
         mean, std = (tuple(float(v) for v in part.split(",")) for part in text.split("/"))
     except ValueError:
         mean = std = ()
     if not mean or len(mean) != len(std) or any(s <= 0 for s in std):
-        raise ConfigError(f"normalize must be imagenet or 'mean/std' per channel in [0, 1] "
+        raise ConfigError(f"normalize must be imagenet, caffe or 'mean/std' per channel in [0, 1] "
                           f"units, e.g. 0.485,0.456,0.406/0.229,0.224,0.225; got {text!r}")
     return mean, std
 
