@@ -58,12 +58,29 @@ def test_there_are_runnable_blocks_to_check():
                          ids=lambda p: p.name)
 def test_runnable_commands_run_as_written(page, tmp_path):
     """Each page's blocks run in order in a fresh folder (a later block may use what an
-    earlier one made), every line through the installed command."""
+    earlier one made), every line through vggnet's command line, one after another in one
+    Python process per page (each line in a process of its own spent most of the time
+    importing torch again)."""
     env = {**os.environ, "VGGNET_CACHE": str(tmp_path / "cache")}
-    for block in runnable_blocks(page):
-        for line in block:
-            args = shlex.split(line, comments=True)
-            assert args[0] == "vggnet", f"{page.name}: a runnable line must be a vggnet command"
-            done = subprocess.run([sys.executable, "-m", "vggnet", *args[1:]], cwd=tmp_path,
-                                  capture_output=True, text=True, timeout=600, env=env)
-            assert done.returncode == 0, f"{page.name}: `{line}` failed:\n{done.stderr[-2000:]}"
+    lines = [line for block in runnable_blocks(page) for line in block]
+    for line in lines:
+        assert shlex.split(line, comments=True)[0] == "vggnet", \
+            f"{page.name}: a runnable line must be a vggnet command"
+    done = subprocess.run([sys.executable, "-c", _DRIVER, *lines], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=1800, env=env)
+    assert done.returncode == 0, f"{page.name}: {done.stderr[-3000:]}"
+
+
+# runs each line as `vggnet ...` would (the same main, its exit status checked), stopping at
+# the first that fails and naming it
+_DRIVER = """
+import shlex, sys
+from vggnet.cli import main
+for line in sys.argv[1:]:
+    try:
+        code = main(shlex.split(line, comments=True)[1:])
+    except SystemExit as exc:
+        code = exc.code
+    if code not in (0, None):
+        sys.exit(f"`{line}` failed with exit status {code}")
+"""
