@@ -51,15 +51,16 @@ def _test_images(data_root: Path, n: int) -> list[bytes]:
         return [tar.extractfile(name).read() for name in names]
 
 
-def _start(run: str, backend: str, max_batch: int, max_wait_ms: float, threads: int | None):
+def _start(run: str, backend: str, max_batch: int, max_wait_ms: float, threads: int | None,
+           workers: int = 1):
     port = _free_port()
     cmd = [sys.executable, "-m", "vggnet", "serve", run, "--port", str(port), "--backend",
            backend, "--max-batch", str(max_batch), "--max-wait-ms", str(max_wait_ms),
-           "--no-access-log", "--log-level", "warning"]
+           "--no-access-log", "--log-level", "warning", "--workers", str(workers)]
     if threads:
         cmd += ["--threads", str(threads)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 120 * workers  # the port opens once a worker is ready
     while True:
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=1):

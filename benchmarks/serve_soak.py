@@ -7,7 +7,8 @@ For ``--seconds``, ``--concurrency`` users (one keep-alive connection each, asyn
 this process) post real CIFAR-10 test images as raw bodies; one request in ten
 (``--malformed``) is a bad upload instead, drawn in turn from: random bytes, a truncated JPEG,
 a JPEG with flipped bytes, an empty body, a PNG header declaring 100k x 100k pixels. The
-server's resident memory (RSS, from /proc) is sampled every second.
+server's resident memory (RSS, from /proc; with ``--workers``, the front's and its workers'
+summed) is sampled every second.
 
 Pass/fail, printed and saved: every valid request answered 200 (a connection error counts as
 a failure), every malformed one a 4xx with a JSON ``detail`` (never a 5xx), and the RSS after
@@ -46,10 +47,19 @@ def _malformed(images: list[bytes], seed: int = 0) -> list[bytes]:
 
 
 def _rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+    """The resident memory of the service: the process and all its descendants (with
+    ``--workers``, the front and its workers)."""
+    total = 0.0
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1]) / 1024
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            for child in (task / "children").read_text().split():
+                total += _rss_mb(int(child))
+    except OSError:  # a process that ended between the listing and the read
+        pass
+    return total
 
 
 async def _soak(url: str, pid: int, images: list[bytes], bad: list[bytes], args) -> dict:
@@ -116,16 +126,19 @@ def main() -> None:
     p.add_argument("--concurrency", type=int, default=64)
     p.add_argument("--malformed", type=float, default=0.1, help="share of bad uploads")
     p.add_argument("--rss-growth-mb", type=float, default=100.0)
+    p.add_argument("--workers", type=int, default=1,
+                   help="serve --workers: behind the front process (RSS is the sum)")
     p.add_argument("--out")
     args = p.parse_args()
     images = _test_images(args.data_root, 200)
-    proc, url = _start(args.run, args.backend, 32, 5.0, None)
+    proc, url = _start(args.run, args.backend, 32, 5.0, None, args.workers)
     try:
         result = asyncio.run(_soak(url, proc.pid, images, _malformed(images), args))
     finally:
         proc.terminate()
         proc.wait(60)
-    result = {"run": args.run, "backend": args.backend, "environment": environment(), **result}
+    result = {"run": args.run, "backend": args.backend, "workers": args.workers,
+              "environment": environment(), **result}
     print(json.dumps({k: v for k, v in result.items() if k != "rss_samples"}))
     if args.out:
         from vggnet.io import write_json

@@ -149,6 +149,10 @@ class Proxy:
 
     def __init__(self, settings: ServeSettings, pool: WorkerPool, on_give_up):
         self.pool, self.on_give_up = pool, on_give_up
+        # httpx logs every request it sends at INFO: a line per request forwarded, which
+        # flooded the log (and stalled the service once its output pipe was full)
+        for name in ("httpx", "httpcore"):
+            logging.getLogger(name).setLevel(logging.WARNING)
         self.state = SimpleNamespace(service=ServiceState(), settings=settings)
 
     @property
