@@ -292,27 +292,47 @@ def backends_section(result: dict | None, training: dict | None = None) -> list[
     return out
 
 
-def soak_section(r: dict | None) -> list[str]:
+# soak runs shown, in order: (results file, what was measured and how)
+SOAKS = [
+    ("serve_soak.json", "one server process; the client beside the test suite running under "
+                        "`benchmarks/cpu_load.py`"),
+    ("serve_soak_workers1.json", "one server process, a tiny digits run (VGG-11-BN at width "
+                                 "0.25, linear head, one epoch), where the HTTP path is most "
+                                 "of the cost: the baseline of the next row"),
+    ("serve_soak_workers2.json", "`--workers 2`: the front process and two workers (RSS "
+                                 "summed), the same tiny run"),
+]
+
+
+def soak_section(results: list[dict]) -> list[str]:
     """`benchmarks/serve_soak.py`: sustained load with malformed uploads, and the RSS."""
     out = ["## `vggnet serve` soak test: sustained load with bad uploads (`benchmarks/serve_soak.py`)",
            "", "```bash", "python benchmarks/serve_soak.py --run runs/cifar10_quick --data-root "
-           "../shared/data \\", "    --seconds 120 --concurrency 64 --out "
+           "../shared/data \\", "    --seconds 120 --concurrency 64 [--workers 2] --out "
            "benchmarks/results/serve_soak.json", "```", ""]
-    if r is None:
+    if not results:
         return out + ["Not run yet."]
-    return out + [
-        _hardware(r["environment"]) + f" `{r['run']}` on the {r['backend']} backend; the "
-        "client runs in its own process on the same two cores (when this was measured, beside "
-        "the test suite running under `benchmarks/cpu_load.py`).", "",
-        "| seconds | concurrency | valid requests | failed | malformed uploads | answered 4xx JSON "
-        "| 5xx | RSS after warm-up | RSS max | growth | result |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-        f"| {r['seconds']:.0f} | {r['concurrency']} | {r['valid']} | {r['valid_failed']} | "
-        f"{r['malformed']} | {r['malformed'] - r['malformed_5xx'] - r['malformed_not_json']} "
-        f"| {r['malformed_5xx']} | {r['rss_mb_first_after_warmup']} MB | {r['rss_mb_max']} MB "
-        f"| {r['rss_growth_mb_after_warmup']} MB | {'passed' if r['passed'] else 'FAILED'} |",
-        "", "Statuses: " + ", ".join(f"{k}: {v}" for k, v in sorted(r["statuses"].items()))
-        + ". The bound: RSS may grow by less than 100 MB after the first 20 s."]
+    out += ["The client runs in its own process on the same two cores.", "",
+            "| run | workers | seconds | concurrency | valid requests (per s) | failed | "
+            "malformed uploads | answered 4xx JSON | 5xx | RSS after warm-up | RSS max | growth "
+            "| result |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    notes = []
+    for i, r in enumerate(results, 1):
+        out.append(
+            f"| `{r['run']}` ({i}) | {r.get('workers', 1)} | {r['seconds']:.0f} | "
+            f"{r['concurrency']} | {r['valid']} ({r['valid'] / r['seconds']:.0f}) | "
+            f"{r['valid_failed']} | {r['malformed']} | "
+            f"{r['malformed'] - r['malformed_5xx'] - r['malformed_not_json']} "
+            f"| {r['malformed_5xx']} | {r['rss_mb_first_after_warmup']} MB | "
+            f"{r['rss_mb_max']} MB | {r['rss_growth_mb_after_warmup']} MB | "
+            f"{'passed' if r['passed'] else 'FAILED'} |")
+        env = r["environment"]
+        capability = f" CPU capability: {env['cpu_capability']}." if env.get("cpu_capability") \
+            else ""
+        notes.append(f"({i}) {r['note']}. " + _hardware(env) + capability + " Statuses: "
+                     + ", ".join(f"{k}: {v}" for k, v in sorted(r["statuses"].items())) + ".")
+    return out + [""] + [line for note in notes for line in (note, "")] + [
+        "The bound: RSS may grow by less than 100 MB after the first 20 s."]
 
 
 def main() -> None:
@@ -343,7 +363,8 @@ def main() -> None:
         if result:
             loads.append({**result, "file": file, "title": title, "note": note})
     lines += [""] + serve_load_section(loads)
-    lines += [""] + soak_section(_load("serve_soak.json"))
+    lines += [""] + soak_section([{**r, "note": note} for r, note in
+                                  ((_load(f), n) for f, n in SOAKS) if r])
     lines += [""] + transfer_section(_load("transfer_imagenette.json"))
     lines += [""] + gradcam_section(_load("gradcam_speed.json"))
     lines += [""] + stylize_section([r for r in (_load(f) for f, _ in STYLIZE_RUNS) if r])

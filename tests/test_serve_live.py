@@ -255,8 +255,9 @@ def test_several_workers_share_one_port(run, images):
         assert status == 200
         workers = _workers_of(proc.pid)
         assert len(workers) == 2
-        # drain happens in front of the workers: an upload admitted before it is finished
         url = f"http://127.0.0.1:{port}"
+        _requests_pass_through_the_front_unchanged(port, images[0].read_bytes())
+        # drain happens in front of the workers: an upload admitted before it is finished
         upload = _partial_upload(url, images[1].read_bytes())
         _wait_until(lambda: _healthz(url)[1]["inflight"] == 1, "the upload to be admitted",
                     proc=proc)
@@ -268,6 +269,38 @@ def test_several_workers_share_one_port(run, images):
         assert not any(Path(f"/proc/{w}").exists() for w in workers)
     finally:
         proc.kill()
+
+
+def _requests_pass_through_the_front_unchanged(port: int, data: bytes) -> None:
+    """The page, JSON, query strings, a chunked upload (no Content-Length) and several
+    requests on one keep-alive connection, through the front to a worker and back."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    conn.request("GET", "/")
+    r = conn.getresponse()
+    assert r.status == 200 and b"<html" in r.read().lower()
+    conn.request("GET", "/v1/model")
+    r = conn.getresponse()
+    assert r.status == 200 and "classes" in json.loads(r.read())
+    conn.request("POST", "/v1/predict?top_k=2", body=data,
+                 headers={"content-type": "image/png"})
+    r = conn.getresponse()
+    assert r.status == 200 and len(json.loads(r.read())["predictions"][0]["top"]) == 2
+    conn.request("POST", "/v1/predict", body=iter([data[:100], data[100:]]),
+                 headers={"content-type": "image/png"}, encode_chunked=True)
+    r = conn.getresponse()
+    assert r.status == 200 and json.loads(r.read())["predictions"][0]["top"]
+    conn.request("POST", "/v1/predict", body=b"not an image",
+                 headers={"content-type": "image/png"})
+    r = conn.getresponse()  # the worker's own 4xx JSON, passed on
+    assert 400 <= r.status < 500 and json.loads(r.read())["detail"]
+    conn.close()
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as s:
+        s.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+                  b"Content-Length: 1000000000\r\n\r\n")
+        reply = b""
+        while b"upload too large" not in reply and (chunk := s.recv(65536)):
+            reply += chunk
+    assert reply.startswith(b"HTTP/1.1 413") and b"upload too large" in reply
 
 
 def test_a_worker_killed_mid_request_fails_only_its_own_requests(run, images):

@@ -28,7 +28,8 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
-from .app import ServeSettings, ServiceState
+from .app import ServeSettings, ServiceState, _too_large
+from .upstream import ConnectFailed, Upstream, UpstreamError
 
 log = logging.getLogger(__name__)
 
@@ -36,22 +37,18 @@ log = logging.getLogger(__name__)
 # this many such deaths in a row the supervisor gives up instead of restarting forever
 QUICK_DEATH_S, QUICK_DEATHS = 30.0, 3
 # headers that describe one connection, not the request, so they are not passed on
+# (and "expect": the front has already said "100 Continue" to the client itself)
 HOP_BY_HOP = {b"connection", b"keep-alive", b"transfer-encoding", b"upgrade", b"te",
-              b"proxy-connection", b"host"}
+              b"proxy-connection", b"host", b"expect"}
 
 
 class Worker:
     """One worker process, the socket it will listen on and the requests sent to it."""
 
     def __init__(self, index: int, proc, path: Path):
-        import httpx
-
         self.index, self.proc, self.path = index, proc, path
         self.inflight, self.started_at = 0, time.monotonic()
-        self.client = httpx.AsyncClient(
-            transport=httpx.AsyncHTTPTransport(uds=str(path)), base_url="http://worker",
-            timeout=httpx.Timeout(None, connect=10.0),
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=64))
+        self.upstream = Upstream(path)
 
     @property
     def ready(self) -> bool:
@@ -98,7 +95,7 @@ class WorkerPool:
             if w.proc.exitcode is None or self.gave_up is not None:
                 continue
             w.path.unlink(missing_ok=True)
-            asyncio.get_running_loop().create_task(w.client.aclose())
+            w.upstream.close()
             quick = time.monotonic() - w.started_at < QUICK_DEATH_S
             self.quick_deaths = self.quick_deaths + 1 if quick else 0
             if self.quick_deaths >= QUICK_DEATHS:
@@ -125,7 +122,7 @@ class WorkerPool:
                 break
             await asyncio.sleep(0.05)
         for w in self.workers:
-            await w.client.aclose()
+            w.upstream.close()
 
     def kill(self) -> None:
         """The last word, whatever happened before: no worker left running, no folder left."""
@@ -149,10 +146,6 @@ class Proxy:
 
     def __init__(self, settings: ServeSettings, pool: WorkerPool, on_give_up):
         self.pool, self.on_give_up = pool, on_give_up
-        # httpx logs every request it sends at INFO: a line per request forwarded, which
-        # flooded the log (and stalled the service once its output pipe was full)
-        for name in ("httpx", "httpcore"):
-            logging.getLogger(name).setLevel(logging.WARNING)
         self.state = SimpleNamespace(service=ServiceState(), settings=settings)
 
     @property
@@ -216,8 +209,6 @@ class Proxy:
         self.on_give_up(self.pool.gave_up)
 
     async def _forward(self, scope, receive, send) -> None:
-        import httpx
-
         sent = [False]  # whether any of the body has been read from the client
 
         async def body():
@@ -231,10 +222,14 @@ class Proxy:
                     return
 
         headers = [(k, v) for k, v in scope["headers"] if k not in HOP_BY_HOP]
+        length = dict(headers).get(b"content-length", b"")
+        limit = self.state.settings.max_upload_bytes
+        if length.isdigit() and int(length) > limit:  # refused here, not streamed on
+            return await self._reply(send, 413, {"detail": _too_large(int(length), limit)})
         target = scope["raw_path"].decode("latin-1") if scope.get("raw_path") else scope["path"]
         if scope["query_string"]:
             target += "?" + scope["query_string"].decode("latin-1")
-        tried, answered = set(), False
+        tried = set()
         while True:
             worker = self.pool.pick()
             if worker is None or worker in tried:
@@ -244,29 +239,13 @@ class Proxy:
             tried.add(worker)
             worker.inflight += 1
             try:
-                request = worker.client.build_request(scope["method"], target, headers=headers,
-                                                      content=body())
-                try:
-                    response = await worker.client.send(request, stream=True)
-                except httpx.ConnectError:
-                    if sent[0]:
-                        raise
-                    continue  # that worker is gone and nothing was sent: try another one
-                try:
-                    await send({"type": "http.response.start", "status": response.status_code,
-                                "headers": [(k, v) for k, v in response.headers.raw
-                                            if k.lower() not in HOP_BY_HOP]})
-                    answered = True
-                    async for chunk in response.aiter_raw():
-                        await send({"type": "http.response.body", "body": chunk,
-                                    "more_body": True})
-                    await send({"type": "http.response.body", "body": b""})
-                finally:
-                    await response.aclose()
-                return
-            except httpx.TransportError as exc:
-                if answered:  # the status line is out: all that is left is to cut it short
+                return await worker.upstream.request(scope["method"], target, headers,
+                                                     body(), send)
+            except ConnectFailed:
+                if sent[0]:
                     raise
+                continue  # that worker is gone and nothing was sent: try another one
+            except UpstreamError as exc:
                 return await self._worker_failed(send, worker, exc)
             except ConnectionAbortedError:
                 return  # the client went away mid-upload; nobody is left to answer

@@ -93,6 +93,9 @@ def _worker(supervisor: int, settings_json: str, log_level: str, access_log: boo
     app = create_app(settings)
     config = _config(app, settings, "", 0, log_level, access_log)
     config.uds = path
+    # only the front connects, and it keeps idle connections for reuse: never close them
+    # under it (a close racing a reuse would fail a request)
+    config.timeout_keep_alive = 24 * 3600
     _uvicorn_server_class()(config, app).run()
 
 
