@@ -257,6 +257,10 @@ def test_several_workers_share_one_port(run, images):
         assert len(workers) == 2
         url = f"http://127.0.0.1:{port}"
         _requests_pass_through_the_front_unchanged(port, images[0].read_bytes())
+        # a client that goes away mid-upload is nobody's failure, and frees its place
+        _partial_upload(url, images[1].read_bytes()).close()
+        _wait_until(lambda: _healthz(url)[1]["inflight"] == 0, "the abandoned upload to end",
+                    proc=proc)
         # drain happens in front of the workers: an upload admitted before it is finished
         upload = _partial_upload(url, images[1].read_bytes())
         _wait_until(lambda: _healthz(url)[1]["inflight"] == 1, "the upload to be admitted",
@@ -266,6 +270,7 @@ def test_several_workers_share_one_port(run, images):
         assert _post(url, images[0].read_bytes())[0] == 503
         assert _finish_upload(upload, images[1].read_bytes())[0] == 200
         assert proc.wait(timeout=60) == 0  # then the workers were stopped, and exited
+        assert "failed a request" not in proc.stdout.read()
         assert not any(Path(f"/proc/{w}").exists() for w in workers)
     finally:
         proc.kill()

@@ -29,7 +29,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from .app import ServeSettings, ServiceState, _too_large
-from .upstream import ConnectFailed, Upstream, UpstreamError
+from .upstream import ClientGone, ConnectFailed, Upstream, UpstreamError
 
 log = logging.getLogger(__name__)
 
@@ -216,7 +216,7 @@ class Proxy:
             while True:
                 message = await receive()
                 if message["type"] == "http.disconnect":
-                    raise ConnectionAbortedError("the client went away")
+                    raise ClientGone()
                 yield message.get("body", b"")
                 if not message.get("more_body", False):
                     return
@@ -247,7 +247,7 @@ class Proxy:
                 continue  # that worker is gone and nothing was sent: try another one
             except UpstreamError as exc:
                 return await self._worker_failed(send, worker, exc)
-            except ConnectionAbortedError:
+            except ClientGone:
                 return  # the client went away mid-upload; nobody is left to answer
             finally:
                 worker.inflight -= 1

@@ -25,6 +25,11 @@ class ConnectFailed(UpstreamError):
     """No connection to the worker could be made: nothing of the request was sent."""
 
 
+class ClientGone(Exception):
+    """The client went away while its request body was being passed on: raise it from the
+    body iterator (deliberately not an OSError, so it is not taken for the worker's fault)."""
+
+
 class Upstream:
     """Requests to the worker listening on the Unix socket ``path``."""
 
