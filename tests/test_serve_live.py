@@ -257,6 +257,14 @@ def test_several_workers_share_one_port(run, images):
         assert len(workers) == 2
         url = f"http://127.0.0.1:{port}"
         _requests_pass_through_the_front_unchanged(port, images[0].read_bytes())
+        # three predictions answered so far, spread over both workers (ties take turns): the
+        # front's /metrics sums them; the 413 above was the front's own
+        _wait_until(lambda: _predicted(url) >= 3, "the workers to count their answers",
+                    proc=proc)
+        text = _metrics(url)
+        assert _predicted(url) == 3 and prometheus_value(text, "vggnet_images_total") == 3
+        assert prometheus_value(text, "vggnet_front_errors_total",
+                                reason="upload_too_large") == 1
         # a client that goes away mid-upload is nobody's failure, and frees its place
         _partial_upload(url, images[1].read_bytes()).close()
         _wait_until(lambda: _healthz(url)[1]["inflight"] == 0, "the abandoned upload to end",
@@ -274,6 +282,23 @@ def test_several_workers_share_one_port(run, images):
         assert not any(Path(f"/proc/{w}").exists() for w in workers)
     finally:
         proc.kill()
+
+
+def _metrics(url: str) -> str:
+    host, port = url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=60)
+    conn.request("GET", "/metrics")
+    r = conn.getresponse()
+    assert r.status == 200 and r.getheader("content-type").startswith("text/plain")
+    text = r.read().decode()
+    conn.close()
+    return text
+
+
+def _predicted(url: str) -> float:
+    """Predictions answered with 200, as the service's /metrics counts them."""
+    return prometheus_value(_metrics(url), "vggnet_requests_total", route="/v1/predict",
+                            method="POST", status="200")
 
 
 def _requests_pass_through_the_front_unchanged(port: int, data: bytes) -> None:
@@ -311,7 +336,7 @@ def _requests_pass_through_the_front_unchanged(port: int, data: bytes) -> None:
 def test_a_worker_killed_mid_request_fails_only_its_own_requests(run, images):
     """SIGKILL one of two workers while requests wait on it: exactly those requests get a 502
     JSON answer, every other one (before, during and after) is served, and a new worker takes
-    the dead one's place."""
+    the dead one's place. The front's /metrics still counts what the dead worker answered."""
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     proc = subprocess.Popen(
@@ -330,6 +355,11 @@ def test_a_worker_killed_mid_request_fails_only_its_own_requests(run, images):
     try:
         _wait_until(lambda: _port_open(port) and sum(w["ready"] for w in workers()) == 2,
                     "two ready workers", proc=proc, timeout=300)
+        # four answered before anything goes wrong, two by each worker (ties take turns)
+        first = [_post(url, data, 300) for _ in range(4)]
+        assert all(status == 200 for status, _ in first)
+        _wait_until(lambda: _predicted(url) == 4, "the workers to count their answers",
+                    proc=proc)
         victim = workers()[0]["pid"]
         os.kill(victim, signal.SIGSTOP)  # it takes connections but answers nothing
         sent = []
@@ -361,6 +391,14 @@ def test_a_worker_killed_mid_request_fails_only_its_own_requests(run, images):
                     "a replacement worker", proc=proc, timeout=300)
         assert all(f.result(timeout=300)[0] == 200
                    for f in [pool.submit(_post, url, data, 300) for _ in range(8)])
+        served = len(first) + len(answers) - len(failed) + 8
+        _wait_until(lambda: _predicted(url) >= served, "the workers to count their answers",
+                    proc=proc)
+        text = _metrics(url)  # the dead worker's counts are kept in the sum
+        assert _predicted(url) == served
+        assert prometheus_value(text, "vggnet_front_errors_total", reason="worker_failed") \
+            == stuck
+        assert prometheus_value(text, "vggnet_worker_restarts_total") == 1
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=120) == 0
         log = proc.stdout.read()
@@ -376,7 +414,7 @@ def test_workers_do_not_outlive_a_killed_supervisor(run):
     proc = subprocess.Popen([sys.executable, "-m", "vggnet", "serve", str(run), "--port",
                              str(port), "--workers", "2"], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 300  # a generous bound on a loaded machine
     while len(_workers_of(proc.pid)) < 2 and time.monotonic() < deadline:
         time.sleep(0.2)
     workers = _workers_of(proc.pid)
@@ -387,6 +425,28 @@ def test_workers_do_not_outlive_a_killed_supervisor(run):
     while any(Path(f"/proc/{w}").exists() for w in workers) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not any(Path(f"/proc/{w}").exists() for w in workers)
+
+
+def test_folders_left_by_a_killed_supervisor_are_removed_by_the_next(tmp_path, monkeypatch):
+    from vggnet.serve.proxy import WorkerPool
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    left = tmp_path / f"vggnet-serve-{gone}-x1y2"  # its supervisor was SIGKILLed
+    (left / "metrics").mkdir(parents=True)
+    (left / "w0-1.sock").touch()
+    alive = tmp_path / f"vggnet-serve-{os.getppid()}-z3"  # another supervisor, still serving
+    alive.mkdir()
+    other = tmp_path / "vggnet-serve-notapid"
+    other.mkdir()
+    pool = WorkerPool(None, (), 2)
+    try:
+        assert not left.exists() and alive.is_dir() and other.is_dir()
+        assert pool.folder.name.startswith(f"vggnet-serve-{os.getpid()}-")
+    finally:
+        pool.kill()
+    assert not pool.folder.exists()
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl is Linux's")

@@ -1,5 +1,10 @@
 """Prometheus metrics of one service (its own registry, so several apps in one process, as in
-tests, do not mix their counts). With ``--workers N`` each worker process counts its own."""
+tests, do not mix their counts).
+
+With ``--workers N`` each worker counts in files of a folder the front gives it (prometheus
+client's multiprocess mode), and the front answers ``GET /metrics`` with the sums over every
+worker, those that died and were replaced included (so the counters never go back), followed
+by the front's own counters (:class:`FrontMetrics`)."""
 
 from __future__ import annotations
 
@@ -54,3 +59,42 @@ class ServiceMetrics:
         from prometheus_client import generate_latest
 
         return generate_latest(self.registry).decode()
+
+
+def count_in_folder(folder: str) -> None:
+    """Make this process's metrics live in files under ``folder``, for a front to sum (the
+    multiprocess mode of prometheus-client). Called by a ``--workers`` worker before it builds
+    its service, whether or not prometheus-client was imported already."""
+    import os
+
+    from prometheus_client import values
+
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder
+    values.ValueClass = values.get_value_class()
+
+
+class FrontMetrics:
+    """What only the front of ``--workers N`` knows: requests it answered itself (a worker
+    died under them, none was ready, the service was draining, the upload was too large) and
+    workers it replaced."""
+
+    def __init__(self):
+        from prometheus_client import CollectorRegistry, Counter
+
+        self.registry = r = CollectorRegistry()
+        self.errors = Counter("vggnet_front_errors", "requests the front answered itself with "
+                              "an error, by reason", ["reason"], registry=r)
+        self.restarts = Counter("vggnet_worker_restarts", "worker processes that exited and "
+                                "were replaced", registry=r)
+
+    def error(self, reason: str) -> None:
+        self.errors.labels(reason).inc()
+
+    def render(self, folder: str) -> str:
+        """The workers' metrics summed from ``folder``, then the front's own."""
+        from prometheus_client import CollectorRegistry, generate_latest
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        workers = CollectorRegistry()
+        MultiProcessCollector(workers, path=folder)
+        return (generate_latest(workers) + generate_latest(self.registry)).decode()

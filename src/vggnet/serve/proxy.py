@@ -12,6 +12,9 @@ out to be gone is sent to another one instead.
 Drain (SIGTERM, or a first Ctrl-C) happens here first: new requests get 503, those in flight
 (admitted when their headers arrived, even if their body is still coming) are finished, and
 only then are the workers told to stop.
+
+``GET /healthz`` and ``GET /metrics`` are the front's own: every worker's state, and the
+workers' counters summed (see :mod:`vggnet.serve.metrics`), answered even while draining.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from .app import ServeSettings, ServiceState, _too_large
+from .metrics import FrontMetrics
 from .upstream import ClientGone, ConnectFailed, Upstream, UpstreamError
 
 log = logging.getLogger(__name__)
@@ -64,7 +68,11 @@ class WorkerPool:
 
     def __init__(self, target, args: tuple, count: int):
         self.target, self.args, self.count = target, args, count
-        self.folder = Path(tempfile.mkdtemp(prefix="vggnet-serve-"))
+        _remove_folders_of_dead_supervisors()
+        self.folder = Path(tempfile.mkdtemp(prefix=f"vggnet-serve-{os.getpid()}-"))
+        self.metrics_folder = self.folder / "metrics"  # the workers' counters, in files
+        self.metrics_folder.mkdir()
+        self.metrics = FrontMetrics()
         self.ctx = multiprocessing.get_context("spawn")
         self.workers: list[Worker] = []
         self.generation, self.turn = 0, 0
@@ -77,7 +85,7 @@ class WorkerPool:
         self.generation += 1
         path = self.folder / f"w{index}-{self.generation}.sock"
         proc = self.ctx.Process(target=self.target, name=f"vggnet-serve-{index}",
-                                args=self.args + (str(path),))
+                                args=self.args + (str(path), str(self.metrics_folder)))
         proc.start()
         return Worker(index, proc, path)
 
@@ -105,6 +113,7 @@ class WorkerPool:
                 return
             log.warning("vggnet serve: worker %d (pid %d) exited with %s; starting another",
                         i, w.proc.pid, w.proc.exitcode)
+            self.metrics.restarts.inc()
             self.workers[i] = self._spawn(i)
 
     def signal(self, sig: int) -> None:
@@ -132,6 +141,21 @@ class WorkerPool:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
+def _remove_folders_of_dead_supervisors() -> None:
+    """A supervisor killed with SIGKILL cannot remove its folder (sockets, metrics files): the
+    next one removes such leftovers, its user's folders whose supervisor pid is gone."""
+    for folder in Path(tempfile.gettempdir()).glob("vggnet-serve-*-*"):
+        pid = folder.name.split("-")[2]
+        try:
+            if not pid.isdigit() or folder.stat().st_uid != os.getuid():
+                continue
+            os.kill(int(pid), 0)  # raises if there is no such process
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except OSError:  # alive under another user, or the folder just went
+            continue
+
+
 def _json(status: int, detail: dict, extra_headers: tuple = ()) -> tuple[dict, dict]:
     body = json.dumps(detail).encode()
     headers = [(b"content-type", b"application/json"),
@@ -141,8 +165,9 @@ def _json(status: int, detail: dict, extra_headers: tuple = ()) -> tuple[dict, d
 
 
 class Proxy:
-    """The ASGI app of the front: ``/healthz`` answered here (every worker's state), every other
-    request forwarded. ``state`` has what :class:`DrainingServer` reads."""
+    """The ASGI app of the front: ``/healthz`` (every worker's state) and ``/metrics`` (the
+    workers' counters summed, then the front's own) answered here, every other request
+    forwarded. ``state`` has what :class:`DrainingServer` reads."""
 
     def __init__(self, settings: ServeSettings, pool: WorkerPool, on_give_up):
         self.pool, self.on_give_up = pool, on_give_up
@@ -159,7 +184,10 @@ class Proxy:
             return
         if scope["path"] == "/healthz":
             return await self._reply(send, *self._health())
+        if scope["path"] == "/metrics":
+            return await self._metrics(send)
         if self.service.draining:
+            self.pool.metrics.error("draining")
             return await self._reply(send, 503, {
                 "detail": "the service is shutting down; retry on another instance"})
         self.service.inflight += 1
@@ -172,6 +200,15 @@ class Proxy:
     async def _reply(send, status: int, detail: dict, extra_headers: tuple = ()) -> None:
         for message in _json(status, detail, extra_headers):
             await send(message)
+
+    async def _metrics(self, send) -> None:
+        from prometheus_client import CONTENT_TYPE_LATEST
+
+        body = self.pool.metrics.render(str(self.pool.metrics_folder)).encode()
+        await send({"type": "http.response.start", "status": 200, "headers": [
+            (b"content-type", CONTENT_TYPE_LATEST.encode()),
+            (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
 
     def _health(self) -> tuple[int, dict]:
         workers = [w.describe() for w in self.pool.workers]
@@ -225,6 +262,7 @@ class Proxy:
         length = dict(headers).get(b"content-length", b"")
         limit = self.state.settings.max_upload_bytes
         if length.isdigit() and int(length) > limit:  # refused here, not streamed on
+            self.pool.metrics.error("upload_too_large")
             return await self._reply(send, 413, {"detail": _too_large(int(length), limit)})
         target = scope["raw_path"].decode("latin-1") if scope.get("raw_path") else scope["path"]
         if scope["query_string"]:
@@ -233,6 +271,7 @@ class Proxy:
         while True:
             worker = self.pool.pick()
             if worker is None or worker in tried:
+                self.pool.metrics.error("no_worker_ready")
                 return await self._reply(send, 503, {
                     "detail": "no worker is ready to answer (they are starting or being "
                               "replaced); retry in a few seconds"}, ((b"retry-after", b"5"),))
@@ -255,6 +294,7 @@ class Proxy:
     async def _worker_failed(self, send, worker: Worker, exc: Exception) -> None:
         log.warning("vggnet serve: worker %d (pid %d) failed a request: %s", worker.index,
                     worker.proc.pid, exc)
+        self.pool.metrics.error("worker_failed")
         await self._reply(send, 502, {
             "detail": f"the worker process answering this request (pid {worker.proc.pid}) "
                       "stopped before it finished; it is being replaced and the other workers "

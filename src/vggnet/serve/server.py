@@ -80,13 +80,18 @@ def serve(settings: ServeSettings, host: str = "127.0.0.1", port: int = 8000, *,
 
 
 def _worker(supervisor: int, settings_json: str, log_level: str, access_log: bool,
-            threads: int, path: str) -> None:
+            threads: int, path: str, metrics_folder: str) -> None:
     """One worker of ``--workers N``: the whole service on the Unix socket ``path``, which
-    appears once the model is loaded. In its own process group, so that a Ctrl-C in the
-    terminal reaches the supervisor only, which drains first and then stops the workers."""
+    appears once the model is loaded, counting its metrics in files under ``metrics_folder``
+    for the front to sum. In its own process group, so that a Ctrl-C in the terminal reaches
+    the supervisor only, which drains first and then stops the workers."""
     os.setpgrp()
     _die_with_parent(supervisor)
     import torch
+
+    from .metrics import count_in_folder
+
+    count_in_folder(metrics_folder)
 
     torch.set_num_threads(threads)
     settings = ServeSettings(**json.loads(settings_json))
