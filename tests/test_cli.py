@@ -58,6 +58,34 @@ def test_version(capsys):
     assert done.value.code == 0 and capsys.readouterr().out.strip() == f"vggnet {vggnet.__version__}"
 
 
+def test_help_version_and_usage_errors_answer_without_loading_pytorch():
+    """`vggnet --help` and friends do not wait seconds for PyTorch to load: checked by what a
+    fresh interpreter has imported once each has answered, not by timing it."""
+    import subprocess
+    import sys
+
+    code = """
+import sys
+from vggnet.cli import main
+for argv in (["--help"], ["--version"], ["trian"], ["serve", "--help"], ["predict", "--help"],
+             ["export", "--help"]):
+    try:
+        main(argv)
+    except SystemExit as done:
+        print(argv[0], done.code, "torch" in sys.modules, file=sys.stderr)
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300)
+    lines = [ln for ln in done.stderr.splitlines() if ln.split(" ")[-1] in ("True", "False")]
+    assert lines == ["--help 0 False", "--version 0 False", "trian 2 False", "serve 0 False",
+                     "predict 0 False", "export 0 False"], done.stderr
+    assert "train a VGG" in done.stdout and "--backend" in done.stdout
+    # the one sub-command whose options need the library is built in full when it runs
+    parser = build_parser(only="train")
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    assert "--epochs" in sub.choices["train"].format_help()
+
+
 def test_every_train_flag_has_its_fields_help():
     parser = build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))

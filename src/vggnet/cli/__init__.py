@@ -21,7 +21,12 @@ COMMANDS = (models, summary, recipes, train, evaluate, predict, explain, feature
             samples, export, bench, serve)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The command's parser. With ``only`` (the sub-command about to run, or "" for none), a
+    sub-command whose options take PyTorch to describe (``HEAVY``: train's come from the
+    training configuration) is built in full only if it is ``only``, and otherwise listed by
+    name and help alone: ``vggnet --help``, ``--version``, a mistyped command and every light
+    sub-command's own ``--help`` then answer without loading PyTorch."""
     parser = argparse.ArgumentParser(
         prog="vggnet", description="VGG networks (Simonyan & Zisserman, 2014): train, "
         "evaluate, predict, explain, inspect, export and serve.")
@@ -30,12 +35,22 @@ def build_parser() -> argparse.ArgumentParser:
                         help="log more detail, and show the traceback of any error")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in COMMANDS:
-        command.register(sub)
+        if getattr(command, "HEAVY", False) and only is not None and only != command.NAME:
+            sub.add_parser(command.NAME, help=command.HELP)
+        else:
+            command.register(sub)
     return parser
 
 
+def _command_in(argv: list[str]) -> str:
+    """The sub-command named in ``argv`` ("" if none): the first argument that is not an
+    option (the command's own options, ``-v`` and ``--version``, take no value)."""
+    return next((a for a in argv if not a.startswith("-")), "")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(only=_command_in(argv))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(message)s")

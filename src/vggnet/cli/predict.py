@@ -10,7 +10,7 @@ from ..errors import UsageError
 
 def add_backend_arguments(p) -> None:
     """--backend and --precision, shared by predict and serve."""
-    from ..export.backends import BACKENDS
+    from ..export.names import BACKENDS
 
     p.add_argument("--backend", choices=BACKENDS, default="auto",
                    help="what runs the network: auto (default: the fastest available here: "

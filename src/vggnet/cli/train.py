@@ -8,10 +8,14 @@ from pathlib import Path
 from ..errors import UsageError
 
 
+NAME, HELP = "train", "train a VGG on an image data set"
+HEAVY = True  # its options come from the training configuration, which loads PyTorch
+
+
 def register(sub) -> None:
     from ..training.config import add_flags
 
-    p = sub.add_parser("train", help="train a VGG on an image data set",
+    p = sub.add_parser(NAME, help=HELP,
                        description="Train a VGG. A recipe (--config: a packaged recipe's name "
                        "from `vggnet recipes`, or a TOML file) sets defaults; every flag below "
                        "overrides it. Booleans take true/false.")

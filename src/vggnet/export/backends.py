@@ -28,8 +28,8 @@ from pathlib import Path
 import torch
 
 from ..errors import UsageError
+from .names import BACKENDS
 
-BACKENDS = ("auto", "torch", "onnx", "int8", "openvino", "openvino-int8")
 # fastest first, as `vggnet bench` measured them side by side (benchmarks/RESULTS.md): int8 in
 # OpenVINO, then in ONNX Runtime, then vggnet's own PyTorch engine, which ran VGG-16 in bf16
 # as fast as OpenVINO's bf16 (1.03x its time at batch 1, 1.02x at batch 32) and in fp32 on
