@@ -23,6 +23,7 @@ import socket
 import subprocess
 import sys
 import tarfile
+import tempfile
 import time
 from pathlib import Path
 
@@ -59,7 +60,10 @@ def _start(run: str, backend: str, max_batch: int, max_wait_ms: float, threads: 
            "--no-access-log", "--log-level", "warning", "--workers", str(workers)]
     if threads:
         cmd += ["--threads", str(threads)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # the server's output goes to a file, not a pipe: a pipe nobody reads fills up during a
+    # long run and then stalls the server mid-benchmark
+    log = tempfile.TemporaryFile("w+")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 120 * workers  # the port opens once a worker is ready
     while True:
         try:
@@ -68,7 +72,8 @@ def _start(run: str, backend: str, max_batch: int, max_wait_ms: float, threads: 
         except OSError:
             if proc.poll() is not None or time.monotonic() > deadline:
                 proc.kill()
-                raise RuntimeError(f"`{' '.join(cmd)}` did not start:\n{proc.stdout.read()}")
+                log.seek(0)
+                raise RuntimeError(f"`{' '.join(cmd)}` did not start:\n{log.read()}")
             time.sleep(0.2)
 
 
