@@ -276,6 +276,9 @@ def test_several_workers_share_one_port(run, images):
         proc.send_signal(signal.SIGTERM)
         _wait_until(lambda: _healthz(url)[0] == 503, "the service to drain", proc=proc)
         assert _post(url, images[0].read_bytes())[0] == 503
+        # the front still answers /metrics while draining, and counted that refusal
+        assert prometheus_value(_metrics(url), "vggnet_front_errors_total",
+                                reason="draining") == 1
         assert _finish_upload(upload, images[1].read_bytes())[0] == 200
         assert proc.wait(timeout=60) == 0  # then the workers were stopped, and exited
         assert "failed a request" not in proc.stdout.read()

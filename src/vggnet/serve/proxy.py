@@ -156,9 +156,10 @@ def _remove_folders_of_dead_supervisors() -> None:
             continue
 
 
-def _json(status: int, detail: dict, extra_headers: tuple = ()) -> tuple[dict, dict]:
-    body = json.dumps(detail).encode()
-    headers = [(b"content-type", b"application/json"),
+def _messages(status: int, body: bytes, content_type: bytes,
+              extra_headers: tuple = ()) -> tuple[dict, dict]:
+    """The two ASGI messages of a whole response the front answers itself."""
+    headers = [(b"content-type", content_type),
                (b"content-length", str(len(body)).encode()), *extra_headers]
     return ({"type": "http.response.start", "status": status, "headers": headers},
             {"type": "http.response.body", "body": body})
@@ -198,17 +199,16 @@ class Proxy:
 
     @staticmethod
     async def _reply(send, status: int, detail: dict, extra_headers: tuple = ()) -> None:
-        for message in _json(status, detail, extra_headers):
+        for message in _messages(status, json.dumps(detail).encode(), b"application/json",
+                                 extra_headers):
             await send(message)
 
     async def _metrics(self, send) -> None:
         from prometheus_client import CONTENT_TYPE_LATEST
 
         body = self.pool.metrics.render(str(self.pool.metrics_folder)).encode()
-        await send({"type": "http.response.start", "status": 200, "headers": [
-            (b"content-type", CONTENT_TYPE_LATEST.encode()),
-            (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
+        for message in _messages(200, body, CONTENT_TYPE_LATEST.encode()):
+            await send(message)
 
     def _health(self) -> tuple[int, dict]:
         workers = [w.describe() for w in self.pool.workers]
