@@ -178,9 +178,12 @@ def test_gpu_time_to_94_script_runs_a_recipe_end_to_end_on_the_cpu(tmp_path):
     # airbench's accuracy on the same images is the second target
     row = gpu94.run_recipe(str(recipe), None, tmp_path / "runs", reference_top1=0.5)
     assert row["epochs"] == 3 and 0.9 < row["best_top1"] <= 1.0
-    assert row["reference_top1"] == 0.5 and row["epoch_reaching_reference"] == 1
     history = [json.loads(line) for line in
                (tmp_path / "runs" / "tiny" / "metrics.jsonl").read_text().splitlines()]
+    # which epoch first reaches the reference depends on the CPU's arithmetic (bf16 on AMX and
+    # on AVX512-BF16 round differently), so it is checked against the run's own history
+    first = next(h["epoch"] for h in history if h["test_top1"] >= 0.5)
+    assert row["reference_top1"] == 0.5 and row["epoch_reaching_reference"] == first
     assert all(h["eval_seconds"] > 0 for h in history)
     reached = row["epoch_reaching_94"]  # digits is easy: 94% within the 3 epochs
     assert reached and history[reached - 1]["test_top1"] >= 0.94
