@@ -187,6 +187,29 @@ def test_engine_option_chooses_when_to_convert(monkeypatch, algo, precision, fla
     assert (apply_conv_algorithm(model, cfg, torch.device("cpu")) > 0) is expected
 
 
+@pytest.mark.parametrize("flags, max_pixels", [
+    (("avx512_bf16",), 64),                             # AVX512-BF16 alone: Winograd on 8x8 maps
+    (("avx512_bf16", "amx_tile", "amx_bf16"), 16),      # AMX: oneDNN's direct wins on 8x8
+])
+def test_auto_takes_the_maps_where_winograd_won_on_that_cpu(monkeypatch, flags, max_pixels):
+    from vggnet import device
+
+    monkeypatch.setattr(device, "cpu_flags", lambda: frozenset(flags))
+    model = create_model("vgg16_bn", num_classes=10, head="linear")
+    cfg = resolve(None, {**DIGITS, "conv_algorithm": "auto", "precision": "auto"})
+    apply_conv_algorithm(model, cfg, torch.device("cpu"))
+    converted = [m for m in model.modules() if isinstance(m, WinogradConv2d)]
+    assert converted and all(m.max_pixels == max_pixels for m in converted)
+    used = {}  # map pixels -> whether Winograd ran, over VGG-16's layers in a training step
+    hooks = [m.register_forward_pre_hook(lambda m, a: used.setdefault(
+        a[0].shape[-2] * a[0].shape[-1], set()).add(m._use_winograd(a[0]))) for m in converted]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        model(torch.randn(2, 3, 32, 32))
+    for h in hooks:
+        h.remove()
+    assert used == {64: {max_pixels == 64}, 16: {True}, 4: {True}}  # 8x8, 4x4, 2x2 maps
+
+
 def test_engine_option_is_checked():
     with pytest.raises(ConfigError, match="conv_algorithm must be one of auto, direct, winograd"):
         resolve(None, {**DIGITS, "conv_algorithm": "fft"})

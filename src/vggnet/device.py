@@ -55,6 +55,11 @@ def cpu_bf16_flag() -> str | None:
     return next((f for f in BF16_CPU_FLAGS if f in flags), None)
 
 
+def cpu_has_amx() -> bool:
+    """Whether the CPU has AMX's bf16 tile units (Intel Xeon since Sapphire Rapids)."""
+    return "amx_bf16" in cpu_flags()
+
+
 def resolve_precision(device: torch.device | str, precision: str = "auto") -> str:
     """``fp32`` or ``bf16``: what ``precision`` means on ``device``."""
     if precision not in PRECISIONS:

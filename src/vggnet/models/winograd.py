@@ -32,6 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..device import cpu_has_amx
+
 __all__ = ["winograd_conv3x3", "WinogradConv2d", "convert_to_winograd", "winograd_eligible"]
 
 # F(2x2, 3x3): y = A^T [ (G w G^T) * (B^T d B) ] A on 4x4 input tiles d with stride 2
@@ -275,6 +277,20 @@ def _as_type(conv: nn.Conv2d, cls: type) -> nn.Conv2d:
     new.weight, new.bias = conv.weight, conv.bias  # shared, not copied
     new.train(conv.training)
     return new
+
+
+# The largest map (in pixels) on which a bf16 training step (forward and backward) of a
+# 3x3 layer with >= 256 input channels ran faster by Winograd than by oneDNN's direct
+# convolution, per kind of CPU (benchmarks/winograd_layers.py, 2 cores, batch 128). With AMX,
+# oneDNN's direct convolutions run on the tile units and win on 8x8 maps (Winograd 0.57-0.74x,
+# Xeon); they lose below (Winograd 1.9-4.2x on 4x4 and 2x2 maps). Without AMX (AVX512-BF16,
+# EPYC) Winograd already won on 8x8 maps with 256 channels (1.21x).
+AUTO_MAX_PIXELS = {"amx": 16, "avx512_bf16": 64}
+
+
+def auto_max_pixels() -> int:
+    """``max_pixels`` of :func:`convert_to_winograd` for this CPU (``conv_algorithm = auto``)."""
+    return AUTO_MAX_PIXELS["amx" if cpu_has_amx() else "avx512_bf16"]
 
 
 def convert_to_winograd(model: nn.Module, max_pixels: int = 64, min_channels: int = 256,
