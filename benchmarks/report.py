@@ -7,6 +7,7 @@ Only measured figures appear; a benchmark that has not been run says so.
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 
@@ -56,7 +57,9 @@ def training_rows(t: dict) -> list[str]:
         out.append(f"| vggnet engine, bf16 autocast, direct convolutions only (`--conv-algorithm direct`) | "
                    f"{t['vggnet_bf16_direct_images_per_s']}{_range(t, 'bf16_direct')} | {t['ratio_bf16_direct']:.2f}x |")
     if "ratio_bf16" in t:
-        label = ("vggnet engine, bf16 autocast, Winograd F(2x2,3x3) on maps <= 8x8 with >= 256 channels (the default)"
+        side = math.isqrt(t.get("winograd_max_pixels", 64))  # files before it was recorded: 64
+        label = (f"vggnet engine, bf16 autocast, Winograd F(2x2,3x3) on maps <= {side}x{side} "
+                 "with >= 256 channels (the default)"
                  if "ratio_bf16_direct" in t else "vggnet engine, bf16 autocast")
         out.append(f"| {label} | {t['vggnet_bf16_images_per_s']}{_range(t, 'bf16')} | "
                    f"{_goal(t['ratio_bf16'], '>= 2x', t['ratio_bf16'] >= 2)} |")
@@ -228,16 +231,19 @@ def airbench_cpu_section(result: dict | None) -> list[str]:
         f"{100 * result['test_top1']:.2f}% | {100 * result['test_top1_tta']:.2f}% |"]
 
 
-def backends_section(result: dict | None, training: dict | None = None) -> list[str]:
+def backends_section(result: dict | None, training: dict | None = None,
+                     title: str = "## CPU inference, every backend side by side (`vggnet bench`)",
+                     out_file: str = "cpu_backends.json", run: bool = True) -> list[str]:
     """`vggnet bench --only inference`: every inference path side by side, with the goals of
     the CPU-backends work (vggnet's default path at least as fast as OpenVINO's best; bf16
     within 1.2x of OpenVINO's bf16; int8 <= 0.19x torchvision at batch 1; agreement with fp32
     >= 99.5%)."""
     from vggnet.bench import inference_table
 
-    out = ["## CPU inference, every backend side by side (`vggnet bench`)", "",
+    out = [title, "",
            "```bash", "vggnet bench --only inference --data-root ../shared/data \\",
-           "    --run runs/cifar10_quick --out benchmarks/results/cpu_backends.json", "```", ""]
+           ("    --run runs/cifar10_quick " if run else "    ")
+           + f"--out benchmarks/results/{out_file}", "```", ""]
     if result is None:
         return out + ["Not run yet."]
     env, inf = result["environment"], result["inference"]
@@ -335,11 +341,41 @@ def soak_section(results: list[dict]) -> list[str]:
         "The bound: RSS may grow by less than 100 MB after the first 20 s."]
 
 
+# per-layer Winograd tables: (file, the machine and what its figures decided)
+WINOGRAD_LAYERS = [
+    ("winograd_layers.md", "2-core AMD EPYC with AVX512-BF16, no AMX: Winograd wins from 8x8 "
+                           "maps down, so `conv_algorithm = auto` takes maps of <= 64 pixels"),
+    ("winograd_layers_amx.md", "2-core Intel Xeon with AMX: oneDNN's direct convolution runs "
+                               "on the tile units and wins on 8x8 maps, Winograd only below, "
+                               "so `auto` takes maps of <= 16 pixels on AMX CPUs"),
+]
+
+
+def winograd_section() -> list[str]:
+    lines = ["## Winograd vs direct convolution, per layer (CPU, bf16)", ""]
+    found = [(RESULTS / f, note) for f, note in WINOGRAD_LAYERS if (RESULTS / f).is_file()]
+    if not found:
+        return lines + ["Not run yet: `python benchmarks/winograd_layers.py`."]
+    for path, note in found:
+        tag = path.stem.removeprefix("winograd_layers").lstrip("_")
+        command = "python benchmarks/winograd_layers.py" + (f" --tag {tag}" if tag else "")
+        lines += [f"{note}:", "", "```bash", command, "```", "", path.read_text().strip(), ""]
+    return lines[:-1]
+
+
 def main() -> None:
     lines = ["# Benchmark results", "",
              "Written by `python benchmarks/report.py` from `benchmarks/results/*.json`; the "
              "commands that produce those files are given with each section.", ""]
     lines += backends_section(_load("cpu_backends.json"), _load("cpu_training_epyc.json")) + [""]
+    amx = _load("cpu_backends_xeon_amx.json")
+    if amx:
+        lines += backends_section(
+            amx, _load("cpu_training_xeon_amx.json"),
+            "## The same on an Intel Xeon with AMX", "cpu_backends_xeon_amx.json", run=False) + [
+            "", "No CIFAR run was at hand on this machine, so its agreement column is not "
+            "measured; the training rows come from `python benchmarks/training_loop.py "
+            "--data-root ../shared/data --out benchmarks/results/cpu_training_xeon_amx.json`.", ""]
     cpu = _load("cpu.json")
     lines += cpu_section(cpu) if cpu else ["## CPU", "", "Not run yet: `vggnet bench`."]
     avx2 = _load("cpu_avx2.json")
@@ -373,13 +409,7 @@ def main() -> None:
         RESULTS / "paper_tables_imagenette.md")
     lines += [""] + gpu_section(_load("gpu.json"))
     lines += [""] + airbench_cpu_section(_load("airbench_cpu.json"))
-    layers = RESULTS / "winograd_layers.md"
-    lines += ["", "## Winograd vs direct convolution, per layer (CPU, bf16)", ""]
-    if layers.is_file():
-        lines += ["```bash", "python benchmarks/winograd_layers.py", "```", "",
-                  layers.read_text().strip()]
-    else:
-        lines.append("Not run yet: `python benchmarks/winograd_layers.py`.")
+    lines += [""] + winograd_section()
     protocols = RESULTS / "paper_protocols.md"
     lines += ["", "## The paper's test protocols on CIFAR-10", ""]
     if protocols.is_file():

@@ -132,6 +132,7 @@ def bench_training(data: str = "cifar10", root=None, batch: int = 128, steps: in
     """Each contender is timed ``repeats`` times, interleaved (so a slow spell of the machine
     hits all of them); the medians are compared, the ranges reported."""
     from .data import load_splits
+    from .models.winograd import auto_max_pixels
 
     train_set, _ = load_splits(data, root=root)
     mean, std = train_set.stats()
@@ -156,7 +157,8 @@ def bench_training(data: str = "cifar10", root=None, batch: int = 128, steps: in
            "baseline_images_per_s": round(med["baseline"], 1),
            "vggnet_fp32_images_per_s": round(med["fp32"], 1),
            "ratio_fp32": round(med["fp32"] / med["baseline"], 2), "range_images_per_s": spread,
-           "default_precision": resolve_precision("cpu", "auto")}
+           "default_precision": resolve_precision("cpu", "auto"),
+           "winograd_max_pixels": auto_max_pixels()}  # the largest map it took (auto)
     if "bf16" in med:
         row.update(vggnet_bf16_images_per_s=round(med["bf16"], 1),
                    ratio_bf16=round(med["bf16"] / med["baseline"], 2),
