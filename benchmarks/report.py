@@ -18,6 +18,8 @@ from report_features import (IMAGENETTE_RUNS, STYLIZE_RUNS, gradcam_section,  # 
                              imagenette_section, stylize_section)
 from report_transfer import transfer_section  # noqa: E402
 
+from vggnet.models.winograd import AUTO_MAX_PIXELS  # noqa: E402
+
 
 SERVE_LOADS = [  # (results file, title, note)
     ("serve_load_quick.json", "The quick CIFAR-10 run (VGG-11-BN, width 0.5, 2.3 M parameters)",
@@ -342,12 +344,18 @@ def soak_section(results: list[dict]) -> list[str]:
 
 
 # per-layer Winograd tables: (file, the machine and what its figures decided)
+def _side(cpu: str) -> str:
+    side = math.isqrt(AUTO_MAX_PIXELS[cpu])
+    return f"maps of <= {side}x{side} ({AUTO_MAX_PIXELS[cpu]} pixels)"
+
+
+# each per-layer table, with the rule `conv_algorithm = auto` drew from it (models/winograd.py)
 WINOGRAD_LAYERS = [
     ("winograd_layers.md", "2-core AMD EPYC with AVX512-BF16, no AMX: Winograd wins from 8x8 "
-                           "maps down, so `conv_algorithm = auto` takes maps of <= 64 pixels"),
+                           f"maps down, so `conv_algorithm = auto` takes {_side('avx512_bf16')}"),
     ("winograd_layers_amx.md", "2-core Intel Xeon with AMX: oneDNN's direct convolution runs "
                                "on the tile units and wins on 8x8 maps, Winograd only below, "
-                               "so `auto` takes maps of <= 16 pixels on AMX CPUs"),
+                               f"so `auto` takes {_side('amx')} on AMX CPUs"),
 ]
 
 

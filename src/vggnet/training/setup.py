@@ -196,8 +196,9 @@ def build_model(cfg: TrainConfig, num_classes: int, in_channels: int = 3) -> nn.
 def apply_conv_algorithm(model: nn.Module, cfg: TrainConfig, device: torch.device) -> int:
     """Run 3x3 convolutions of small maps by Winograd's F(2x2, 3x3) where that was measured
     faster: bf16 training steps on the CPU, layers of >= 256 channels on maps of <= 8x8
-    (<= 4x4 on CPUs with AMX, whose direct convolutions are faster; models/winograd.py). ``winograd`` forces it for every 3x3 convolution on maps of <= 8x8,
-    in any precision, evaluation included. Parameters are shared, so checkpoints are unchanged.
+    (<= 4x4 on CPUs with AMX, whose direct convolutions are faster; models/winograd.py).
+    ``winograd`` forces it for every 3x3 convolution on maps of <= 8x8, in any precision,
+    evaluation included. Parameters are shared, so checkpoints are unchanged.
     Returns how many convolutions may use it."""
     from ..models.winograd import auto_max_pixels, convert_to_winograd
 
