@@ -274,3 +274,28 @@ def test_imagenette_curves_plot_draws_each_kept_version_and_names_its_recipe(tmp
     out = curves.plot(results, tmp_path / "sub" / "curves.png")
     with Image.open(out) as image:
         assert image.size[0] > 800 and len(image.convert("RGB").getcolors(maxcolors=1 << 20)) > 50
+
+
+def test_training_bench_can_time_the_step_under_another_winograd_rule(monkeypatch):
+    """``--max-pixels`` (benchmarks/training_loop.py) compares this CPU's Winograd rule with
+    another on the whole step: the model timed must carry the rule asked for."""
+    import vggnet.training.loop as loop
+    from vggnet.bench import _vggnet_engine_throughput
+    from vggnet.models.winograd import WinogradConv2d
+
+    monkeypatch.setattr(device, "cpu_flags", lambda: frozenset({"avx512_bf16"}))  # rule: 64
+    rules = []
+    real = loop.train_one_epoch
+
+    def seen(state, step, loader, **kw):
+        rules.append({m.max_pixels for m in state.model.modules() if isinstance(m, WinogradConv2d)})
+        return real(state, step, loader, **kw)
+
+    monkeypatch.setattr(loop, "train_one_epoch", seen)
+    train_set, _ = load_splits("digits")
+    mean, std = train_set.stats()
+    for max_pixels, expected in ((None, {64}), (16, {16})):
+        rules.clear()
+        _vggnet_engine_throughput(train_set, mean, std, batch=4, steps=1, warmup=1,
+                                  precision="bf16", max_pixels=max_pixels)
+        assert rules == [expected, expected]

@@ -187,14 +187,24 @@ def test_engine_option_chooses_when_to_convert(monkeypatch, algo, precision, fla
     assert (apply_conv_algorithm(model, cfg, torch.device("cpu")) > 0) is expected
 
 
-@pytest.mark.parametrize("flags, max_pixels", [
-    (("avx512_bf16",), 64),                             # AVX512-BF16 alone: Winograd on 8x8 maps
-    (("avx512_bf16", "amx_tile", "amx_bf16"), 16),      # AMX: oneDNN's direct wins on 8x8
+AMX_FLAGS = ("avx512_bf16", "amx_tile", "amx_bf16")
+
+
+@pytest.mark.parametrize("flags, isa, max_pixels", [
+    (("avx512_bf16",), None, 64),               # AVX512-BF16 alone: Winograd on 8x8 maps
+    (AMX_FLAGS, None, 16),                      # AMX: oneDNN's direct wins on 8x8
+    (AMX_FLAGS, "avx10_1_512_amx", 16),         # oneDNN capped at a set that still has AMX
+    (AMX_FLAGS, "AVX512_CORE_BF16", 64),        # capped below AMX: computes as the EPYC does
 ])
-def test_auto_takes_the_maps_where_winograd_won_on_that_cpu(monkeypatch, flags, max_pixels):
+def test_auto_takes_the_maps_where_winograd_won_on_that_cpu(monkeypatch, flags, isa, max_pixels):
     from vggnet import device
 
     monkeypatch.setattr(device, "cpu_flags", lambda: frozenset(flags))
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+    if isa:
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", isa)
+    else:
+        monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
     model = create_model("vgg16_bn", num_classes=10, head="linear")
     cfg = resolve(None, {**DIGITS, "conv_algorithm": "auto", "precision": "auto"})
     apply_conv_algorithm(model, cfg, torch.device("cpu"))

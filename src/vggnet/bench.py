@@ -17,6 +17,7 @@ import platform
 import statistics
 import tempfile
 import time
+from functools import partial
 from importlib.util import find_spec
 from pathlib import Path
 
@@ -100,9 +101,12 @@ def _tutorial_loop_throughput(train_set, mean, std, batch: int, steps: int, warm
 
 
 def _vggnet_engine_throughput(train_set, mean, std, batch: int, steps: int, warmup: int,
-                              precision: str, conv_algorithm: str = "auto") -> float:
+                              precision: str, conv_algorithm: str = "auto",
+                              max_pixels: int | None = None) -> float:
     """The loop of ``vggnet train`` itself: the model, optimizer, schedule and step are built
-    by the training package's own functions, and ``train_one_epoch`` runs the steps timed."""
+    by the training package's own functions, and ``train_one_epoch`` runs the steps timed.
+    ``max_pixels`` replaces the largest map ``conv_algorithm = auto`` runs by Winograd on
+    this CPU, to compare that rule with another one on the whole step."""
     from .data import TensorLoader
     from .device import autocast_for
     from .training.config import TrainConfig
@@ -117,7 +121,9 @@ def _vggnet_engine_throughput(train_set, mean, std, batch: int, steps: int, warm
     loader = TensorLoader(train_set, batch, mean=mean, std=std, train=True, crop_padding=4,
                           flip=True, channels_last=True, drop_last=True)
     model = build_model(cfg, len(train_set.classes)).to(memory_format=torch.channels_last)
-    apply_conv_algorithm(model, cfg, device)  # as `vggnet train` does
+    if apply_conv_algorithm(model, cfg, device) and max_pixels:  # as `vggnet train` does
+        from .models.winograd import convert_to_winograd
+        convert_to_winograd(model, max_pixels=max_pixels)  # the converted layers, re-ruled
     optimizer = build_optimizer(cfg, model, device)
     state = TrainState(model, optimizer, build_schedule(cfg, optimizer, len(loader)),
                        torch.Generator().manual_seed(0))
@@ -128,9 +134,12 @@ def _vggnet_engine_throughput(train_set, mean, std, batch: int, steps: int, warm
 
 
 def bench_training(data: str = "cifar10", root=None, batch: int = 128, steps: int = 20,
-                   warmup: int = 3, workers: int = 2, repeats: int = 3) -> dict:
+                   warmup: int = 3, workers: int = 2, repeats: int = 3,
+                   other_max_pixels: tuple = ()) -> dict:
     """Each contender is timed ``repeats`` times, interleaved (so a slow spell of the machine
-    hits all of them); the medians are compared, the ranges reported."""
+    hits all of them); the medians are compared, the ranges reported. ``other_max_pixels``
+    adds, on bf16 CPUs, the default loop with Winograd on maps of up to each of those sizes
+    instead of this CPU's own rule (``winograd_max_pixels`` in the result)."""
     from .data import load_splits
     from .models.winograd import auto_max_pixels
 
@@ -145,6 +154,10 @@ def bench_training(data: str = "cifar10", root=None, batch: int = 128, steps: in
                                                                warmup, "bf16")
         contenders["bf16_direct"] = lambda: _vggnet_engine_throughput(
             train_set, mean, std, batch, steps, warmup, "bf16", conv_algorithm="direct")
+        for px in other_max_pixels:
+            contenders[f"bf16_winograd_{px}px"] = partial(
+                _vggnet_engine_throughput, train_set, mean, std, batch, steps, warmup, "bf16",
+                max_pixels=px)
     runs = {name: [] for name in contenders}
     for _ in range(repeats):
         for name, fn in contenders.items():
@@ -164,6 +177,10 @@ def bench_training(data: str = "cifar10", root=None, batch: int = 128, steps: in
                    ratio_bf16=round(med["bf16"] / med["baseline"], 2),
                    vggnet_bf16_direct_images_per_s=round(med["bf16_direct"], 1),
                    ratio_bf16_direct=round(med["bf16_direct"] / med["baseline"], 2))
+        for px in other_max_pixels:  # the same step under another Winograd rule
+            row.setdefault("winograd_rules", {})[str(px)] = {
+                "images_per_s": round(med[f"bf16_winograd_{px}px"], 1),
+                "ratio": round(med[f"bf16_winograd_{px}px"] / med["baseline"], 2)}
     return row
 
 

@@ -9,6 +9,7 @@ features are read once per process; tests replace :func:`cpu_flags` to pretend t
 from __future__ import annotations
 
 import contextlib
+import os
 from functools import lru_cache, partial
 from pathlib import Path
 
@@ -56,8 +57,18 @@ def cpu_bf16_flag() -> str | None:
 
 
 def cpu_has_amx() -> bool:
-    """Whether the CPU has AMX's bf16 tile units (Intel Xeon since Sapphire Rapids)."""
-    return "amx_bf16" in cpu_flags()
+    """Whether oneDNN's convolutions run on AMX's bf16 tile units: the CPU has them (Intel Xeon
+    since Sapphire Rapids) and oneDNN's own switch, ``ONEDNN_MAX_CPU_ISA`` (or its older name
+    ``DNNL_MAX_CPU_ISA``), does not cap it below them (e.g. ``AVX512_CORE_BF16``, which makes
+    such a Xeon compute as an AVX512-BF16 CPU without AMX does)."""
+    return "amx_bf16" in cpu_flags() and onednn_may_use_amx()
+
+
+def onednn_may_use_amx() -> bool:
+    """False when ``ONEDNN_MAX_CPU_ISA``/``DNNL_MAX_CPU_ISA`` names an instruction set without
+    AMX; read at each call, as oneDNN reads it once at its first kernel."""
+    cap = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "").upper()
+    return cap in ("", "ALL", "DEFAULT") or "AMX" in cap
 
 
 def resolve_precision(device: torch.device | str, precision: str = "auto") -> str:
