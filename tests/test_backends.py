@@ -90,12 +90,14 @@ def test_fused_program_gives_the_eager_modules_outputs(name, head):
         assert torch.allclose(program(x), expected, atol=1e-5, rtol=1e-4)
 
 
-@pytest.mark.parametrize("size", [(8, 8), (7, 9), (2, 3)])
-def test_the_two_by_two_pool_is_max_pool2d(size):
-    x = torch.randn(2, 5, *size).contiguous(memory_format=torch.channels_last)
-    assert torch.equal(max_pool_2x2(x), F.max_pool2d(x, 2))
-    y = x.to(torch.bfloat16)
-    assert torch.equal(max_pool_2x2(y), F.max_pool2d(y, 2))
+@pytest.mark.parametrize("size", [(8, 8), (7, 9), (2, 3), (3, 2)])
+@pytest.mark.parametrize("layout", [torch.channels_last, torch.contiguous_format])
+def test_the_two_by_two_pool_is_max_pool2d(size, layout):
+    x = torch.randn(2, 5, *size).contiguous(memory_format=layout)
+    for y in (x, x.to(torch.bfloat16)):
+        got = max_pool_2x2(y)
+        assert torch.equal(got, F.max_pool2d(y, 2))
+        assert got.is_contiguous(memory_format=layout)  # the next convolution's layout, kept
 
 
 def test_bf16_engine_casts_the_weights_once_and_returns_fp32():

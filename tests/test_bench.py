@@ -299,3 +299,19 @@ def test_training_bench_can_time_the_step_under_another_winograd_rule(monkeypatc
         _vggnet_engine_throughput(train_set, mean, std, batch=4, steps=1, warmup=1,
                                   precision="bf16", max_pixels=max_pixels)
         assert rules == [expected, expected]
+
+
+def test_environment_says_whether_onednn_was_kept_off_the_tile_units(monkeypatch):
+    """A figure measured with ONEDNN_MAX_CPU_ISA capping oneDNN (to see how an AMX Xeon computes
+    without AMX) must say so in its environment, not only that the CPU has amx_bf16."""
+    from vggnet.bench import environment
+
+    monkeypatch.setattr(device, "cpu_flags", lambda: frozenset({"avx512_bf16", "amx_bf16"}))
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    env = environment()
+    assert (env["cpu_bf16"], env["cpu_amx_used"], env["onednn_max_cpu_isa"]) == ("amx_bf16", True,
+                                                                                None)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16")
+    env = environment()
+    assert (env["cpu_amx_used"], env["onednn_max_cpu_isa"]) == (False, "AVX512_CORE_BF16")

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from .device import cpu_bf16_flag, resolve_precision
+from .device import cpu_bf16_flag, cpu_has_amx, resolve_precision
 
 
 def environment() -> dict:
@@ -41,7 +41,10 @@ def environment() -> dict:
     return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
             "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            "cpu_bf16": cpu_bf16_flag(), "auto_precision": resolve_precision("cpu", "auto"),
+            "cpu_bf16": cpu_bf16_flag(), "cpu_amx_used": cpu_has_amx(),
+            "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA")
+            or os.environ.get("DNNL_MAX_CPU_ISA"),  # set: oneDNN capped below the CPU
+            "auto_precision": resolve_precision("cpu", "auto"),
             "torch": torch.__version__, "torchvision": torchvision.__version__,
             "onnxruntime": _version("onnxruntime"), "openvino": _version("openvino"),
             "python": platform.python_version()}
