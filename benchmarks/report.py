@@ -65,6 +65,11 @@ def training_rows(t: dict) -> list[str]:
                  if "ratio_bf16_direct" in t else "vggnet engine, bf16 autocast")
         out.append(f"| {label} | {t['vggnet_bf16_images_per_s']}{_range(t, 'bf16')} | "
                    f"{_goal(t['ratio_bf16'], '>= 2x', t['ratio_bf16'] >= 2)} |")
+    for px, r in t.get("winograd_rules", {}).items():  # `--max-pixels`: another rule, same run
+        side = math.isqrt(int(px))
+        out.append(f"| the same with Winograd on maps <= {side}x{side} instead (`--max-pixels "
+                   f"{px}`, for comparison) | {r['images_per_s']}"
+                   f"{_range(t, f'bf16_winograd_{px}px')} | {r['ratio']:.2f}x |")
     return out
 
 
@@ -378,12 +383,16 @@ def main() -> None:
     lines += backends_section(_load("cpu_backends.json"), _load("cpu_training_epyc.json")) + [""]
     amx = _load("cpu_backends_xeon_amx.json")
     if amx:
+        measured = bool(amx["inference"].get("agreement"))
         lines += backends_section(
             amx, _load("cpu_training_xeon_amx.json"),
-            "## The same on an Intel Xeon with AMX", "cpu_backends_xeon_amx.json", run=False) + [
-            "", "No CIFAR run was at hand on this machine, so its agreement column is not "
-            "measured; the training rows come from `python benchmarks/training_loop.py "
-            "--data-root ../shared/data --out benchmarks/results/cpu_training_xeon_amx.json`.", ""]
+            "## The same on an Intel Xeon with AMX", "cpu_backends_xeon_amx.json", run=measured)
+        lines += ["", ("Agreement was measured with a `cifar10_quick` run trained on this "
+                       "machine. " if measured else "No CIFAR run was at hand on this machine, "
+                       "so its agreement column is not measured. ")
+                  + "The training rows come from `python benchmarks/training_loop.py "
+                  "--data-root ../shared/data --max-pixels 64 --out "
+                  "benchmarks/results/cpu_training_xeon_amx.json`.", ""]
     cpu = _load("cpu.json")
     lines += cpu_section(cpu) if cpu else ["## CPU", "", "Not run yet: `vggnet bench`."]
     avx2 = _load("cpu_avx2.json")

@@ -315,3 +315,17 @@ def test_environment_says_whether_onednn_was_kept_off_the_tile_units(monkeypatch
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16")
     env = environment()
     assert (env["cpu_amx_used"], env["onednn_max_cpu_isa"]) == (False, "AVX512_CORE_BF16")
+
+
+def test_report_shows_the_step_under_another_winograd_rule_beside_the_default():
+    report = _report_module()
+    t = {"model": "m", "batch": 128, "steps": 20, "repeats": 3, "baseline": "b",
+         "baseline_images_per_s": 100.0, "vggnet_fp32_images_per_s": 99.0, "ratio_fp32": 0.99,
+         "vggnet_bf16_images_per_s": 360.0, "ratio_bf16": 3.6,
+         "vggnet_bf16_direct_images_per_s": 200.0, "ratio_bf16_direct": 2.0,
+         "winograd_max_pixels": 16, "range_images_per_s": {"bf16_winograd_64px": [330.0, 340.0]},
+         "winograd_rules": {"64": {"images_per_s": 335.0, "ratio": 3.35}}}
+    text = "\n".join(report.training_rows(t))
+    assert "Winograd F(2x2,3x3) on maps <= 4x4 with >= 256 channels (the default) | 360.0" in text
+    assert "| the same with Winograd on maps <= 8x8 instead (`--max-pixels 64`, for comparison) " \
+           "| 335.0 [330.0-340.0] | 3.35x |" in text
