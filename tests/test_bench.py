@@ -52,7 +52,7 @@ def test_training_bench_times_the_loop_that_vggnet_train_runs(monkeypatch):
     """The engine's throughput is measured by calling training's own train_one_epoch (a copy
     of the step would measure the copy)."""
     import vggnet.training.loop as loop
-    from vggnet.bench import _vggnet_engine_throughput
+    from vggnet.bench.training_speed import _vggnet_engine_throughput
     from vggnet.data import load_splits
 
     calls = []
@@ -280,7 +280,7 @@ def test_training_bench_can_time_the_step_under_another_winograd_rule(monkeypatc
     """``--max-pixels`` (benchmarks/training_loop.py) compares this CPU's Winograd rule with
     another on the whole step: the model timed must carry the rule asked for."""
     import vggnet.training.loop as loop
-    from vggnet.bench import _vggnet_engine_throughput
+    from vggnet.bench.training_speed import _vggnet_engine_throughput
     from vggnet.models.winograd import WinogradConv2d
 
     monkeypatch.setattr(device, "cpu_flags", lambda: frozenset({"avx512_bf16"}))  # rule: 64
