@@ -64,10 +64,15 @@ def cpu_has_amx() -> bool:
     return "amx_bf16" in cpu_flags() and onednn_may_use_amx()
 
 
+def onednn_isa_cap() -> str | None:
+    """The instruction set oneDNN is capped at (``ONEDNN_MAX_CPU_ISA``, or its older name
+    ``DNNL_MAX_CPU_ISA``), or None; read at each call, as oneDNN reads it at its first kernel."""
+    return os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or None
+
+
 def onednn_may_use_amx() -> bool:
-    """False when ``ONEDNN_MAX_CPU_ISA``/``DNNL_MAX_CPU_ISA`` names an instruction set without
-    AMX; read at each call, as oneDNN reads it once at its first kernel."""
-    cap = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "").upper()
+    """False when oneDNN is capped at an instruction set without AMX."""
+    cap = (onednn_isa_cap() or "").upper()
     return cap in ("", "ALL", "DEFAULT") or "AMX" in cap
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from ..device import cpu_bf16_flag, cpu_has_amx, resolve_precision
+from ..device import cpu_bf16_flag, cpu_has_amx, onednn_isa_cap, resolve_precision
 from .inference_speed import PATHS, agreement, bench_inference, inference_table
 from .training_speed import bench_training
 
@@ -42,8 +42,7 @@ def environment() -> dict:
             "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
             "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "cpu_bf16": cpu_bf16_flag(), "cpu_amx_used": cpu_has_amx(),
-            "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA")
-            or os.environ.get("DNNL_MAX_CPU_ISA"),  # set: oneDNN capped below the CPU
+            "onednn_max_cpu_isa": onednn_isa_cap(),  # set: oneDNN capped below the CPU
             "auto_precision": resolve_precision("cpu", "auto"),
             "torch": torch.__version__, "torchvision": torchvision.__version__,
             "onnxruntime": _version("onnxruntime"), "openvino": _version("openvino"),
