@@ -1,6 +1,6 @@
 """2x2 max-pooling for CPU inference: vggnet's fused program against the alternatives.
 
-    python benchmarks/max_pool.py [--batch 32] [--dtype bf16] [--rounds 7]
+    python benchmarks/max_pool.py [--batch 32] [--dtype bf16] [--rounds 7] [--out FILE]
 
 VGG-16's five pools at 224 px (the maps its convolutions hand them), channels-last, as the
 PyTorch engine runs them after freed memory is kept for reuse. Contenders, timed interleaved
@@ -11,7 +11,8 @@ PyTorch engine runs them after freed memory is kept for reuse. Contenders, timed
 * ``rows_then_columns``: ``vggnet.export.fused.max_pool_2x2``, maxima of row pairs (whole
   contiguous W*C runs) then of column pairs in the half-size result.
 
-Every contender is checked equal to ``max_pool2d`` first. Prints JSON with the machine.
+Every contender is checked equal to ``max_pool2d`` first. Prints JSON with the machine, and
+writes it to ``--out`` when given.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import argparse
 import json
 import statistics
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -46,6 +48,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--dtype", choices=("bf16", "fp32"), default="bf16")
     ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     reuse_freed_memory()
     dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
@@ -65,11 +68,15 @@ def main() -> None:
                     times[name].append(time.perf_counter() - t0)
             for name in CONTENDERS:
                 total[name] += statistics.median(times[name]) * 1000
-    ms = {name: round(v, 2) for name, v in total.items()}
-    print(json.dumps({"environment": environment(), "batch": args.batch, "dtype": args.dtype,
-                      "five_pools_ms": ms,
-                      "ratio_to_four_views": {n: round(v / total["four_views"], 3)
-                                              for n, v in total.items()}}, indent=2))
+    result = {"environment": environment(), "batch": args.batch, "dtype": args.dtype,
+              "rounds": args.rounds, "five_pools_ms": {n: round(v, 2) for n, v in total.items()},
+              "ratio_to_four_views": {n: round(v / total["four_views"], 3)
+                                      for n, v in total.items()}}
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n")
 
 
 if __name__ == "__main__":

@@ -348,7 +348,45 @@ def soak_section(results: list[dict]) -> list[str]:
         "The bound: RSS may grow by less than 100 MB after the first 20 s."]
 
 
-# per-layer Winograd tables: (file, the machine and what its figures decided)
+def amx_off_section(run: dict | None) -> list[str]:
+    """The Xeon's training step with oneDNN kept off the AMX tile units: is it a stand-in
+    for an AVX512-BF16 CPU without AMX (the EPYC)?"""
+    if not run:
+        return []
+    env, t = run["environment"], run["training"]
+    return [f"The same Xeon with oneDNN capped at {env['onednn_max_cpu_isa']} (AMX used: "
+            f"{env['cpu_amx_used']}, so `auto` took Winograd on maps of <= "
+            f"{t['winograd_max_pixels']} pixels), `ONEDNN_MAX_CPU_ISA={env['onednn_max_cpu_isa']} "
+            "python benchmarks/training_loop.py --data-root ../shared/data --out "
+            "benchmarks/results/cpu_training_xeon_amx_off.json`: the default bf16 step at "
+            f"{t['ratio_bf16']:.2f}x the tutorial loop ({t['vggnet_bf16_images_per_s']} against "
+            f"{t['baseline_images_per_s']} images/s; direct convolutions only "
+            f"{t['ratio_bf16_direct']:.2f}x; fp32 {t['ratio_fp32']:.2f}x). Without its tile "
+            "units this Xeon's bf16 convolutions are far slower relative to its fp32 ones than "
+            "the EPYC's, so it is no stand-in for that CPU.", ""]
+
+
+def max_pool_section() -> list[str]:
+    """`benchmarks/max_pool.py`: the inference path's 2x2 pooling against the alternatives."""
+    out = ["## 2x2 max-pooling in the CPU inference path (`benchmarks/max_pool.py`)", ""]
+    runs = sorted(RESULTS.glob("max_pool_*.json"))
+    if not runs:
+        return out + ["Not run yet: `python benchmarks/max_pool.py --out "
+                      "benchmarks/results/max_pool_TAG.json`."]
+    out += ["VGG-16's five pools at 224 px, channels-last, summed medians of interleaved calls; "
+            "`rows_then_columns` is what the fused program runs, `four_views` what it ran "
+            "before, `max_pool2d` PyTorch's (with indices).", "",
+            "| file | CPU | batch | dtype | max_pool2d ms | four_views ms | rows_then_columns ms "
+            "| ratio to four_views |", "|---|---|---|---|---|---|---|---|"]
+    for path in runs:
+        r = _load(path.name)
+        ms = r["five_pools_ms"]
+        out.append(f"| `{path.name}` | {r['environment']['cpu']} | {r['batch']} | {r['dtype']} "
+                   f"| {ms['max_pool2d']} | {ms['four_views']} | {ms['rows_then_columns']} | "
+                   f"{r['ratio_to_four_views']['rows_then_columns']:.2f}x |")
+    return out
+
+
 def _side(cpu: str) -> str:
     side = math.isqrt(AUTO_MAX_PIXELS[cpu])
     return f"maps of <= {side}x{side} ({AUTO_MAX_PIXELS[cpu]} pixels)"
@@ -384,15 +422,19 @@ def main() -> None:
     amx = _load("cpu_backends_xeon_amx.json")
     if amx:
         measured = bool(amx["inference"].get("agreement"))
+        training = _load("cpu_training_xeon_amx.json")
         lines += backends_section(
-            amx, _load("cpu_training_xeon_amx.json"),
+            amx, training,
             "## The same on an Intel Xeon with AMX", "cpu_backends_xeon_amx.json", run=measured)
+        rules = "".join(f" --max-pixels {px}" for px in
+                        ((training or {}).get("training") or {}).get("winograd_rules", {}))
         lines += ["", ("Agreement was measured with a `cifar10_quick` run trained on this "
                        "machine. " if measured else "No CIFAR run was at hand on this machine, "
                        "so its agreement column is not measured. ")
                   + "The training rows come from `python benchmarks/training_loop.py "
-                  "--data-root ../shared/data --max-pixels 64 --out "
+                  f"--data-root ../shared/data{rules} --out "
                   "benchmarks/results/cpu_training_xeon_amx.json`.", ""]
+        lines += amx_off_section(_load("cpu_training_xeon_amx_off.json"))
     cpu = _load("cpu.json")
     lines += cpu_section(cpu) if cpu else ["## CPU", "", "Not run yet: `vggnet bench`."]
     avx2 = _load("cpu_avx2.json")
@@ -427,6 +469,7 @@ def main() -> None:
     lines += [""] + gpu_section(_load("gpu.json"))
     lines += [""] + airbench_cpu_section(_load("airbench_cpu.json"))
     lines += [""] + winograd_section()
+    lines += [""] + max_pool_section()
     protocols = RESULTS / "paper_protocols.md"
     lines += ["", "## The paper's test protocols on CIFAR-10", ""]
     if protocols.is_file():

@@ -329,3 +329,15 @@ def test_report_shows_the_step_under_another_winograd_rule_beside_the_default():
     assert "Winograd F(2x2,3x3) on maps <= 4x4 with >= 256 channels (the default) | 360.0" in text
     assert "| the same with Winograd on maps <= 8x8 instead (`--max-pixels 64`, for comparison) " \
            "| 335.0 [330.0-340.0] | 3.35x |" in text
+
+
+def test_report_says_what_the_xeon_without_amx_measured_and_how():
+    report = _report_module()
+    assert report.amx_off_section(None) == []
+    run = {"environment": {"onednn_max_cpu_isa": "AVX512_CORE_BF16", "cpu_amx_used": False},
+           "training": {"winograd_max_pixels": 64, "ratio_bf16": 1.09,
+                        "vggnet_bf16_images_per_s": 117.5, "baseline_images_per_s": 107.6,
+                        "ratio_bf16_direct": 0.84, "ratio_fp32": 0.95}}
+    text = "\n".join(report.amx_off_section(run))
+    assert "`ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16 python benchmarks/training_loop.py" in text
+    assert "the default bf16 step at 1.09x the tutorial loop (117.5 against 107.6" in text

@@ -65,9 +65,10 @@ def max_pool_2x2(x: torch.Tensor) -> torch.Tensor:
     element-wise maxima: of row pairs, then of column pairs in the half-height result. In a
     channels-last map each row is one contiguous run of W*C values, so the first pass, over
     the whole input, reads whole runs; the four quarter-views of the earlier version (one
-    maximum of all four) read every other C-run and wrote three quarter-size tensors: about
-    0.7x its time for VGG-16's five bf16 pools at batch 32 on a 2-core Xeon, 0.9x at batch 1
-    (``python benchmarks/max_pool.py``; PyTorch's ``max_pool2d``, with indices, 0.79x)."""
+    maximum of all four) read every other C-run and wrote three quarter-size tensors: 0.62x
+    its time for VGG-16's five bf16 pools at batch 32 on a 2-core Xeon, 0.95x at batch 1
+    (``python benchmarks/max_pool.py``, benchmarks/RESULTS.md; PyTorch's ``max_pool2d``, which
+    also computes indices, 0.76x at batch 32)."""
     h, w = x.shape[-2] // 2 * 2, x.shape[-1] // 2 * 2
     rows = x[..., :h, :w].unflatten(-2, (h // 2, 2))  # (..., H/2, 2, W): a view
     half = torch.maximum(rows[..., 0, :], rows[..., 1, :]).unflatten(-1, (w // 2, 2))
