@@ -246,10 +246,7 @@ class Proxy:
         self.on_give_up(self.pool.gave_up)
 
     async def _forward(self, scope, receive, send) -> None:
-        sent = [False]  # whether any of the body has been read from the client
-
         async def body():
-            sent[0] = True
             while True:
                 message = await receive()
                 if message["type"] == "http.disconnect":
@@ -280,10 +277,8 @@ class Proxy:
             try:
                 return await worker.upstream.request(scope["method"], target, headers,
                                                      body(), send)
-            except ConnectFailed:
-                if sent[0]:
-                    raise
-                continue  # that worker is gone and nothing was sent: try another one
+            except ConnectFailed:  # raised before the body is read: nothing was sent
+                continue  # that worker is gone: try another one
             except UpstreamError as exc:
                 return await self._worker_failed(send, worker, exc)
             except ClientGone:
