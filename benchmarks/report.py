@@ -14,8 +14,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # also when loaded by 
 
 from report_common import HERE, RESULTS, _hardware, _load  # noqa: E402
 from report_cpu import (amx_off_section, backends_section, cpu_section,  # noqa: E402,F401
-                        max_pool_section, training_loop_section, training_rows,
-                        winograd_section)
+                        max_pool_section, step_profile_section, training_loop_section,
+                        training_rows, winograd_section)
 from report_features import (IMAGENETTE_RUNS, STYLIZE_RUNS, gradcam_section,  # noqa: E402
                              imagenette_section, stylize_section)
 from report_transfer import transfer_section  # noqa: E402
@@ -236,6 +236,7 @@ def main() -> None:
     lines += [""] + airbench_cpu_section(_load("airbench_cpu.json"))
     lines += [""] + winograd_section()
     lines += [""] + max_pool_section()
+    lines += [""] + step_profile_section()
     protocols = RESULTS / "paper_protocols.md"
     lines += ["", "## The paper's test protocols on CIFAR-10", ""]
     if protocols.is_file():

@@ -1,6 +1,6 @@
 """Sections of benchmarks/RESULTS.md for the CPU: training speed against the tutorial loop,
 every inference backend side by side, and the kernel-level comparisons behind the engine's
-choices (Winograd per layer, 2x2 pooling)."""
+choices (Winograd per layer, 2x2 pooling, where a training step's time goes)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import math
 
 from report_common import RESULTS, _goal, _hardware, _load
 
+from vggnet.bench.step_profile import profile_table
 from vggnet.models.winograd import AUTO_MAX_PIXELS
 
 
@@ -215,6 +216,29 @@ def max_pool_section() -> list[str]:
         out.append(f"| `{path.name}` | {r['environment']['cpu']} | {r['batch']} | {r['dtype']} "
                    f"| {ms['max_pool2d']} | {ms['four_views']} | {ms['rows_then_columns']} | "
                    f"{r['ratio_to_four_views']['rows_then_columns']:.2f}x |")
+    return out
+
+
+def step_profile_section() -> list[str]:
+    """`benchmarks/training_profile.py`: the training step's time, part by part, per CPU."""
+    out = ["## Where a CPU training step's time goes (`benchmarks/training_profile.py`)", ""]
+    runs = sorted(RESULTS.glob("training_profile_*.json"))
+    if not runs:
+        return out + ["Not run yet: `python benchmarks/training_profile.py --data-root "
+                      "../shared/data --out benchmarks/results/training_profile_TAG.json`."]
+    out += ["VGG-16-BN on CIFAR-10 at batch 128, `vggnet train`'s own loop under "
+            "`torch.profiler`: each operator's own CPU time, summed into the parts of the step "
+            "(shares of the profiled time; images/s timed without the profiler)."]
+    for path in runs:
+        r = _load(path.name)
+        env, p = r["environment"], r["profile"]
+        rule = (f", Winograd on maps of <= {p['winograd_max_pixels'][0]} pixels"
+                if p.get("winograd_max_pixels") else "")
+        cap = (f", oneDNN capped at {env['onednn_max_cpu_isa']}"
+               if env.get("onednn_max_cpu_isa") else "")
+        out += ["", f"`{path.name}`: {env['cpu']} ({env['cores']} cores{cap}), {p['precision']}"
+                f"{rule}; {p['images_per_s']} images/s, {p['step_ms']} ms per step", ""]
+        out += profile_table(p)
     return out
 
 

@@ -341,3 +341,83 @@ def test_report_says_what_the_xeon_without_amx_measured_and_how():
     text = "\n".join(report.amx_off_section(run))
     assert "`ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16 python benchmarks/training_loop.py" in text
     assert "the default bf16 step at 1.09x the tutorial loop (117.5 against 107.6" in text
+
+
+class _Event:
+    """What ``part_of`` reads of a profiler event: its name, its caller, its own time."""
+
+    def __init__(self, name, parent=None, self_us=0.0):
+        self.name, self.cpu_parent, self.self_cpu_time_total = name, parent, self_us
+
+
+def test_step_profile_puts_each_operator_in_its_part_of_the_step():
+    """Scopes decide before operator names: the Winograd weight transform's product is an
+    aten::mm like the linear head's, a cast inside a Winograd layer is a transform."""
+    from vggnet.bench.step_profile import part_of, split_by_part
+
+    engine = _Event("autograd::engine::evaluate_function: _WinogradBackward")
+    wino_back = _Event("_WinogradBackward", engine)
+    step = _Event("Optimizer.step#SGD.step")
+    cases = {
+        _Event("aten::mm", _Event("_WeightTransform"), 1000.0): "winograd weight transform",
+        _Event("aten::mm", _Event("aten::linear"), 2000.0): "linear head and loss",
+        _Event("aten::bmm", wino_back, 3000.0): "winograd products",
+        _Event("aten::sub", wino_back, 4000.0): "winograd transforms",
+        _Event("aten::copy_", _Event("aten::_to_copy", _Event("_Winograd")), 500.0):
+            "winograd transforms",
+        _Event("aten::copy_", _Event("aten::_to_copy"), 500.0): "weight casts (autocast)",
+        _Event("aten::_fused_sgd_", step, 600.0): "optimizer",
+        _Event("aten::empty", _Event("aten::convolution_backward"), 700.0):
+            "convolution (oneDNN)",
+        _Event("aten::clamp_min_", _Event("aten::relu_"), 800.0): "relu",
+        _Event("aten::native_batch_norm", None, 900.0): "batch norm",
+        _Event("aten::max_pool2d_with_indices_backward", None, 100.0): "max pooling",
+        _Event("aten::index", None, 300.0): "other",
+    }
+    for event, part in cases.items():
+        assert part_of(event) == part, event.name
+    parts = split_by_part(list(cases), steps=2)
+    assert parts["winograd transforms"] == pytest.approx((4000 + 500) / 1e3 / 2)
+    assert list(parts)[0] == "winograd transforms"  # largest first
+    assert sum(parts.values()) == pytest.approx(sum(e.self_cpu_time_total for e in cases)
+                                                / 1e3 / 2)
+
+
+def test_step_profile_covers_the_parts_of_a_real_bf16_step_with_winograd(monkeypatch):
+    """A real step of the engine's loop (bf16, Winograd on the small maps as on an AVX512-BF16
+    CPU, mocked): every part of a VGG-BN step shows up, and the shares add up to the whole."""
+    from vggnet.bench.step_profile import profile_table, profile_training_step
+
+    monkeypatch.setattr(device, "cpu_flags", lambda: frozenset({"avx512_bf16"}))
+    train_set, _ = load_splits("digits")
+    mean, std = train_set.stats()
+    row = profile_training_step(train_set, mean, std, batch=4, steps=1, warmup=1,
+                                precision="auto", repeats=1)
+    assert row["precision"] == "bf16" and row["winograd_max_pixels"] == [64]
+    for part in ("convolution (oneDNN)", "winograd products", "winograd transforms",
+                 "winograd weight transform", "batch norm", "relu", "max pooling", "optimizer"):
+        assert row["parts_ms"].get(part, 0) > 0, part
+    assert sum(row["parts_share"].values()) == pytest.approx(1.0, abs=0.01)
+    assert row["images_per_s"] > 0 and row["profiled_step_ms"] > 0
+    table = profile_table(row)
+    assert table[0].startswith("| part of the step") and len(table) == 2 + len(row["parts_ms"])
+
+
+def test_report_shows_each_step_profile_or_how_to_run_one(tmp_path, monkeypatch):
+    report = _report_module()
+    import report_cpu
+
+    monkeypatch.setattr(report_cpu, "RESULTS", tmp_path)
+    assert "Not run yet: `python benchmarks/training_profile.py" in \
+        "\n".join(report.step_profile_section())
+    run = {"environment": {"cpu": "Some CPU", "cores": 2, "onednn_max_cpu_isa": None},
+           "profile": {"precision": "bf16", "winograd_max_pixels": [64], "images_per_s": 400.0,
+                       "step_ms": 320.0, "parts_ms": {"convolution (oneDNN)": 200.0,
+                                                      "batch norm": 100.0},
+                       "parts_share": {"convolution (oneDNN)": 0.667, "batch norm": 0.333}}}
+    (tmp_path / "training_profile_x.json").write_text(json.dumps(run))
+    monkeypatch.setattr(report_cpu, "_load", lambda name: json.loads((tmp_path / name).read_text()))
+    text = "\n".join(report.step_profile_section())
+    assert "`training_profile_x.json`: Some CPU (2 cores), bf16, Winograd on maps of <= 64 " \
+           "pixels; 400.0 images/s, 320.0 ms per step" in text
+    assert "| convolution (oneDNN) | 200.0 | 66.7% |" in text

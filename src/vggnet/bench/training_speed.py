@@ -56,17 +56,16 @@ def _tutorial_loop_throughput(train_set, mean, std, batch: int, steps: int, warm
     return steps * batch / (time.perf_counter() - t0)
 
 
-def _vggnet_engine_throughput(train_set, mean, std, batch: int, steps: int, warmup: int,
-                              precision: str, conv_algorithm: str = "auto",
-                              max_pixels: int | None = None) -> float:
-    """The loop of ``vggnet train`` itself: the model, optimizer, schedule and step are built
-    by the training package's own functions, and ``train_one_epoch`` runs the steps timed.
-    ``max_pixels`` replaces the largest map ``conv_algorithm = auto`` runs by Winograd on
-    this CPU, to compare that rule with another one on the whole step."""
+def build_engine_loop(train_set, mean, std, batch: int, precision: str,
+                      conv_algorithm: str = "auto", max_pixels: int | None = None):
+    """The state, step and loader of ``vggnet train``'s own loop, built by the training
+    package's own functions (model, optimizer, schedule, precision, convolution algorithm), for
+    VGG-16-BN with a linear head. ``max_pixels`` replaces the largest map ``conv_algorithm =
+    auto`` runs by Winograd on this CPU, to compare that rule with another one."""
     from ..data import TensorLoader
     from ..device import autocast_for
     from ..training.config import TrainConfig
-    from ..training.loop import Step, train_one_epoch
+    from ..training.loop import Step
     from ..training.setup import (apply_conv_algorithm, build_model, build_optimizer,
                                  build_schedule)
     from ..training.state import TrainState
@@ -84,6 +83,18 @@ def _vggnet_engine_throughput(train_set, mean, std, batch: int, steps: int, warm
     state = TrainState(model, optimizer, build_schedule(cfg, optimizer, len(loader)),
                        torch.Generator().manual_seed(0))
     step = Step(model, nn.CrossEntropyLoss(), autocast_for(device, precision))
+    return state, step, loader
+
+
+def _vggnet_engine_throughput(train_set, mean, std, batch: int, steps: int, warmup: int,
+                              precision: str, conv_algorithm: str = "auto",
+                              max_pixels: int | None = None) -> float:
+    """The loop of ``vggnet train`` itself (:func:`build_engine_loop`): ``train_one_epoch``
+    runs the steps timed."""
+    from ..training.loop import train_one_epoch
+
+    state, step, loader = build_engine_loop(train_set, mean, std, batch, precision,
+                                            conv_algorithm, max_pixels)
     train_one_epoch(state, step, loader, limit=warmup)
     sums = train_one_epoch(state, step, loader, limit=steps)
     return sums.images / sums.seconds
