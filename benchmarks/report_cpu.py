@@ -234,9 +234,11 @@ def step_profile_section() -> list[str]:
         env, p = r["environment"], r["profile"]
         rule = (f", Winograd on maps of <= {p['winograd_max_pixels'][0]} pixels"
                 if p.get("winograd_max_pixels") else "")
+        native = f", {env['cpu_bf16']}" if env.get("cpu_bf16") else ""
         cap = (f", oneDNN capped at {env['onednn_max_cpu_isa']}"
                if env.get("onednn_max_cpu_isa") else "")
-        out += ["", f"`{path.name}`: {env['cpu']} ({env['cores']} cores{cap}), {p['precision']}"
+        out += ["", f"`{path.name}`: {env['cpu']} ({env['cores']} cores{native}{cap}), "
+                f"{p['precision']}"
                 f"{rule}; {p['images_per_s']} images/s, {p['step_ms']} ms per step", ""]
         out += profile_table(p)
     return out

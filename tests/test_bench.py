@@ -410,7 +410,8 @@ def test_report_shows_each_step_profile_or_how_to_run_one(tmp_path, monkeypatch)
     monkeypatch.setattr(report_cpu, "RESULTS", tmp_path)
     assert "Not run yet: `python benchmarks/training_profile.py" in \
         "\n".join(report.step_profile_section())
-    run = {"environment": {"cpu": "Some CPU", "cores": 2, "onednn_max_cpu_isa": None},
+    run = {"environment": {"cpu": "Some CPU", "cores": 2, "cpu_bf16": "avx512_bf16",
+                           "onednn_max_cpu_isa": None},
            "profile": {"precision": "bf16", "winograd_max_pixels": [64], "images_per_s": 400.0,
                        "step_ms": 320.0, "parts_ms": {"convolution (oneDNN)": 200.0,
                                                       "batch norm": 100.0},
@@ -418,6 +419,6 @@ def test_report_shows_each_step_profile_or_how_to_run_one(tmp_path, monkeypatch)
     (tmp_path / "training_profile_x.json").write_text(json.dumps(run))
     monkeypatch.setattr(report_cpu, "_load", lambda name: json.loads((tmp_path / name).read_text()))
     text = "\n".join(report.step_profile_section())
-    assert "`training_profile_x.json`: Some CPU (2 cores), bf16, Winograd on maps of <= 64 " \
-           "pixels; 400.0 images/s, 320.0 ms per step" in text
+    assert "`training_profile_x.json`: Some CPU (2 cores, avx512_bf16), bf16, Winograd on maps " \
+           "of <= 64 pixels; 400.0 images/s, 320.0 ms per step" in text
     assert "| convolution (oneDNN) | 200.0 | 66.7% |" in text
