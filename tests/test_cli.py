@@ -32,6 +32,50 @@ def test_the_whole_config_is_checked_first(tmp_path, capsys, flags, message):
     assert code == 2 and message in capsys.readouterr().err
 
 
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    from helpers import train_tiny_run
+
+    return train_tiny_run(tmp_path_factory.mktemp("cli") / "run")
+
+
+# counts and sizes that mean nothing: refused in one line naming the flag, before any work
+NONSENSE = [
+    (["evaluate", "{run}", "--batch-size", "0"], "--batch-size must be at least 1, not 0"),
+    (["evaluate", "{run}", "--limit", "-5"], "--limit must be at least 1, not -5"),
+    (["evaluate", "{run}", "--protocol", "multicrop", "--grid", "0"], "--grid must be at least 1"),
+    (["evaluate", "{run}", "--image-size", "0"], "--image-size must be at least 1, not 0"),
+    (["evaluate", "{run}", "--protocol", "dense", "--scales", "0"], "--scales takes test scales"),
+    (["export", "{run}", "--input-size", "0"], "--input-size must be at least 1 pixel, not 0"),
+    (["export", "{run}", "--int8", "--calibration", "0"], "--calibration must be at least 1"),
+    (["export", "{run}", "--int8", "--check-images", "-1"], "--check-images must be at least 1"),
+    (["predict", "{run}", "{image}", "--top-k", "0"], "--top-k must be at least 1, not 0"),
+    (["samples", "digits", "--out", "{tmp}/samples", "--count", "0"], "--count must be at least 1"),
+    (["summary", "vgg11", "--input-size", "0"], "vgg11 needs images of at least 32x32 pixels"),
+    (["summary", "vgg11", "--input-size", "64", "64", "64"], "one number (a square input) or two"),
+    (["stylize", "{image}", "{image}", "--weights", "{run}", "--out", "{tmp}/s.png", "--size", "0"],
+     "--size takes the result's longer side in pixels, 1 or more; got 0"),
+    (["stylize", "{image}", "{image}", "--weights", "{run}", "--out", "{tmp}/s.png",
+      "--style-scale", "-1"], "--style-scale is the style images' size relative to the result"),
+]
+
+
+@pytest.mark.parametrize("argv, message", NONSENSE, ids=[" ".join(a[:1] + a[2:])[:60]
+                                                         for a, _ in NONSENSE])
+def test_counts_and_sizes_that_mean_nothing_are_one_line_errors(tiny_run, tmp_path, capsys,
+                                                                 argv, message):
+    from helpers import write_image
+
+    image = write_image(tmp_path / "a.png", size=(40, 40))
+    names = {"run": str(tiny_run), "image": str(image), "tmp": str(tmp_path)}
+    before = sorted(p.name for p in tiny_run.iterdir())
+    code = main([a.format(**names) for a in argv])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and err.count("\n") == 1, err
+    assert sorted(p.name for p in tiny_run.iterdir()) == before  # nothing was written
+    assert not (tmp_path / "samples").exists() and not (tmp_path / "s.png").exists()
+
+
 def test_an_internal_bug_keeps_its_traceback(monkeypatch):
     """A ValueError from a bug is not dressed up as a user error."""
     import vggnet.cli.models as cmd

@@ -45,6 +45,12 @@ def run(args) -> None:
         raise UsageError("--int8-full-range shapes ONNX Runtime's int8 model; OpenVINO's already "
                          "has 8-bit weights (its first convolution, the layer that would "
                          "saturate, stays in floating point): drop the flag")
+    if args.input_size is not None and args.input_size < 1:
+        raise UsageError(f"--input-size must be at least 1 pixel, not {args.input_size}")
+    if args.int8:
+        from ..export.quantize import check_int8_counts
+
+        check_int8_counts(args.calibration, args.check_images)  # before the fp32 export
     if args.format in ("onnx", "openvino"):
         _need_onnx()
     if args.format == "openvino":

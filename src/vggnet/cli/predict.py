@@ -46,6 +46,8 @@ def run(args) -> None:
 
     if args.threads is not None and args.threads < 1:
         raise UsageError(f"--threads must be at least 1, not {args.threads}")
+    if args.top_k < 1:
+        raise UsageError(f"--top-k must be at least 1, not {args.top_k}")
     paths = find_images(args.images)  # a bad path is said before the model is loaded
     predictor = Predictor(args.checkpoint, device=pick_device(args.device), onnx=args.onnx,
                           backend=args.backend, precision=args.precision, threads=args.threads)

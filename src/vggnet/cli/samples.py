@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..errors import UsageError
+
 
 def register(sub) -> None:
     p = sub.add_parser("samples", help="write a few test images of a data set as PNG files")
@@ -19,6 +21,8 @@ def run(args) -> None:
 
     from ..data import load_splits
 
+    if args.count < 1:
+        raise UsageError(f"--count must be at least 1, not {args.count}")
     _, test = load_splits(args.data, root=args.data_root)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

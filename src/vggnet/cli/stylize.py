@@ -80,6 +80,12 @@ def run(args) -> None:
                         precision=args.precision, fp32_steps=args.fp32_steps)
     opts.check()  # a bad option fails before any image or weight is read
     sizes = [int(v) for v in _floats(args.scales)] if args.scales else [args.size]
+    if min(sizes) < 1:
+        raise ConfigError(f"{'--scales' if args.scales else '--size'} takes the result's longer "
+                          f"side in pixels, 1 or more; got {min(sizes)}")
+    if args.style_scale <= 0:
+        raise ConfigError(f"--style-scale is the style images' size relative to the result, "
+                          f"more than 0; got {args.style_scale}")
     content = load_image(args.content, max(sizes))
     styles = [load_image(s, round(max(sizes) * max(args.style_scale, 1.0))) for s in args.styles]
     backbone = load_backbone(args.weights, args.arch).to(args.device)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ..errors import UsageError
+
 
 def register(sub) -> None:
     p = sub.add_parser("summary", help="per-layer shapes, parameters, MACs and receptive field")
@@ -22,4 +24,7 @@ def run(args) -> None:
                "in_channels": args.in_channels}
     model = create_model(args.model, **{k: v for k, v in options.items() if v is not None})
     size = args.input_size
+    if len(size) > 2:
+        raise UsageError(f"--input-size takes one number (a square input) or two (H W), not "
+                         f"{len(size)}: {' '.join(map(str, size))}")
     print(summarize(model, tuple(size) if len(size) == 2 else size[0]))

@@ -50,6 +50,15 @@ class EvalOptions:
         if self.tta_shift < 0 or (self.tta_shift and self.protocol != "single"):
             raise ConfigError(f"--tta-shift {self.tta_shift}: a shift of 0 or more pixels, with "
                               f"the single protocol only (got --protocol {self.protocol})")
+        for flag, value in (("--batch-size", self.batch_size), ("--grid", self.grid),
+                            ("--limit", self.limit), ("--image-size", self.image_size)):
+            if value is not None and value < 1:
+                raise ConfigError(f"{flag} must be at least 1, not {value}")
+        if self.workers < 0:
+            raise ConfigError(f"--workers must be 0 or more, not {self.workers}")
+        if self.scales is not None and (not self.scales or min(self.scales) < 1):
+            raise ConfigError(f"--scales takes test scales Q of 1 pixel or more (the shorter "
+                              f"side the image is rescaled to), not {self.scales}")
 
 
 def evaluate_run(checkpoint, options: EvalOptions | None = None) -> dict:

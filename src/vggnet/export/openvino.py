@@ -127,8 +127,9 @@ def quantize_run_openvino(model, meta, fp32_model, int8_xml, *, calibration: int
     """:func:`quantize_openvino` for a run: calibrated on ``calibration`` of its training
     images, then compared with ``model`` (fp32 PyTorch) on ``check_images`` test images."""
     from ..run import open_run_data
-    from .quantize import compare_int8
+    from .quantize import check_int8_counts, compare_int8
 
+    check_int8_counts(calibration, check_images)
     pre = meta.preprocessing
     calib = open_run_data(meta, "train", n=calibration, data_root=data_root).images
     quantize_openvino(fp32_model, int8_xml, calib, pre.mean, pre.std, input_size=pre.input_size)

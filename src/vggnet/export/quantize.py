@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from ..data.augment import normalize
+from ..errors import ConfigError
 from ..evaluation.protocols import rescale
 from ..run import RunMetadata, open_run_data
 
@@ -126,11 +127,23 @@ def compare_int8(model, int8: "OnnxClassifier", images: torch.Tensor, labels: to
             "fp32_top1": round(correct_fp32 / n, 4), "int8_top1": round(correct_int8 / n, 4)}
 
 
+def check_int8_counts(calibration: int, check_images: int | None) -> None:
+    """Refuse image counts an int8 export cannot use (no calibration image leaves the
+    quantizer nothing to measure; no test image, no agreement to report). ``check_images``
+    None means the whole test split."""
+    if calibration < 1:
+        raise ConfigError(f"--calibration must be at least 1 image (a few hundred suffice), "
+                          f"not {calibration}")
+    if check_images is not None and check_images < 1:
+        raise ConfigError(f"--check-images must be at least 1 test image, not {check_images}")
+
+
 def quantize_run(model, meta: RunMetadata, fp32_onnx, int8_onnx, *, calibration: int = 512,
                  check_images: int | None = 1000, data_root=None,
                  reduce_range: bool = True) -> dict:
     """int8 ONNX model of a run's exported ``fp32_onnx``, calibrated on ``calibration`` of the
     run's training images, compared with ``model`` on ``check_images`` test images."""
+    check_int8_counts(calibration, check_images)
     pre = meta.preprocessing
     calib = open_run_data(meta, "train", n=calibration, data_root=data_root).images
     quantize_onnx(fp32_onnx, int8_onnx, calib, pre.mean, pre.std, input_size=pre.input_size,

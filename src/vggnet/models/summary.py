@@ -70,6 +70,8 @@ def summarize(model: nn.Module, input_size=224, in_channels: int | None = None) 
              [("head", n, m) for n, m in model.head.named_children()]
     param = next(model.parameters())
     x = torch.zeros(1, c, h, w, dtype=param.dtype, device=param.device)
+    if hasattr(model, "check_input"):  # the layers run one by one below, past the model's check
+        model.check_input(x)
     was_training = model.training
     model.eval()
     with torch.inference_mode():
