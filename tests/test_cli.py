@@ -57,6 +57,10 @@ NONSENSE = [
      "--size takes the result's longer side in pixels, 1 or more; got 0"),
     (["stylize", "{image}", "{image}", "--weights", "{run}", "--out", "{tmp}/s.png",
       "--style-scale", "-1"], "--style-scale is the style images' size relative to the result"),
+    (["stylize", "{image}", "{image}", "--weights", "{run}", "--out", "{tmp}/s.png",
+      "--style-weight", "nan"], "style_weight must be a finite number >= 0, not nan"),
+    (["stylize", "{image}", "{image}", "--weights", "{run}", "--out", "{tmp}/s.png",
+      "--optimizer", "adam", "--lr", "0"], "lr (Adam's step) must be a finite number > 0"),
 ]
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -67,6 +68,14 @@ class StyleOptions:
                               f"{self.fp32_steps}")
         if not self.style_layers:
             raise ConfigError("name at least one style layer")
+        for name, value in (("content_weight", self.content_weight),
+                            ("style_weight", self.style_weight), ("tv_weight", self.tv_weight)):
+            if not math.isfinite(value) or value < 0:
+                raise ConfigError(f"{name} must be a finite number >= 0, not {value}")
+        if self.content_weight == self.style_weight == 0:
+            raise ConfigError("content_weight and style_weight are both 0: nothing to optimise")
+        if not math.isfinite(self.lr) or self.lr <= 0:
+            raise ConfigError(f"lr (Adam's step) must be a finite number > 0, not {self.lr}")
 
 
 class FeatureNet(nn.Module):
