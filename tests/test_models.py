@@ -274,3 +274,19 @@ def test_inputs_the_network_cannot_take_are_one_line_errors(shape, match):
         model(torch.randn(*shape))
     assert "\n" not in str(err.value)
     assert model(torch.randn(1, 3, 32, 40)).shape == (1, 3)
+
+
+@pytest.mark.parametrize("dtype, match", [
+    (torch.uint8, "takes floating-point images; got torch.uint8 \\(raw pixels\\?"),
+    (torch.float64, "weights are torch.float32 and the images torch.float64"),
+    (torch.bfloat16, "weights are torch.float32 and the images torch.bfloat16"),
+])
+def test_images_of_another_dtype_than_the_weights_are_one_line_errors(dtype, match):
+    """Raw uint8 pixels (torchvision.io.read_image's) or float64 arrays would otherwise fail
+    deep inside a convolution ("Input type (unsigned char) and bias type (float) ...")."""
+    model = create_model("vgg11", width=0.125, fc_dim=16, num_classes=3)
+    with pytest.raises(ValueError, match=match) as err:
+        model(torch.zeros(1, 3, 32, 32, dtype=dtype))
+    assert "\n" not in str(err.value)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast casts for the model: allowed
+        assert model(torch.zeros(1, 3, 32, 32, dtype=torch.bfloat16)).shape == (1, 3)

@@ -241,6 +241,16 @@ class VGG(nn.Module):
             shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
             raise InputError(f"{self.arch} takes a batch of images N x C x H x W; got {shape} "
                              "(add a batch dimension with x[None] for one image)")
+        if not x.is_floating_point():
+            raise InputError(f"{self.arch} takes floating-point images; got {x.dtype} (raw "
+                             "pixels? convert with x.float() / 255, then normalize with the "
+                             "mean and std it was trained with)")
+        param = next(self.parameters(), None)
+        if (param is not None and x.dtype != param.dtype
+                and not torch.is_autocast_enabled(x.device.type)):
+            raise InputError(f"{self.arch}'s weights are {param.dtype} and the images "
+                             f"{x.dtype}: cast the images (x.to({param.dtype})) or the model, "
+                             "or run it under torch.autocast")
         if x.shape[1] != self.in_channels:
             raise InputError(f"{self.arch} was built for {self.in_channels} input channel(s); got "
                              f"{x.shape[1]} (convert the images, or build it with "
