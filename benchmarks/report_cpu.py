@@ -198,13 +198,21 @@ def amx_off_section(run: dict | None) -> list[str]:
             "the EPYC's, so it is no stand-in for that CPU.", ""]
 
 
+def _runs_or_how(title: str, pattern: str, command: str) -> tuple[list[str], list]:
+    """A section's title and its result files (one per machine), or, with none, the title and
+    the command that makes one."""
+    runs = sorted(RESULTS.glob(pattern))
+    return [title, ""] + ([] if runs else [f"Not run yet: `{command}`."]), runs
+
+
 def max_pool_section() -> list[str]:
     """`benchmarks/max_pool.py`: the inference path's 2x2 pooling against the alternatives."""
-    out = ["## 2x2 max-pooling in the CPU inference path (`benchmarks/max_pool.py`)", ""]
-    runs = sorted(RESULTS.glob("max_pool_*.json"))
+    out, runs = _runs_or_how(
+        "## 2x2 max-pooling in the CPU inference path (`benchmarks/max_pool.py`)",
+        "max_pool_*.json",
+        "python benchmarks/max_pool.py --out benchmarks/results/max_pool_TAG.json")
     if not runs:
-        return out + ["Not run yet: `python benchmarks/max_pool.py --out "
-                      "benchmarks/results/max_pool_TAG.json`."]
+        return out
     out += ["VGG-16's five pools at 224 px, channels-last, summed medians of interleaved calls; "
             "`rows_then_columns` is what the fused program runs, `four_views` what it ran "
             "before, `max_pool2d` PyTorch's (with indices).", "",
@@ -221,11 +229,13 @@ def max_pool_section() -> list[str]:
 
 def step_profile_section() -> list[str]:
     """`benchmarks/training_profile.py`: the training step's time, part by part, per CPU."""
-    out = ["## Where a CPU training step's time goes (`benchmarks/training_profile.py`)", ""]
-    runs = sorted(RESULTS.glob("training_profile_*.json"))
+    out, runs = _runs_or_how(
+        "## Where a CPU training step's time goes (`benchmarks/training_profile.py`)",
+        "training_profile_*.json",
+        "python benchmarks/training_profile.py --data-root ../shared/data --out "
+        "benchmarks/results/training_profile_TAG.json")
     if not runs:
-        return out + ["Not run yet: `python benchmarks/training_profile.py --data-root "
-                      "../shared/data --out benchmarks/results/training_profile_TAG.json`."]
+        return out
     out += ["VGG-16-BN on CIFAR-10 at batch 128, `vggnet train`'s own loop under "
             "`torch.profiler`: each operator's own CPU time, summed into the parts of the step "
             "(shares of the profiled time; images/s timed without the profiler)."]
