@@ -174,3 +174,48 @@ def test_epoch_sampler_order_and_rank_slices():
     assert epoch(0, 1, skip=5) == epoch(0, 1)[5:]
     plain = EpochSampler(10, 4, shuffle=False)
     assert [b.tolist() for b in plain.batches()] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+
+
+def test_a_run_trained_on_relative_paths_finds_its_data_from_any_directory(tmp_path, monkeypatch):
+    """`vggnet train --data photos/` in one directory, `vggnet evaluate` (and export's
+    calibration) from another: the run recorded where its data was, resolved, beside the path
+    as given, so it reads the same images instead of failing with 'not found'."""
+    from vggnet.evaluation.report import EvalOptions, evaluate_run
+    from vggnet.run import load_checkpoint, open_run_data
+    from vggnet.training.config import resolve
+    from vggnet.training.loop import train
+
+    monkeypatch.setenv("VGGNET_CACHE", str(tmp_path / "cache"))
+    project = tmp_path / "project"
+    make_folder_dataset(project / "photos", per_class=8, sizes=((32, 32),))
+    monkeypatch.chdir(project)
+    train(resolve(None, dict(data="photos", width=0.125, epochs=1, batch_size=8, flip=False,
+                             progress=False, precision="fp32", out="runs/r")))
+    _, meta = load_checkpoint(project / "runs" / "r")
+    assert meta.config["data"] == "photos"  # the configuration keeps what was given
+    assert meta.data["source_path"] == str((project / "photos").resolve())
+    expected = open_run_data(meta, "test")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    _, meta = load_checkpoint(project / "runs" / "r")
+    assert torch.equal(open_run_data(meta, "test").images, expected.images)
+    report = evaluate_run(project / "runs" / "r", EvalOptions(device="cpu", precision="fp32"))
+    assert report["images"] == len(expected) and report["data"] == str((project / "photos").resolve())
+
+
+def test_a_recorded_data_root_is_used_as_given_where_it_works_else_as_resolved(tmp_path,
+                                                                            monkeypatch):
+    from vggnet.run import Preprocessing, RunMetadata
+
+    (tmp_path / "data").mkdir()
+    meta = RunMetadata(classes=["a"], preprocessing=Preprocessing(mean=[0.5] * 3, std=[0.5] * 3),
+                       config={"data": "cifar10", "data_root": "data"},
+                       data={"source": "cifar10", "source_path": None,
+                             "root": str(tmp_path / "data")})
+    monkeypatch.chdir(tmp_path)
+    assert meta.data_root == "data" and meta.data_source == "cifar10"
+    monkeypatch.chdir(tmp_path.parent)
+    assert meta.data_root == str(tmp_path / "data")
+    old = RunMetadata.from_dict({**meta.to_dict(), "data": {"source": "cifar10"}})  # older runs
+    assert old.data_root == "data"  # unchanged: the error then names the path it recorded

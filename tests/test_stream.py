@@ -89,7 +89,8 @@ def test_streamed_training_writes_a_normal_run_and_evaluates_whole_images(tmp_pa
     model, meta = load_checkpoint(out)
     assert meta.classes == list(CLASSES)
     assert meta.preprocessing.input_size == 32 and meta.preprocessing.test_scale == 40
-    assert meta.data == {"source": str(root), "train_images": 19, "test_images": 9}
+    assert meta.data == {"source": str(root), "train_images": 19, "test_images": 9,
+                         "source_path": str(root.resolve()), "root": None}
 
     assert main(["evaluate", str(out), "--protocol", "dense+multicrop", "--scales", "32", "40",
                  "--grid", "2", "--flip", "--workers", "0", "--json"]) == 0

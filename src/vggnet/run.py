@@ -111,7 +111,34 @@ class RunMetadata:
 
     @property
     def data_source(self) -> str | None:
-        return self.config.get("data") or self.data.get("source")
+        """The data set the run trained on: a built-in name, or its folder or archive, as given
+        to ``vggnet train`` if that path works from here, else as resolved when it trained
+        (so a run trained with a relative path evaluates from any directory)."""
+        given = self.config.get("data") or self.data.get("source")
+        return usable_path(given, self.data.get("source_path"))
+
+    @property
+    def data_root(self) -> str | None:
+        """Where the run's built-in data set (cifar10, imagenette, ...) lived: ``--data-root``
+        as given if that path works from here, else as resolved when it trained."""
+        return usable_path(self.config.get("data_root"), self.data.get("root"))
+
+
+def absolute_path(path) -> str | None:
+    """``path`` resolved (user and symbolic links expanded), if it exists; else None."""
+    if not path:
+        return None
+    p = Path(path).expanduser()
+    return str(p.resolve()) if p.exists() else None
+
+
+def usable_path(given, resolved):
+    """``given`` (a path as a run recorded it, maybe relative to where it trained) if it
+    exists from the current directory, else ``resolved`` (the absolute path recorded then) if
+    that exists, else ``given`` unchanged, so that a later error names what was recorded."""
+    if not given or Path(given).expanduser().exists() or not resolved or not Path(resolved).exists():
+        return given
+    return resolved
 
 
 # --- checkpoints ----------------------------------------------------------------------------
@@ -187,7 +214,7 @@ def open_run_data(meta: RunMetadata, split: str = "test", *, n: int | None = Non
         raise DataError("no data set recorded in the checkpoint: pass --data")
     if cfg.get("stream") and not data:
         return _streamed_images(meta, split, n, seed)
-    root = data_root or cfg.get("data_root")
+    root = data_root or meta.data_root
     size = image_size if data else cfg.get("image_size")
     train, test = load_splits(source, root=root, image_size=size,
                               val_fraction=cfg.get("val_fraction", 0.1), seed=cfg.get("seed", 0))
@@ -203,7 +230,7 @@ def _streamed_images(meta: RunMetadata, split: str, n: int | None, seed: int):
     from .data.stream import FolderImages, stream_splits
 
     pre = meta.preprocessing
-    folder = stream_splits(meta.config["data"])[0 if split == "train" else 1]
+    folder = stream_splits(meta.data_source)[0 if split == "train" else 1]
     images = FolderImages(folder, train=False, crop=pre.input_size, test_scale=pre.test_scale)
     order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))
     order = (order if n is None else order[: 4 * n]).tolist()

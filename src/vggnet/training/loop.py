@@ -19,13 +19,15 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from ..data.datasets import BUILTIN as BUILTIN_DATA
 from ..device import (autocast_for, describe_precision, pick_device, resolve_precision,
                       reuse_freed_memory)
 from ..errors import ConfigError, TrainingError
 from ..evaluation.metrics import evaluate
 from ..evaluation.protocols import evaluate_protocol
 from ..io import write_json
-from ..run import Preprocessing, RunMetadata, git_commit, save_checkpoint, software_versions
+from ..run import (Preprocessing, RunMetadata, absolute_path, git_commit, save_checkpoint,
+                   software_versions)
 from .averaging import Lookahead, build_ema
 from .config import TrainConfig, check_run_dir, validate
 from .distributed import DistContext, init_distributed, shutdown
@@ -344,7 +346,11 @@ def _metadata(cfg: TrainConfig, data: Data) -> RunMetadata:
                         resize="shorter side to test_scale, then centre crop of input_size")
     return RunMetadata(classes=data.classes, preprocessing=pre, config=cfg.to_dict(),
                        data={"source": cfg.data, "train_images": data.n_train,
-                             "test_images": data.n_test},
+                             "test_images": data.n_test,
+                             # as resolved here, for tools run later from another directory
+                             "source_path": None if cfg.data.lower() in BUILTIN_DATA
+                             else absolute_path(cfg.data),
+                             "root": absolute_path(cfg.data_root)},
                        versions=software_versions(), git_commit=git_commit())
 
 
