@@ -178,8 +178,10 @@ def test_epoch_sampler_order_and_rank_slices():
 
 def test_a_run_trained_on_relative_paths_finds_its_data_from_any_directory(tmp_path, monkeypatch):
     """`vggnet train --data photos/` in one directory, `vggnet evaluate` (and export's
-    calibration) from another: the run recorded where its data was, resolved, beside the path
-    as given, so it reads the same images instead of failing with 'not found'."""
+    calibration) and `vggnet train --resume` from another: the run recorded where its data
+    was, resolved, beside the path as given, so it reads the same images instead of failing
+    with 'not found'."""
+    from vggnet.cli import main
     from vggnet.evaluation.report import EvalOptions, evaluate_run
     from vggnet.run import load_checkpoint, open_run_data
     from vggnet.training.config import resolve
@@ -202,6 +204,8 @@ def test_a_run_trained_on_relative_paths_finds_its_data_from_any_directory(tmp_p
     assert torch.equal(open_run_data(meta, "test").images, expected.images)
     report = evaluate_run(project / "runs" / "r", EvalOptions(device="cpu", precision="fp32"))
     assert report["images"] == len(expected) and report["data"] == str((project / "photos").resolve())
+    assert main(["train", "--resume", "--out", str(project / "runs" / "r"), "--epochs", "2"]) == 0
+    assert load_checkpoint(project / "runs" / "r", which="last")[1].epoch == 2
 
 
 def test_a_recorded_data_root_is_used_as_given_where_it_works_else_as_resolved(tmp_path,

@@ -37,10 +37,22 @@ def run(args) -> None:
         saved = out / "config.json"
         if not saved.is_file():
             raise UsageError(f"--resume: {saved} not found; is {out} a vggnet run directory?")
-        recipe = json.loads(saved.read_text())  # the run's own resolved config
+        recipe = _data_found_from_here(json.loads(saved.read_text()), out)  # the run's own
     result = train(resolve(recipe, overrides))
     if not result.main:  # under torchrun, rank 0 alone speaks
         return
     state = "stopped early" if result.interrupted else "done"
     print(f"{state}: best test top-1 {100 * result.best_top1:.2f}% after "
           f"{len(result.history)} epochs; checkpoints in {result.out}")
+
+
+def _data_found_from_here(config: dict, out: Path) -> dict:
+    """A resumed run's configuration with its data paths as the run resolved them when it
+    trained, where the paths it was given (maybe relative to another directory) do not
+    resolve from here (:func:`vggnet.run.usable_path`)."""
+    from ..run import usable_path
+
+    meta = out / "last.json"
+    data = (json.loads(meta.read_text()).get("data") or {}) if meta.is_file() else {}
+    return {**config, "data": usable_path(config.get("data"), data.get("source_path")),
+            "data_root": usable_path(config.get("data_root"), data.get("root"))}
