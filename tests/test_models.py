@@ -237,7 +237,11 @@ def test_lrn_follows_the_paper_formula():
 
 
 @pytest.mark.parametrize("kw", [dict(head="dense"), dict(init="he"), dict(num_classes=0),
-                                dict(width=-1), dict(dropout=1.5)])
+                                dict(width=-1), dict(dropout=1.5),
+                                # sizes no VGG has, which overflowed inside PyTorch (found by
+                                # the long fuzzing campaign: width 988607)
+                                dict(width=988607.0), dict(fc_dim=10 ** 12),
+                                dict(num_classes=2 ** 40)])
 def test_invalid_options_are_clear(kw):
     with pytest.raises(ValueError, match="must be"):
         create_model("vgg11", **kw)

@@ -18,6 +18,10 @@ HEADS = ("classifier", "conv", "linear")
 INITS = ("kaiming", "paper", "xavier", "dirac")
 HEAD_POOLS = ("avg", "max")
 ACTIVATIONS = {"relu": lambda: nn.ReLU(inplace=True), "gelu": nn.GELU}
+# Bounds far past any real VGG (the paper's widest layer has 512 channels, fc6 4,096 units),
+# so that a typo is an error here and not an overflow or an out-of-memory deep in PyTorch
+MAX_WIDTH = 64
+MAX_UNITS = 1 << 20
 # the fields every checkpoint records; the others only when they are not the default
 BASE_FIELDS = ("name", "num_classes", "in_channels", "width", "head", "dropout", "fc_dim", "init")
 
@@ -70,11 +74,13 @@ class ModelConfig:
                               f"{self.bn_momentum!r}")
         for what in ("num_classes", "in_channels", "fc_dim"):
             value = getattr(self, what)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"{what} must be a positive integer; got {value!r}")
-        if not (_is_number(self.width) and self.width > 0):
-            raise ConfigError(f"width must be a positive number (1.0 is the paper's); got "
-                              f"{self.width!r}")
+            if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_UNITS:
+                raise ConfigError(f"{what} must be an integer from 1 to {MAX_UNITS:,}; "
+                                  f"got {value!r}")
+        if not (_is_number(self.width) and 0 < self.width <= MAX_WIDTH):
+            raise ConfigError(f"width must be a number in (0, {MAX_WIDTH}] (1.0 is the paper's; "
+                              f"{MAX_WIDTH} makes 512-channel layers {512 * MAX_WIDTH:,} wide); "
+                              f"got {self.width!r}")
         if self.dropout is not None and not _is_number(self.dropout):
             raise ConfigError(f"dropout must be a number in [0, 1); got {self.dropout!r}")
 
