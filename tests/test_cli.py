@@ -22,7 +22,7 @@ def test_unknown_model_is_reported_before_any_data_is_read(tmp_path, capsys, mon
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--width", "-1"], "width must be a positive number"),
+    (["--width", "-1"], "width must be a number in (0, 64]"),
     (["--data", "no/such/folder"], "data set 'no/such/folder' not found"),
     (["--weights", "no/such/file.pth"], "weights: no/such/file.pth not found"),
     (["--schedule", "plateu"], "schedule must be one of"),

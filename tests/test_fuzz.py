@@ -146,7 +146,7 @@ def test_recipes_of_random_keys_and_types_resolve_or_name_the_problem(recipe):
 
     try:
         resolve(None, recipe)
-    except ConfigError as exc:
+    except VggnetError as exc:  # a bad key or value, or a data set that is not there
         assert str(exc) and "\n" not in str(exc).strip()
 
 

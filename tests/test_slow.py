@@ -6,16 +6,14 @@ from vggnet.run import load_checkpoint
 from vggnet.training.config import resolve
 from vggnet.training.loop import train
 
-from conftest import ROOT
-
 
 @pytest.mark.slow
 def test_quick_recipe_reaches_85_percent_on_cifar10(cifar_tar, tmp_path, monkeypatch):
-    """The docs' claim (docs/results.md) for configs/cifar10_quick.toml: >= 85% top-1 on the full CIFAR-10
+    """The docs' claim (docs/results.md) for the cifar10_quick recipe: >= 85% top-1 on the full CIFAR-10
     test set (about 9 minutes on 2 CPU cores), reached well before the last epoch."""
     monkeypatch.setenv("VGGNET_DATA", str(cifar_tar.parent))
     out = tmp_path / "quick"
-    result = train(resolve(ROOT / "configs" / "cifar10_quick.toml",
+    result = train(resolve("cifar10_quick",
                            {"progress": False, "out": str(out)}))
     assert len(result.history) == 20 and result.history[-1]["test_top1"] >= 0.85
     # with the average of the weights (ema), 85% comes well before the end (epoch 12 measured)
@@ -33,7 +31,7 @@ def test_scale_jittered_training_and_multiscale_evaluation(cifar_tar, tmp_path, 
 
     monkeypatch.setenv("VGGNET_DATA", str(cifar_tar.parent))
     out = tmp_path / "jitter"
-    train(resolve(ROOT / "configs" / "cifar10_quick.toml",
+    train(resolve("cifar10_quick",
                   {"epochs": 4, "scale": 32, "scale_max": 48, "tta": False, "progress": False,
                    "train_subset": 20000, "out": str(out)}))
     assert main(["evaluate", str(out), "--protocol", "dense+multicrop", "--scales", "32", "40",
