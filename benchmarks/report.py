@@ -14,8 +14,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # also when loaded by 
 
 from report_common import HERE, RESULTS, _hardware, _load  # noqa: E402
 from report_cpu import (amx_off_section, backends_section, cpu_section,  # noqa: E402,F401
-                        max_pool_section, step_profile_section, training_loop_section,
-                        training_rows, winograd_section)
+                        max_pool_section, prepack_section, step_profile_section,
+                        training_loop_section, training_rows, winograd_section)
 from report_features import (IMAGENETTE_RUNS, STYLIZE_RUNS, gradcam_section,  # noqa: E402
                              imagenette_section, stylize_section)
 from report_transfer import transfer_section  # noqa: E402
@@ -201,6 +201,18 @@ def main() -> None:
                   f"--data-root ../shared/data{rules} --out "
                   "benchmarks/results/cpu_training_xeon_amx.json`.", ""]
         lines += amx_off_section(_load("cpu_training_xeon_amx_off.json"))
+    avx2 = _load("cpu_backends_avx2.json")
+    if avx2:
+        measured = bool(avx2["inference"].get("agreement"))
+        lines += backends_section(
+            avx2, None, "## The same on an AVX2-only AMD EPYC (no AVX-512, no native bf16)",
+            "cpu_backends_avx2.json", run=measured)
+        lines += ["", "No bf16 timings: without native bf16 `auto` is fp32, and bf16 would be "
+                  "emulated, slower than fp32 (vggnet_bf16's agreement is that of its numerics, "
+                  "for `--precision bf16`). "
+                  + ("Agreement was measured with a `cifar10_quick` run trained on this machine "
+                     "(in fp32, its `auto` here)." if measured else
+                     "No CIFAR run was at hand, so agreement is not measured."), ""]
     cpu = _load("cpu.json")
     lines += cpu_section(cpu) if cpu else ["## CPU", "", "Not run yet: `vggnet bench`."]
     avx2 = _load("cpu_avx2.json")
@@ -236,6 +248,7 @@ def main() -> None:
     lines += [""] + airbench_cpu_section(_load("airbench_cpu.json"))
     lines += [""] + winograd_section()
     lines += [""] + max_pool_section()
+    lines += [""] + prepack_section()
     lines += [""] + step_profile_section()
     protocols = RESULTS / "paper_protocols.md"
     lines += ["", "## The paper's test protocols on CIFAR-10", ""]

@@ -151,6 +151,11 @@ def backends_section(result: dict | None, training: dict | None = None,
             goals.append(f"batch {b}: vggnet's default path for a run with an int8 export "
                          f"(`--backend auto` = {default}) {r['ms'][name]} ms against "
                          f"OpenVINO's best ({best_ov}) {ov[best_ov]} ms.")
+        if "vggnet_bf16" not in r["ms"] and "openvino_fp32" in r["ms"]:  # no native bf16
+            q = r["ms"]["vggnet_fp32"] / r["ms"]["openvino_fp32"]
+            goals.append(f"batch {b}: without an int8 export `--backend auto` runs vggnet's "
+                         f"engine in fp32 here: {r['ms']['vggnet_fp32']} ms, {q:.2f}x OpenVINO "
+                         f"fp32's time ({'as fast or faster' if q <= 1.0 else 'slower'}).")
         if "vggnet_bf16" in r["ms"] and "openvino_bf16" in r["ms"]:
             q = r["ms"]["vggnet_bf16"] / r["ms"]["openvino_bf16"]
             goals.append(f"batch {b}: vggnet bf16 takes {_goal(q, '<= 1.2x', q <= 1.2)} "
@@ -224,6 +229,31 @@ def max_pool_section() -> list[str]:
         out.append(f"| `{path.name}` | {r['environment']['cpu']} | {r['batch']} | {r['dtype']} "
                    f"| {ms['max_pool2d']} | {ms['four_views']} | {ms['rows_then_columns']} | "
                    f"{r['ratio_to_four_views']['rows_then_columns']:.2f}x |")
+    return out
+
+
+def prepack_section() -> list[str]:
+    """`benchmarks/prepack_per_shape.py`: convolution weights reordered per input shape."""
+    out, runs = _runs_or_how(
+        "## Convolution weights reordered per input shape (`benchmarks/prepack_per_shape.py`)",
+        "prepack_per_shape_*.json",
+        "python benchmarks/prepack_per_shape.py --out benchmarks/results/prepack_per_shape_TAG.json")
+    if not runs:
+        return out
+    out += ["The PyTorch engine's fused program, VGG-16 at 224 px, random weights, medians of "
+            "interleaved calls: `once` reorders each convolution's weights into oneDNN's "
+            "layout for no shape in particular (the earlier program; oneDNN reorders them "
+            "again inside every call wherever it blocks them otherwise for the real input), "
+            "`per_shape` for each input shape it meets (the program now).", "",
+            "| file | CPU | capability | precision | batch | once ms | per_shape ms | ratio |",
+            "|---|---|---|---|---|---|---|---|"]
+    for path in runs:
+        r = _load(path.name)
+        env = r["environment"]
+        for row in r["rows"]:
+            out.append(f"| `{path.name}` | {env['cpu']} | {env.get('cpu_capability')} | "
+                       f"{r['precision']} | {row['batch']} | {row['ms']['once']} | "
+                       f"{row['ms']['per_shape']} | {row['ratio_per_shape_to_once']:.2f}x |")
     return out
 
 

@@ -90,6 +90,28 @@ def test_fused_program_gives_the_eager_modules_outputs(name, head):
         assert torch.allclose(program(x), expected, atol=1e-5, rtol=1e-4)
 
 
+def test_convolution_weights_are_reordered_once_per_input_shape_and_the_last_few_kept():
+    """oneDNN blocks a convolution's weights for the problem it runs, so the program reorders
+    them per input shape (once each, reused after) and keeps the last ``KEEP`` shapes."""
+    from vggnet.export.fused import _Conv
+
+    model = with_bn_stats(create_model("vgg11_bn", head="linear", **SMALL))
+    fast = optimize_for_inference(model)
+    program = fused_or_none(fast)
+    first = next(s for s in program.steps if isinstance(s, _Conv))
+    shapes = [(1, 3, 32, 32), (4, 3, 32, 32), (2, 3, 40, 32), (1, 3, 48, 48), (3, 3, 32, 32)]
+    with torch.inference_mode():
+        for shape in shapes + shapes[:1]:
+            x = torch.randn(shape).contiguous(memory_format=torch.channels_last)
+            assert torch.allclose(program(x), model(x), atol=1e-5, rtol=1e-4)
+        kept = list(first.packed)
+        assert len(kept) == _Conv.KEEP and kept[-1] == shapes[0]  # the oldest but re-used
+        assert shapes[1] not in kept  # the least recently used went
+        packed = first.packed[shapes[0]]
+        program(torch.randn(shapes[0]).contiguous(memory_format=torch.channels_last))
+        assert first.packed[shapes[0]] is packed  # reused, not reordered again
+
+
 @pytest.mark.parametrize("size", [(8, 8), (7, 9), (2, 3), (3, 2)])
 @pytest.mark.parametrize("layout", [torch.channels_last, torch.contiguous_format])
 def test_the_two_by_two_pool_is_max_pool2d(size, layout):

@@ -422,3 +422,19 @@ def test_report_shows_each_step_profile_or_how_to_run_one(tmp_path, monkeypatch)
     assert "`training_profile_x.json`: Some CPU (2 cores, avx512_bf16), bf16, Winograd on maps " \
            "of <= 64 pixels; 400.0 images/s, 320.0 ms per step" in text
     assert "| convolution (oneDNN) | 200.0 | 66.7% |" in text
+
+
+def test_report_shows_each_prepack_comparison_or_how_to_run_one(tmp_path, monkeypatch):
+    report = _report_module()
+    import report_cpu
+
+    monkeypatch.setattr(report_cpu, "RESULTS", tmp_path)
+    assert "Not run yet: `python benchmarks/prepack_per_shape.py" in \
+        "\n".join(report.prepack_section())
+    run = {"environment": {"cpu": "Some CPU", "cpu_capability": "AVX2"}, "precision": "fp32",
+           "rows": [{"batch": 1, "ms": {"once": 200.0, "per_shape": 150.0},
+                     "ratio_per_shape_to_once": 0.75}]}
+    (tmp_path / "prepack_per_shape_x.json").write_text(json.dumps(run))
+    monkeypatch.setattr(report_cpu, "_load", lambda name: json.loads((tmp_path / name).read_text()))
+    assert "| `prepack_per_shape_x.json` | Some CPU | AVX2 | fp32 | 1 | 200.0 | 150.0 | 0.75x |" \
+        in "\n".join(report.prepack_section())

@@ -7,7 +7,8 @@ so this module does once what eager mode does per call:
 
 * every convolution's and linear layer's weights are reordered into oneDNN's layout once
   (``mkldnn_reorder_conv2d_weight``, ``_reorder_linear_weight``, as ``torch.compile``'s
-  freezing pass does), and a ReLU that follows one is fused into it (a oneDNN post-op);
+  freezing pass does; a convolution's once per input shape, since oneDNN's blocking of the
+  weights depends on it), and a ReLU that follows one is fused into it (a oneDNN post-op);
 * 2x2 max-pooling with stride 2 is two element-wise maxima over strided views of the
   channels-last map (row pairs, then column pairs), without the indices that ``max_pool2d``
   computes for a backward pass inference never takes;
@@ -22,6 +23,8 @@ fast path can never change an answer.
 from __future__ import annotations
 
 import logging
+import threading
+from collections import OrderedDict
 
 import torch
 import torch.nn as nn
@@ -38,16 +41,42 @@ def _mkldnn_ops_available() -> bool:
 
 
 class _Conv:
-    def __init__(self, conv: nn.Conv2d, relu: bool):
-        w = conv.weight.detach()
+    """A convolution (with its ReLU fused) whose weights are reordered into oneDNN's layout for
+    the input shape it runs on. oneDNN picks the weights' blocking per problem: on an AVX2 CPU
+    VGG-16's middle layers want 24 output channels per block at batch 1 and 16 at batch 32, so
+    weights reordered once for no shape in particular were reordered again inside every call
+    for most layers. The reordered weights of the last :attr:`KEEP` input shapes are kept."""
+
+    KEEP = 4
+
+    def __init__(self, conv: nn.Conv2d, relu: bool, per_shape: bool = True):
+        self.dense = conv.weight.detach()
         self.args = (list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups)
-        self.weight = torch._C._nn.mkldnn_reorder_conv2d_weight(w.to_mkldnn(), *self.args, None)
         self.bias = None if conv.bias is None else conv.bias.detach()
         self.attr = "relu" if relu else "none"
+        self.per_shape = per_shape
+        self.packed: OrderedDict = OrderedDict()
+        self.lock = threading.Lock()
+        if not per_shape:
+            self._weight(None)
+
+    def _weight(self, shape):
+        with self.lock:
+            w = self.packed.get(shape)
+            if w is None:
+                w = torch._C._nn.mkldnn_reorder_conv2d_weight(
+                    self.dense.to_mkldnn(), *self.args, None if shape is None else list(shape))
+                self.packed[shape] = w
+                if len(self.packed) > self.KEEP:
+                    self.packed.popitem(last=False)  # the least recently used shape
+            else:
+                self.packed.move_to_end(shape)
+            return w
 
     def __call__(self, x):
-        return torch.ops.mkldnn._convolution_pointwise(x, self.weight, self.bias, *self.args,
-                                                       self.attr, [], "")
+        w = self._weight(tuple(x.shape) if self.per_shape else None)
+        return torch.ops.mkldnn._convolution_pointwise(x, w, self.bias, *self.args, self.attr,
+                                                       [], "")
 
 
 class _Linear:
@@ -83,14 +112,14 @@ def _is_plain_2x2_pool(m: nn.Module) -> bool:
             and not m.return_indices)
 
 
-def _compile(layers: list[nn.Module]) -> list:
+def _compile(layers: list[nn.Module], per_shape: bool = True) -> list:
     """A list of callables doing what the sequence of ``layers`` does."""
     steps, i = [], 0
     while i < len(layers):
         m = layers[i]
         relu = i + 1 < len(layers) and isinstance(layers[i + 1], nn.ReLU)
         if isinstance(m, nn.Conv2d) and m.padding_mode == "zeros":
-            steps.append(_Conv(m, relu))
+            steps.append(_Conv(m, relu, per_shape))
         elif isinstance(m, nn.Linear):
             steps.append(_Linear(m, relu))
         else:
@@ -102,15 +131,17 @@ def _compile(layers: list[nn.Module]) -> list:
 
 class FusedProgram:
     """``model``'s features and head (both sequences of layers, as every vggnet head is) as a
-    prepacked program; call :func:`fused_or_none` rather than this directly."""
+    prepacked program; call :func:`fused_or_none` rather than this directly. ``per_shape=False``
+    reorders each convolution's weights once for no input shape in particular (the earlier
+    program, kept for ``benchmarks/prepack_per_shape.py``)."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, per_shape: bool = True):
         self.check_input = getattr(model, "check_input", None)
-        self.steps = _compile(list(model.features.children()))
+        self.steps = _compile(list(model.features.children()), per_shape)
         head = model.head
         if type(head).forward is not nn.Sequential.forward and not hasattr(head, "logits_layer"):
             raise TypeError(f"{type(head).__name__} is not a sequence of layers")
-        self.steps += _compile(list(head.children()))
+        self.steps += _compile(list(head.children()), per_shape)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self.check_input is not None:
@@ -120,7 +151,7 @@ class FusedProgram:
         return x
 
 
-def fused_or_none(model: nn.Module) -> FusedProgram | None:
+def fused_or_none(model: nn.Module, per_shape: bool = True) -> FusedProgram | None:
     """The fused program of an inference-ready CPU model, or None where it cannot be built
     (no oneDNN, a GPU model, a head that is not a sequence, an op this PyTorch lacks)."""
     p = next(model.parameters(), None)
@@ -130,7 +161,7 @@ def fused_or_none(model: nn.Module) -> FusedProgram | None:
         return None
     try:
         with torch.inference_mode():
-            return FusedProgram(model)
+            return FusedProgram(model, per_shape)
     except (RuntimeError, TypeError, NotImplementedError) as exc:
         log.warning("the fused CPU program could not be built (%s); running eager PyTorch",
                     str(exc).splitlines()[0])
