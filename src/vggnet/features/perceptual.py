@@ -52,7 +52,7 @@ PRESETS = {
 
 
 def _check_range(x: torch.Tensor, low: float, name: str, hint: str) -> None:
-    lo, hi = float(x.min()), float(x.max())
+    lo, hi = (float(v) for v in torch.aminmax(x.detach()))  # one pass, outside autograd
     if lo < low - 1e-3 or hi > 1 + 1e-3:
         raise InputError(f"{name}: values from {lo:.3g} to {hi:.3g}, outside the expected "
                          f"[{low:g}, 1]; {hint}")
