@@ -153,8 +153,10 @@ def test_training_from_keras_weights_feeds_them_what_they_expect(tmp_path):
     torch.testing.assert_close(model.features[0].weight, keras_way.features[0].weight.flip(1))
     x = torch.rand(2, 3, 32, 32)  # RGB in [0, 1], as the data pipeline has it
     pipeline = (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
-    expected = keras_way.features[0](CAFFE(x))
-    torch.testing.assert_close(model.features[0](pipeline), expected, rtol=1e-5,
+    with torch.no_grad():
+        expected = keras_way.features[0](CAFFE(x))
+        got = model.features[0](pipeline)
+    torch.testing.assert_close(got, expected, rtol=1e-5,
                                atol=1e-4 * float(expected.abs().max()))
     assert not take_rgb_input(model)  # already RGB: nothing left to do
     explicit = resolve(None, {"weights": str(path), "normalize": "imagenet"})
