@@ -191,3 +191,82 @@ def test_export_checks_scale_with_the_logits_and_still_catch_a_broken_file(tmp_p
     with pytest.raises(ExportError, match="differs from PyTorch"):
         _check_close(onnx_outputs(tmp_path / "broken.onnx", x), ref, 1e-4, "broken.onnx",
                      "ONNX Runtime")
+
+
+# The shapes of the packaged recipes' runs: the image as decoded, the training scales and
+# crop, the head. A run whose crop is smaller than its decoded images (scale jittering,
+# imagenette_quick and every fine-tune of it) must export, quantize and predict as well as
+# one trained on whole images.
+RECIPE_SHAPES = {
+    "whole_images": dict(image_size=32, crop_padding=2),
+    "jittered_crop": dict(image_size=48, scale=32, scale_max=48, crop_size=32, crop_padding=0,
+                          tta=True),
+    "jittered_fc_head": dict(image_size=48, scale=40, crop_size=32, crop_padding=0,
+                             head="classifier", fc_dim=32),
+}
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    """Two classes of images of mixed sizes, train/ and val/."""
+    from helpers import write_image
+
+    root = tmp_path_factory.mktemp("shapes") / "data"
+    for split, n in (("train", 16), ("val", 6)):
+        for c, name in enumerate(("a", "b")):
+            for i in range(n):
+                write_image(root / split / name / f"{i}.png", size=(40 + 9 * (i % 4), 56),
+                            seed=100 * c + i)
+    return root
+
+
+def _train_shape(folder, out, shape: dict, **extra):
+    train(resolve(None, dict(data=str(folder), width=0.125, epochs=1, progress=False,
+                             out=str(out), **shape, **extra)))
+    return out
+
+
+@pytest.mark.parametrize("shape", sorted(RECIPE_SHAPES))
+def test_every_recipe_shape_exports_in_every_format_and_predicts(shape, folder, tmp_path,
+                                                                 capsys, monkeypatch):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("openvino")
+    pytest.importorskip("nncf")
+    import vggnet.export.quantize as quantize
+    from vggnet.run import read_run_metadata
+
+    base = _train_shape(folder, tmp_path / "base", RECIPE_SHAPES[shape])
+    # and a fine-tune of it: architecture and preprocessing lent by the run
+    run = tmp_path / "tuned"
+    train(resolve(None, dict(data=str(folder), weights=str(base), epochs=1, progress=False,
+                             out=str(run))))
+    pre = read_run_metadata(run).preprocessing
+    assert pre.input_size == RECIPE_SHAPES[shape].get("crop_size", 32)
+    seen = []
+    real = quantize.compare_int8
+
+    def spy(model, engine, images, *a, **k):
+        seen.append(tuple(images.shape[-2:]))
+        return real(model, engine, images, *a, **k)
+
+    monkeypatch.setattr(quantize, "compare_int8", spy)
+    for fmt in ("onnx", "openvino"):
+        assert main(["export", str(run), "--format", fmt, "--int8", "--calibration", "8",
+                     "--check-images", "12"]) == 0, fmt
+    assert main(["export", str(run), "--format", "torchscript"]) == 0
+    text = capsys.readouterr().out
+    # the agreement is measured on what `predict` feeds: the test scale's centre crop
+    assert seen == [(pre.input_size, pre.input_size)] * 2
+    assert text.count("agrees with fp32 on") == 2
+    images = sorted((folder / "val" / "a").glob("*.png"))[:3]
+    answers = {}
+    for backend in ("torch", "onnx", "int8", "openvino", "openvino-int8", "auto"):
+        assert main(["predict", str(run), *map(str, images), "--backend", backend,
+                     "--precision", "fp32" if backend in ("torch", "openvino") else "auto",
+                     "--json"]) == 0, backend
+        answers[backend] = json.loads(capsys.readouterr().out)
+        assert [len(a["top"]) for a in answers[backend]] == [2, 2, 2], backend
+    for backend in ("onnx", "openvino"):  # the fp32 files answer as PyTorch does
+        for a, b in zip(answers[backend], answers["torch"]):
+            assert a["top"][0]["probability"] == pytest.approx(b["top"][0]["probability"],
+                                                               abs=1e-3)

@@ -59,6 +59,14 @@ class Preprocessing:
     def to_dict(self) -> dict:
         return {**asdict(self), "mean": list(self.mean), "std": list(self.std)}
 
+    def view(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 images (N x C x H x W, any size) as the network sees them at prediction:
+        shorter side to ``test_scale``, then a centre crop of ``input_size`` (the resize of
+        :class:`vggnet.predict.Predictor`, on tensors)."""
+        from .data.augment import center_crop, resize_shorter
+
+        return center_crop(resize_shorter(images, self.test_scale), self.input_size)
+
 
 def software_versions() -> dict:
     import torchvision
@@ -200,12 +208,14 @@ def load_checkpoint(run_or_file: str | Path, which: str = "best", device="cpu"):
 
 def open_run_data(meta: RunMetadata, split: str = "test", *, n: int | None = None,
                   data: str | None = None, data_root=None, image_size: int | None = None,
-                  seed: int = 1):
+                  seed: int = 1, as_input: bool = False):
     """The images a run was trained (``split="train"``) or tested on, as an in-memory
     :class:`~vggnet.data.ImageTensors` (``n`` of them, class-stratified; all with ``None``).
     ``data`` (and ``image_size``) read another data set with the same classes instead.
     Streamed runs (ImageNet-sized folders) give the images centre-cropped at the run's
-    test scale, decoded one by one."""
+    test scale, decoded one by one. ``as_input``: every image as the network sees it at
+    prediction (:meth:`Preprocessing.view`), the form that exports are checked and
+    calibrated on."""
     from .data import load_splits
 
     cfg = meta.config
@@ -213,7 +223,7 @@ def open_run_data(meta: RunMetadata, split: str = "test", *, n: int | None = Non
     if not source:
         raise DataError("no data set recorded in the checkpoint: pass --data")
     if cfg.get("stream") and not data:
-        return _streamed_images(meta, split, n, seed)
+        return _streamed_images(meta, split, n, seed)  # already as the network sees them
     root = data_root or meta.data_root
     size = image_size if data else cfg.get("image_size")
     train, test = load_splits(source, root=root, image_size=size,
@@ -222,7 +232,10 @@ def open_run_data(meta: RunMetadata, split: str = "test", *, n: int | None = Non
     if meta.classes and out.classes != meta.classes:
         raise DataError(f"the data's classes {out.classes[:5]}... differ from the checkpoint's "
                         f"{meta.classes[:5]}...: use data with the same class folders")
-    return out.subset(n, seed=seed)
+    out = out.subset(n, seed=seed)
+    if as_input:
+        out = type(out)(meta.preprocessing.view(out.images), out.labels, out.classes)
+    return out
 
 
 def _streamed_images(meta: RunMetadata, split: str, n: int | None, seed: int):

@@ -144,7 +144,7 @@ def agreement(run, data_root=None, calibration: int = 512, int8: bool = True) ->
     model, meta = load_checkpoint(run)
     model.eval()
     pre = meta.preprocessing
-    test = open_run_data(meta, "test", data_root=data_root)
+    test = open_run_data(meta, "test", data_root=data_root, as_input=True)
     rows = {}
 
     def compare(name, engine):
@@ -155,7 +155,8 @@ def agreement(run, data_root=None, calibration: int = 512, int8: bool = True) ->
     compare("vggnet_bf16", InferenceEngine(model, "bf16"))
     if find_spec("onnx") is None:
         return {"run": str(run), "test_images": len(test.images), "paths": rows}
-    calib = open_run_data(meta, "train", n=calibration, data_root=data_root).images if int8 \
+    calib = open_run_data(meta, "train", n=calibration, data_root=data_root,
+                          as_input=True).images if int8 \
         else None
     with tempfile.TemporaryDirectory(prefix="vggnet-agree-") as d:
         fp32 = export_onnx(model, Path(d) / "fp32.onnx", pre.input_size)

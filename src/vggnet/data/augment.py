@@ -48,6 +48,16 @@ def resize_shorter(x: torch.Tensor, s: int) -> torch.Tensor:
     return y.round_().clamp_(0, 255).to(x.dtype) if x.dtype == torch.uint8 else y
 
 
+def center_crop(x: torch.Tensor, size: int) -> torch.Tensor:
+    """The centre ``size`` x ``size`` crop of each image (odd margins: one more pixel at the
+    bottom and right, as torchvision's CenterCrop and :func:`vggnet.io.resize_center_crop`)."""
+    h, w = x.shape[-2:]
+    if h < size or w < size:
+        raise ValueError(f"a {size} px crop of {h} x {w} images")
+    top, left = (h - size) // 2, (w - size) // 2
+    return x[..., top:top + size, left:left + size]
+
+
 def random_scale_crop(x: torch.Tensor, s_min: int, s_max: int, crop: int,
                       g: torch.Generator) -> torch.Tensor:
     """The paper's training scale (Section 3.1): rescale each image so its shorter side is S,

@@ -131,11 +131,13 @@ def quantize_run_openvino(model, meta, fp32_model, int8_xml, *, calibration: int
 
     check_int8_counts(calibration, check_images)
     pre = meta.preprocessing
-    calib = open_run_data(meta, "train", n=calibration, data_root=data_root).images
+    # as `predict` sees them, as in quantize_run
+    calib = open_run_data(meta, "train", n=calibration, data_root=data_root,
+                          as_input=True).images
     quantize_openvino(fp32_model, int8_xml, calib, pre.mean, pre.std, input_size=pre.input_size)
-    test = open_run_data(meta, "test", n=check_images, data_root=data_root)
-    report = compare_int8(model.eval(), OpenVinoClassifier(int8_xml), test.images, test.labels,
-                          pre.mean, pre.std)
+    test = open_run_data(meta, "test", n=check_images, data_root=data_root, as_input=True)
+    report = compare_int8(model.eval(), OpenVinoClassifier(int8_xml), test.images,
+                          test.labels, pre.mean, pre.std)
     return {"calibration_images": len(calib), **report}
 
 

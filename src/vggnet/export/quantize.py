@@ -145,10 +145,14 @@ def quantize_run(model, meta: RunMetadata, fp32_onnx, int8_onnx, *, calibration:
     run's training images, compared with ``model`` on ``check_images`` test images."""
     check_int8_counts(calibration, check_images)
     pre = meta.preprocessing
-    calib = open_run_data(meta, "train", n=calibration, data_root=data_root).images
+    # both sides see the images as `predict` does (shorter side to the test scale, centre
+    # crop): a run that trains on crops smaller than its decoded images (scale jittering) is
+    # exported at the crop size
+    calib = open_run_data(meta, "train", n=calibration, data_root=data_root,
+                          as_input=True).images
     quantize_onnx(fp32_onnx, int8_onnx, calib, pre.mean, pre.std, input_size=pre.input_size,
                   reduce_range=reduce_range)
-    test = open_run_data(meta, "test", n=check_images, data_root=data_root)
-    report = compare_int8(model.eval(), OnnxClassifier(int8_onnx), test.images, test.labels,
-                          pre.mean, pre.std)
+    test = open_run_data(meta, "test", n=check_images, data_root=data_root, as_input=True)
+    report = compare_int8(model.eval(), OnnxClassifier(int8_onnx), test.images,
+                          test.labels, pre.mean, pre.std)
     return {"calibration_images": len(calib), **report}
