@@ -79,8 +79,8 @@ def test_flags_and_recipes_override_what_a_run_lends(run, photos):
     assert cfg.recipe_default is None and cfg.model == "vgg11_bn"  # a recipe replaces finetune
     cfg = resolve(None, {"data": str(photos), "init_from": str(run), "model": "vgg13_bn"})
     assert cfg.model == "vgg13_bn" and cfg.width == 0.125  # a deeper net from a shallower one
-    plain = resolve(None, {"data": str(photos)})
-    assert plain.inherited == {} and plain.epochs == TrainConfig().epochs
+    plain = resolve(None, {"data": str(photos)})  # photos of many sizes: the data sets one
+    assert set(plain.inherited) == {"image_size"} and plain.epochs == TrainConfig().epochs
 
 
 def test_normalize_is_checked_and_imagenet_weights_lend_imagenets():

@@ -14,6 +14,7 @@ epoch never decodes an image again. Supported sources:
 
 from __future__ import annotations
 
+import io
 import os
 import tarfile
 import warnings
@@ -73,7 +74,8 @@ def _stack(arrays: list[np.ndarray], labels: list[int], classes: list[str]) -> I
     shapes = {a.shape for a in arrays}
     if len(shapes) > 1:
         raise DataError(f"images have different sizes {sorted(shapes)[:3]}...: pass image_size "
-                        "(--image-size N) to resize them to N x N")
+                        "(--image-size N) to resize them to N x N (`vggnet train` chooses one "
+                        "itself when neither the flag nor a recipe sets it)")
     images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
     return ImageTensors(images, torch.tensor(labels, dtype=torch.long), classes)
 
@@ -262,6 +264,40 @@ def estimate_decoded_bytes(source: str | Path, image_size: int | None) -> tuple[
     else:
         return None
     return n, n * 3 * image_size * image_size
+
+
+def survey_sizes(source: str | Path, limit: int = 200) -> list[tuple[int, int]] | None:
+    """(width, height) of up to ``limit`` images of a folder or tar (its training split where
+    it has one), spread evenly over its files, read from the headers alone (nothing is
+    decoded; unreadable files are left out); None for built-in sets and missing paths."""
+    from PIL import Image
+
+    path = Path(source).expanduser()
+    if str(source).lower() in BUILTIN or not path.exists():
+        return None
+    sizes = []
+
+    def add(fp):
+        try:
+            with Image.open(fp) as im:
+                sizes.append(im.size)
+        except Exception:  # noqa: BLE001 - any unreadable file is the decoder's to report
+            pass
+
+    if path.is_dir():
+        path = split_root(path)
+        files = sorted(p for p in ((path / "train") if (path / "train").is_dir() else path)
+                       .rglob("*") if p.is_file() and is_image_name(p.name))
+        for p in files[::max(1, len(files) // limit)][:limit]:
+            add(p)
+    elif tarfile.is_tarfile(path):
+        with tarfile.open(path) as tf:
+            for member in tf:
+                if len(sizes) >= limit:
+                    break
+                if member.isfile() and is_image_name(member.name):
+                    add(io.BytesIO(tf.extractfile(member).read()))
+    return sizes
 
 
 def split_fraction(data: ImageTensors, fraction: float, seed: int):

@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import WeightsMismatchError, WeightsError
-from .hub import PRETRAINED_NAMES, pretrained_file
+from .hub import is_published, pretrained_file, published_model
 from .keras import is_keras_file
 from .normalization import CAFFE, InputNorm
 from .registry import get_builder, list_models
@@ -165,12 +165,13 @@ def create_model(name: str, *, weights=None, strict_head: bool = False, **option
     ``options`` go to the builder (``num_classes``, ``in_channels``, ``width``, ``dropout``,
     ``head``, ``init``, ...). ``weights`` is a path (``.pth``, ``.pt``, ``.safetensors``) or a
     state dict in torchvision's, timm's or vggnet's own format (see
-    :func:`vggnet.models.weights.load_weights`), or ``"imagenet"`` for torchvision's published
-    ImageNet weights (downloaded once, checksum-verified; see :mod:`vggnet.models.hub`).
+    :func:`vggnet.models.weights.load_weights`), or ``"imagenet"`` (or timm's name for the
+    same file, ``"vgg16_bn.tv_in1k"``) for torchvision's published ImageNet weights
+    (downloaded once, checksum-verified; see :mod:`vggnet.models.hub`).
     """
     model = get_builder(name)(**options)
-    if isinstance(weights, str) and weights.lower() in PRETRAINED_NAMES:
-        weights = pretrained_file(name)
+    if is_published(weights):
+        weights = pretrained_file(published_model(weights, name))
     if weights is not None:
         load_weights(model, weights, strict_head=strict_head)
     return model

@@ -176,16 +176,25 @@ def _check_model(cfg: TrainConfig) -> None:
 
 
 def _check_paths(cfg: TrainConfig) -> None:
-    from ..models.hub import PRETRAINED_NAMES
+    from ..errors import WeightsError
+    from ..models.hub import URLS, is_published, published_model
 
     if cfg.data.lower() not in BUILTIN_DATA and not Path(cfg.data).expanduser().exists():
         raise DataError(f"data set {cfg.data!r} not found: give one of "
                         f"{', '.join(BUILTIN_DATA)}, a folder in the ImageFolder layout, or a "
                         ".tar/.tar.gz of one")
-    if cfg.weights and cfg.weights.lower() not in PRETRAINED_NAMES \
-            and not Path(cfg.weights).exists():
-        raise ConfigError(f"weights: {cfg.weights} not found (a run directory, a .safetensors "
-                          "or .pth file, or imagenet)")
+    if is_published(cfg.weights):
+        try:
+            name = published_model(cfg.weights, cfg.model)
+        except WeightsError as exc:
+            raise ConfigError(str(exc)) from None
+        if name not in URLS:
+            raise ConfigError(f"weights imagenet: no published ImageNet weights for {name}; "
+                              f"the models that have them: {', '.join(URLS)}")
+    elif cfg.weights and not Path(cfg.weights).exists():
+        raise ConfigError(f"weights: {cfg.weights} not found (a run directory, a .safetensors, "
+                          ".pth or Keras .h5 file, imagenet, or a name such as "
+                          "vgg16_bn.tv_in1k)")
     if cfg.init_from and not Path(cfg.init_from).exists():
         raise ConfigError(f"init_from: {cfg.init_from} not found (train the shallower net "
                           "first, e.g. configs/imagenet/vgg11_S256.toml)")

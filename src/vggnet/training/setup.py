@@ -18,7 +18,7 @@ from ..device import uses_bf16
 from ..errors import ConfigError, DataError
 from ..models import create_model, init_from_shallower, load_weights
 from ..models.normalization import take_rgb_input
-from ..models.hub import PRETRAINED_NAMES, pretrained_file
+from ..models.hub import is_published, pretrained_file, published_model
 from ..run import resolve_checkpoint
 from .config import TrainConfig
 from .distributed import DistContext
@@ -173,8 +173,8 @@ def build_model(cfg: TrainConfig, num_classes: int, in_channels: int = 3) -> nn.
                          **options)
     if cfg.weights:
         path = cfg.weights
-        if path.lower() in PRETRAINED_NAMES:  # published weights, verified
-            path = pretrained_file(cfg.model)
+        if is_published(path):  # published weights, verified
+            path = pretrained_file(published_model(path, cfg.model))
         elif Path(path).is_dir():
             path = resolve_checkpoint(path)
         report = load_weights(model, path)

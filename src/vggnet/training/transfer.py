@@ -44,19 +44,13 @@ def weights_run(value: str | None):
 def inherited_values(cfg, explicit: set[str]) -> dict[str, tuple[object, str]]:
     """``{field: (value, source)}`` that the run given as ``weights`` (else ``init_from``)
     lends to ``cfg``, for the fields not in ``explicit`` (those a recipe or a flag set)."""
-    from ..models.keras import is_keras_file
-
     source, meta = "weights", weights_run(cfg.weights)  # each checkpoint's header read once
     if meta is None:
         source, meta = "init_from", weights_run(cfg.init_from)
     if meta is None:
-        if "normalize" in explicit:
-            return {}
-        if str(cfg.weights).lower() == "imagenet":
-            return {"normalize": ("imagenet", "the imagenet weights")}  # torchvision's inputs
-        if is_keras_file(cfg.weights):  # Keras' "caffe" inputs, as RGB (see build_model)
-            return {"normalize": ("caffe", "the Keras weights")}
-        return {}
+        lent = imagenet_values(cfg, explicit)
+        lent.update(data_values(cfg, explicit | set(lent)))
+        return lent
     where = getattr(cfg, source)
     lent: dict[str, object] = {}
     for key, model_key in _ARCH.items():
@@ -71,6 +65,93 @@ def inherited_values(cfg, explicit: set[str]) -> dict[str, tuple[object, str]]:
     lent.setdefault("image_size", pre.test_scale)  # the data set's own size, as decoded
     lent["normalize"] = format_normalize(pre.mean, pre.std)
     return {k: (v, str(where)) for k, v in lent.items() if k not in explicit}
+
+
+def imagenet_values(cfg, explicit: set[str]) -> dict[str, tuple[object, str]]:
+    """What weights trained on ImageNet lend (``imagenet``, ``vgg16_bn.tv_in1k``, a torchvision
+    or timm ``.pth``, a Keras ``.h5``): the architecture they fit, their fc6/fc7 kept (the
+    last layer replaced for the new classes, as PyTorch's fine-tuning tutorial does), their
+    inputs' mean and std (ImageNet's; Keras': its 'caffe' inputs) and, for a folder of
+    images, their sizes (shorter side 256, 224 px crops; built-in sets such as cifar10 keep
+    their own). Nothing for other sources, or no weights."""
+    from ..models.hub import (DEFAULT_IMAGENET_MODEL, IMAGENET_CROP, IMAGENET_SCALE,
+                              is_published, published_model)
+    from ..models.keras import is_keras_file
+
+    weights = cfg.weights
+    if not weights:
+        return {}
+    lent: dict[str, object] = {}
+    if is_published(weights):
+        what = f"the {weights} weights"
+        lent["model"] = published_model(weights) or DEFAULT_IMAGENET_MODEL
+        lent["head"], lent["normalize"] = "classifier", "imagenet"
+    elif Path(weights).is_file():
+        what = str(weights)
+        lent.update(_file_architecture(weights))
+        lent["normalize"] = "caffe" if is_keras_file(weights) else "imagenet"
+        if "fc_dim" not in lent:  # a backbone alone (timm features, Keras without the top)
+            lent.pop("head", None)
+    else:
+        return {}
+    if Path(cfg.data).expanduser().exists():  # photos; built-in sets keep their own size
+        lent.update(image_size=IMAGENET_SCALE, scale=IMAGENET_SCALE, crop_size=IMAGENET_CROP,
+                    crop_padding=0, eval_batch_size=64)  # 1000 images of 224 px: ~20 GB
+    if "model" in explicit:  # a named model takes the weights as they are
+        lent.pop("model")
+    return {k: (v, what) for k, v in lent.items() if k not in explicit}
+
+
+def _file_architecture(path) -> dict[str, object]:
+    """model, width, head and fc_dim of the network a weights file fits, as far as its
+    tensors tell; {} when they fit no registered VGG (loading then says why)."""
+    from ..errors import WeightsError
+    from ..models.factory import infer_architecture
+    from ..models.weights import read_state_dict
+
+    try:
+        sd = read_state_dict(path)
+    except WeightsError:
+        return {}  # loading the weights will name the problem
+    arch = infer_architecture(sd)
+    if arch is None:
+        return {}
+    name, _, rest = arch.partition(" (width ")
+    out: dict[str, object] = {"model": name, "head": "classifier"}
+    if rest:
+        out["width"] = float(rest.rstrip(")"))
+    for key in ("classifier.0.weight", "pre_logits.fc1.weight", "head.fc6.weight"):
+        if key in sd:
+            out["fc_dim"] = int(sd[key].shape[0])
+    return out
+
+
+# the largest image size chosen for a folder of photos of mixed sizes (ImageNet's input size)
+MAX_IMPLIED_SIZE = 224
+
+
+def data_values(cfg, explicit: set[str]) -> dict[str, tuple[object, str]]:
+    """The image size a folder of images of different sizes is decoded at when nothing else
+    sets one: the largest training scale (or the crop) when those are set, else the median
+    shorter side of the images, rounded down to a multiple of 32 and kept within
+    [32, MAX_IMPLIED_SIZE]. Nothing when the images share one size or the data is built in."""
+    from ..data.datasets import survey_sizes
+
+    if cfg.image_size is not None or "image_size" in explicit:
+        return {}
+    sizes = survey_sizes(cfg.data)
+    if not sizes or len(set(sizes)) == 1:
+        return {}
+    shorter = sorted(min(w, h) for w, h in sizes)
+    if cfg.scale or cfg.crop_size:
+        size, why = cfg.scale_max or cfg.scale or cfg.crop_size, "the largest training scale"
+    else:
+        median = shorter[len(shorter) // 2]
+        size = max(32, min(MAX_IMPLIED_SIZE, median // 32 * 32))
+        why = f"median shorter side {median} px, as a multiple of 32 up to {MAX_IMPLIED_SIZE}"
+    return {"image_size": (size, f"the data ({len(sizes)} images looked at, shorter sides "
+                                 f"{shorter[0]}-{shorter[-1]} px: {why}; --image-size N "
+                                 "to choose)")}
 
 
 def format_normalize(mean, std) -> str:
