@@ -141,7 +141,50 @@ def test_every_train_flag_has_its_fields_help():
     for f in fields(TrainConfig):
         help_text = actions[f.name].help
         assert f.metadata["help"] and help_text.startswith(f.metadata["help"].replace("%", "%%")), f.name
-        assert "(default " in help_text
+        # a default is shown once, never as "(default None)" after a text that explains it
+        assert "(default None)" not in help_text, f.name
+        assert f.default is None or f"(default {f.default})" in help_text, f.name
+
+
+def _subparsers(parser):
+    return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+
+
+def test_every_command_help_ends_with_examples_that_parse():
+    """Each sub-command's --help ends with two or three examples, and each `vggnet` example
+    is a command line its own parser accepts (so an example cannot name a flag that is not
+    there)."""
+    from vggnet.cli import COMMANDS
+
+    parser = build_parser()
+    for name, sub in _subparsers(parser).items():
+        text = sub.format_help()
+        assert "\nexamples:\n" in text, name
+        examples = [ln.strip() for ln in text.split("\nexamples:\n", 1)[1].splitlines()
+                    if ln.strip()]
+        assert 1 <= len(examples) <= 3, name
+        for line in examples:
+            words = line.split()
+            if words[0] == "curl":
+                continue
+            assert words[:2] == ["vggnet", name], line
+            if ">" in words:  # a shell redirection ends the command
+                words = words[:words.index(">")]
+            parser.parse_args(words[1:])
+    assert {c.NAME for c in COMMANDS} == set(_subparsers(parser))
+
+
+def test_the_backend_help_lists_auto_in_the_order_the_code_tries():
+    from vggnet.export.names import AUTO_ORDER, BACKENDS
+
+    parser = build_parser()
+    for name in ("predict", "serve"):
+        action = next(a for a in _subparsers(parser)[name]._actions if a.dest == "backend")
+        auto = action.help.split("auto (default):", 1)[1].split(";", 1)[0]
+        assert [auto.index(b + " (") for b in AUTO_ORDER] == sorted(
+            auto.index(b + " (") for b in AUTO_ORDER), auto
+        for backend in BACKENDS[1:]:
+            assert backend in action.help
 
 
 def test_packaged_recipes_are_found_by_name_from_anywhere(tmp_path, monkeypatch, capsys):

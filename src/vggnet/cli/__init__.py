@@ -39,7 +39,15 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
             sub.add_parser(command.NAME, help=command.HELP)
         else:
             command.register(sub)
+            _add_examples(sub.choices[command.NAME], command.EXAMPLES)
     return parser
+
+
+def _add_examples(parser: argparse.ArgumentParser, examples: tuple[str, ...]) -> None:
+    """End a sub-command's --help with its examples, kept as written (argparse would rewrap
+    them into one paragraph)."""
+    parser.epilog = "examples:\n" + "\n".join(f"  {line}" for line in examples)
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
 
 
 def _command_in(argv: list[str]) -> str:

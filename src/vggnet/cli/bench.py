@@ -3,6 +3,14 @@
 from __future__ import annotations
 
 
+NAME = "bench"
+# shown at the end of `vggnet bench --help`
+EXAMPLES = (
+    "vggnet bench --only inference",
+    "vggnet bench --only inference --run runs/cifar10_quick --out bench.json",
+)
+
+
 def register(sub) -> None:
     p = sub.add_parser("bench", help="CPU benchmarks against torchvision baselines (ratios), "
                                      "every inference backend side by side")

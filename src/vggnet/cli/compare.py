@@ -3,6 +3,14 @@
 from __future__ import annotations
 
 
+NAME = "compare"
+# shown at the end of `vggnet compare --help`
+EXAMPLES = (
+    "vggnet compare a.jpg b.jpg",
+    "vggnet compare a.jpg b.jpg --per-layer",
+)
+
+
 def register(sub) -> None:
     p = sub.add_parser("compare", help="LPIPS perceptual distance between two images")
     p.add_argument("first", help="an image file")

@@ -7,6 +7,15 @@ import json
 from pathlib import Path
 
 
+NAME = "evaluate"
+# shown at the end of `vggnet evaluate --help`
+EXAMPLES = (
+    "vggnet evaluate runs/photos",
+    "vggnet evaluate runs/imagenette_quick --protocol dense --scales 96 112 128 --flip",
+    "vggnet evaluate runs/photos --data other_photos/ --json",
+)
+
+
 def register(sub) -> None:
     p = sub.add_parser("evaluate", help="top-1/top-5, per-class accuracy and confusion matrix")
     p.add_argument("checkpoint", help="a run directory or a .safetensors checkpoint")

@@ -5,6 +5,14 @@ from __future__ import annotations
 import sys
 
 
+NAME = "explain"
+# shown at the end of `vggnet explain --help`
+EXAMPLES = (
+    "vggnet explain runs/photos IMG_0001.jpg --out explain/",
+    "vggnet explain runs/photos photos/cat/ --out explain/",
+)
+
+
 def register(sub) -> None:
     p = sub.add_parser("explain", help="Grad-CAM: where the network looks, per image")
     p.add_argument("checkpoint", help="a run directory or a .safetensors checkpoint")

@@ -8,6 +8,15 @@ from pathlib import Path
 from ..errors import UsageError
 
 
+NAME = "export"
+# shown at the end of `vggnet export --help`
+EXAMPLES = (
+    "vggnet export runs/photos --format openvino --int8",
+    "vggnet export runs/photos --format onnx --int8 --calibration 256",
+    "vggnet export runs/photos --format onnx --out model.onnx",
+)
+
+
 def register(sub) -> None:
     p = sub.add_parser("export", help="export a checkpoint to ONNX, OpenVINO or TorchScript")
     p.add_argument("checkpoint", help="a run directory or a .safetensors checkpoint")

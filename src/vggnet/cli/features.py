@@ -7,6 +7,14 @@ import sys
 from ..errors import UsageError
 
 
+NAME = "features"
+# shown at the end of `vggnet features --help`
+EXAMPLES = (
+    "vggnet features runs/photos IMG_0001.jpg --out maps.png",
+    "vggnet features runs/photos photos/ --embed --out embeddings.npy",
+)
+
+
 def register(sub) -> None:
     p = sub.add_parser("features", help="feature maps of one image as a grid, or --embed "
                                         "many images as vectors for retrieval")

@@ -10,19 +10,23 @@ from ..errors import UsageError
 
 def add_backend_arguments(p) -> None:
     """--backend and --precision, shared by predict and serve."""
-    from ..export.names import BACKENDS
+    from ..export.names import BACKENDS, backend_help
 
-    p.add_argument("--backend", choices=BACKENDS, default="auto",
-                   help="what runs the network: auto (default: the fastest available here: "
-                        "OpenVINO int8 or ONNX Runtime int8 when the run has an int8 export, "
-                        "else OpenVINO when installed, else PyTorch), torch, onnx (ONNX "
-                        "Runtime fp32), int8 (ONNX Runtime on best.int8.onnx), openvino, "
-                        "openvino-int8")
+    p.add_argument("--backend", choices=BACKENDS, default="auto", help=backend_help())
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
                    help="for the torch and openvino backends: auto (default: bf16 on CPUs "
                         "with AVX512-BF16 or AMX and on GPUs, fp32 elsewhere), fp32, bf16")
     p.add_argument("--threads", type=int,
                    help="inference threads (default: all cores; serve --workers N: the cores / N)")
+
+
+NAME = "predict"
+# shown at the end of `vggnet predict --help`
+EXAMPLES = (
+    "vggnet predict runs/photos IMG_0001.jpg holiday/ --top-k 3",
+    "vggnet predict runs/photos photos/ --json > answers.json",
+    "vggnet predict runs/photos photos/ --backend torch --precision fp32",
+)
 
 
 def register(sub) -> None:

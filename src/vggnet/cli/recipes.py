@@ -3,6 +3,14 @@
 from __future__ import annotations
 
 
+NAME = "recipes"
+# shown at the end of `vggnet recipes --help`
+EXAMPLES = (
+    "vggnet recipes",
+    "vggnet recipes finetune",
+)
+
+
 def register(sub) -> None:
     p = sub.add_parser("recipes", help="list the packaged training recipes (use them with "
                                        "`vggnet train --config NAME`)")

@@ -7,6 +7,14 @@ from pathlib import Path
 from ..errors import UsageError
 
 
+NAME = "samples"
+# shown at the end of `vggnet samples --help`
+EXAMPLES = (
+    "vggnet samples digits --out samples --count 4",
+    "vggnet samples cifar10 --out samples --count 8",
+)
+
+
 def register(sub) -> None:
     p = sub.add_parser("samples", help="write a few test images of a data set as PNG files")
     p.add_argument("data", help="cifar10, cifar100, digits or an ImageFolder path")

@@ -6,6 +6,15 @@ from ..errors import UsageError
 from .predict import add_backend_arguments
 
 
+NAME = "serve"
+# shown at the end of `vggnet serve --help`
+EXAMPLES = (
+    "vggnet serve runs/photos",
+    "vggnet serve runs/photos --host 0.0.0.0 --port 8080",
+    "curl -F file=@IMG_0001.jpg http://127.0.0.1:8000/v1/predict",
+)
+
+
 def register(sub) -> None:
     p = sub.add_parser("serve", help="serve a trained run over HTTP, with a page to try it")
     p.add_argument("checkpoint", help="a run directory or a .safetensors checkpoint")
@@ -29,7 +38,9 @@ def register(sub) -> None:
                    help="on SIGTERM, seconds that requests in flight may take (default 30)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     p.add_argument("--log-level", default="info",
-                   choices=["critical", "error", "warning", "info", "debug"])
+                   choices=["critical", "error", "warning", "info", "debug"],
+                   help="the least severe messages the service logs (default info: startup, "
+                        "every request unless --no-access-log, errors)")
     p.add_argument("--no-access-log", action="store_true", help="do not log every request")
     p.set_defaults(func=run)
 

@@ -9,6 +9,14 @@ def _floats(text: str) -> list[float]:
     return [float(v) for v in text.split(",") if v.strip()]
 
 
+NAME = "stylize"
+# shown at the end of `vggnet stylize --help`
+EXAMPLES = (
+    "vggnet stylize content.jpg style.jpg --out styled.png",
+    "vggnet stylize content.jpg style1.jpg style2.jpg --out blend.png",
+)
+
+
 def register(sub) -> None:
     p = sub.add_parser("stylize", help="neural style transfer (Gatys et al. 2016)")
     p.add_argument("content", help="the content image")

@@ -5,6 +5,14 @@ from __future__ import annotations
 from ..errors import UsageError
 
 
+NAME = "summary"
+# shown at the end of `vggnet summary --help`
+EXAMPLES = (
+    "vggnet summary vgg16",
+    "vggnet summary vgg16_bn --input-size 32",
+)
+
+
 def register(sub) -> None:
     p = sub.add_parser("summary", help="per-layer shapes, parameters, MACs and receptive field")
     p.add_argument("model", help="model name (see `vggnet models`)")

@@ -12,6 +12,14 @@ NAME, HELP = "train", "train a VGG on an image data set"
 HEAVY = True  # its options come from the training configuration, which loads PyTorch
 
 
+# shown at the end of `vggnet train --help`
+EXAMPLES = (
+    "vggnet train --data photos/ --weights imagenet --out runs/photos",
+    "vggnet train --config cifar10_quick --epochs 5 --out runs/short",
+    "vggnet train --out runs/photos --resume",
+)
+
+
 def register(sub) -> None:
     from ..training.config import add_flags
 

@@ -28,15 +28,8 @@ from pathlib import Path
 import torch
 
 from ..errors import UsageError
-from .names import BACKENDS
+from .names import AUTO_ORDER, BACKENDS  # noqa: F401 (AUTO_ORDER: the order of auto)
 
-# fastest first, as `vggnet bench` measured them side by side (benchmarks/RESULTS.md): int8 in
-# OpenVINO, then in ONNX Runtime, then vggnet's own PyTorch engine, which ran VGG-16 in bf16
-# as fast as OpenVINO's bf16 (1.03x its time at batch 1, 1.02x at batch 32) and in fp32 on
-# par with OpenVINO's fp32, with Grad-CAM and no export step (so OpenVINO without an int8
-# model is not worth an export and a second runtime). An int8 model is only there
-# when the user made one (`vggnet export RUN --int8`, which reports its agreement with fp32).
-AUTO_ORDER = ("openvino-int8", "int8", "torch")
 log = logging.getLogger(__name__)
 
 

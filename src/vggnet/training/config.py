@@ -36,7 +36,7 @@ class TrainConfig:
     dropout: float | None = opt(None, "dropout ratio of the head; none: 0.5 for the FC heads (the paper's), 0 for the linear head")
     fc_dim: int = opt(4096, "width of fc6/fc7")
     init: str | None = opt(None, "kaiming, paper (N(0, 1e-2)), xavier, dirac; none: the model's own (kaiming; dirac for vgg_speed)")
-    weights: str | None = opt(None, "initial weights: checkpoint, torchvision/timm file, or imagenet")
+    weights: str | None = opt(None, "initial weights: a vggnet run, a torchvision or timm .pth, a Keras .h5, imagenet (torchvision's for the model; VGG-16-BN when none is named) or timm's name such as vgg16_bn.tv_in1k. They lend the model, head and preprocessing they fit unless a flag sets them; the log says what came from where")
     init_from: str | None = opt(None, "a trained shallower net (the paper's init from net A)")
     freeze: str = opt("none", "none, or features (train the head only)")
     unfreeze_after: int | None = opt(None, "with freeze features: train the backbone too from this epoch on (at lr x backbone_lr)")
@@ -45,7 +45,7 @@ class TrainConfig:
     data: str = opt("cifar10", "cifar10, cifar100, digits, or an ImageFolder path / tar")
     data_root: str | None = opt(None, "where cifar10/cifar100 live (default ~/.cache/vggnet/data)")
     download: bool = opt(False, "fetch the official release if absent (checksum verified)")
-    image_size: int | None = opt(None, "resize images to this (None: the data set's own size)")
+    image_size: int | None = opt(None, "decode images at N x N (shorter side to N, then the centre); unset: the data set's own size, or for a folder of mixed sizes one chosen from the images (the log says which)")
     normalize: str | None = opt(None, "input mean and std: none (the training set's own), imagenet, caffe (Keras' VGG weights, which lend it), or 'R,G,B/R,G,B' in [0, 1] units; a run given as weights lends its own")
     val_fraction: float = opt(0.1, "held out when the data has no test/ or val/ split")
     train_subset: int | None = opt(None, "use only this many training images (class-stratified)")
@@ -382,7 +382,9 @@ def add_flags(parser) -> None:
         default = f.default if f.default is not MISSING else None
         types_, _ = _field_types()[f.name]
         choices = f"; one of {', '.join(CHOICES[f.name])}" if f.name in CHOICES else ""
-        text = f"{f.metadata['help']}{choices} (default {default})".replace("%", "%%")
+        # "(default X)" unless the help already says what an unset value means
+        shown = "" if default is None else f" (default {default})"
+        text = f"{f.metadata['help']}{choices}{shown}".replace("%", "%%")
         if types_[0] is bool:
             parser.add_argument(flag, dest=f.name, default=None, type=str, metavar="BOOL",
                                 nargs="?", const="true", help=f"{text}; true or false, alone "
