@@ -23,6 +23,27 @@ def write_image(path: Path, mode: str = "RGB", size=(40, 30), seed: int = 0) -> 
     return path
 
 
+def photo_folder(root, per_class=6):
+    """Class folders of JPEGs of many sizes and shapes, with what real collections hold: a
+    greyscale PNG, a CMYK JPEG, an EXIF-rotated photo, a PNG with alpha, a text file and a
+    file that only claims to be a JPEG."""
+    sizes = [(400, 300), (300, 500), (640, 480), (256, 256), (333, 222), (180, 260)]
+    for c, name in enumerate(("cat", "dog", "fox")):
+        for i in range(per_class):
+            write_image(root / name / f"{i}.jpg", size=sizes[(i + c) % len(sizes)],
+                        seed=10 * c + i)
+    write_image(root / "cat" / "grey.png", mode="L", size=(300, 200))
+    write_image(root / "dog" / "alpha.png", mode="RGBA", size=(260, 300), seed=7)
+    Image.new("CMYK", (250, 350), (10, 120, 30, 0)).save(root / "dog" / "cmyk.jpg")
+    im = Image.fromarray(np.full((200, 300, 3), 90, np.uint8))
+    exif = im.getexif()
+    exif[0x0112] = 6  # shown rotated by 90 degrees
+    im.save(root / "fox" / "rotated.jpg", exif=exif)
+    (root / "fox" / "notes.txt").write_text("not an image")
+    (root / "fox" / "broken.jpg").write_bytes(b"not a jpeg at all")
+    return root
+
+
 def make_folder_dataset(root: Path, classes=("cat", "dog"), per_class=6, sizes=((40, 30), (24, 24))):
     for ci, c in enumerate(classes):
         for i in range(per_class):

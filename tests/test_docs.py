@@ -51,10 +51,43 @@ def test_the_readme_is_a_front_page_whose_links_exist():
 
 def test_there_are_runnable_blocks_to_check():
     pages = {p.name for p in PAGES if runnable_blocks(p)}
-    assert {"README.md", "index.md", "transfer.md"} <= pages
+    assert {"README.md", "index.md", "transfer.md", "finetune.md"} <= pages
 
 
-@pytest.mark.parametrize("page", [p for p in PAGES if runnable_blocks(p)],
+def _finetune_stand_ins(folder: Path, env: dict) -> str:
+    """What the fine-tune guide's reader brings, made locally: a folder of photos of mixed
+    sizes and modes, and VGG-16-BN weights in torchvision's layout (random, fp16) in the
+    cache folder the guide names, under the download's name with the stand-in's own
+    checksum (the driver points the published name at it). Returns the driver's prelude."""
+    import hashlib
+
+    import torch
+    import torchvision
+
+    from helpers import photo_folder
+
+    photo_folder(folder / "photos", per_class=4)
+    sd = torchvision.models.vgg16_bn().state_dict()
+    blob = folder / "stand-in.pth"
+    torch.save({k: v.half() if v.is_floating_point() else v for k, v in sd.items()}, blob)
+    digest = hashlib.sha256(blob.read_bytes()).hexdigest()[:8]
+    cache = folder / "torch" / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    blob.rename(cache / f"vgg16_bn-{digest}.pth")
+    env["TORCH_HOME"] = str(folder / "torch")
+    return ("import vggnet.models.hub as hub; hub.URLS['vgg16_bn'] = "
+            f"'https://download.pytorch.org/models/vgg16_bn-{digest}.pth'")
+
+
+# pages whose reader brings something of their own, and why a page runs only in `make
+# test-slow`
+STAND_INS = {"finetune.md": _finetune_stand_ins}
+SLOW_PAGES = {"finetune.md": "trains and exports a full VGG-16-BN at 224 px (minutes on two "
+                             "cores); tests/test_photos.py covers the same paths at small size"}
+
+
+@pytest.mark.parametrize("page", [pytest.param(p, marks=pytest.mark.slow) if p.name in SLOW_PAGES
+                                  else p for p in PAGES if runnable_blocks(p)],
                          ids=lambda p: p.name)
 def test_runnable_commands_run_as_written(page, tmp_path):
     """Each page's blocks run in order in a fresh folder (a later block may use what an
@@ -62,21 +95,23 @@ def test_runnable_commands_run_as_written(page, tmp_path):
     Python process per page (each line in a process of its own spent most of the time
     importing torch again)."""
     env = {**os.environ, "VGGNET_CACHE": str(tmp_path / "cache")}
+    prelude = STAND_INS[page.name](tmp_path, env) if page.name in STAND_INS else ""
     lines = [line for block in runnable_blocks(page) for line in block]
     for line in lines:
         assert shlex.split(line, comments=True)[0] == "vggnet", \
             f"{page.name}: a runnable line must be a vggnet command"
-    done = subprocess.run([sys.executable, "-c", _DRIVER, *lines], cwd=tmp_path,
+    done = subprocess.run([sys.executable, "-c", _DRIVER, prelude, *lines], cwd=tmp_path,
                           capture_output=True, text=True, timeout=1800, env=env)
     assert done.returncode == 0, f"{page.name}: {done.stderr[-3000:]}"
 
 
 # runs each line as `vggnet ...` would (the same main, its exit status checked), stopping at
-# the first that fails and naming it
+# the first that fails and naming it; the first argument is Python run before (stand-ins)
 _DRIVER = """
 import shlex, sys
+exec(sys.argv[1])
 from vggnet.cli import main
-for line in sys.argv[1:]:
+for line in sys.argv[2:]:
     try:
         code = main(shlex.split(line, comments=True)[1:])
     except SystemExit as exc:
@@ -84,3 +119,49 @@ for line in sys.argv[1:]:
     if code not in (0, None):
         sys.exit(f"`{line}` failed with exit status {code}")
 """
+
+# pages for the people who build vggnet, where its working paths and history belong
+DEVELOPER_PAGES = {"benchmarks.md", "development.md"}
+
+
+def test_user_guides_name_no_working_paths_of_the_project():
+    """A reader has no ../shared folder: the guides name their own data (a copy, --download)."""
+    for page in PAGES:
+        if page.name in DEVELOPER_PAGES:
+            continue
+        for n, line in enumerate(page.read_text().splitlines(), 1):
+            assert "../shared" not in line and "shared/data" not in line, \
+                f"{page.name}:{n}: {line.strip()}"
+
+
+def headline_rows(text: str) -> list[str]:
+    """The rows of the README's table of headline results."""
+    section = text.split("## Headline results", 1)[1].split("\n## ", 1)[0]
+    return [line for line in section.splitlines()
+            if line.startswith("| ") and not line.startswith(("| what", "|---"))]
+
+
+def test_every_headline_figure_links_to_the_file_it_came_from():
+    """Each row of the README's headline table links at least one result file (a benchmark's
+    JSON or Markdown under benchmarks/results/) or the test that measures it, and the file
+    is there."""
+    rows = headline_rows((ROOT / "README.md").read_text())
+    assert len(rows) >= 6
+    for row in rows:
+        sources = [t for t in re.findall(r"\]\(([^)#]+)", row)
+                   if t.startswith(("benchmarks/results/", "tests/"))]
+        assert sources, f"a headline row links no result file: {row[:80]}"
+        for target in sources:
+            assert (ROOT / target).is_file(), f"{target} (in: {row[:60]}...) does not exist"
+
+
+def test_the_models_page_shows_the_papers_table_1_as_the_code_builds_it():
+    """docs/models.md's Table 1 is the configurations of models/configs.py, written out by
+    benchmarks/model_table.py: a configuration changed in the code fails here until the page
+    is regenerated."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from model_table import table1
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    assert table1() in (ROOT / "docs" / "models.md").read_text()

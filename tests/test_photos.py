@@ -6,12 +6,10 @@ import hashlib
 import json
 import logging
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
-from helpers import write_image
+from helpers import photo_folder, write_image
 from vggnet.cli import main
 from vggnet.errors import ConfigError
 from vggnet.models import hub
@@ -19,27 +17,6 @@ from vggnet.run import read_run_metadata
 from vggnet.training.config import resolve
 from vggnet.training.setup import build_model
 from vggnet.training.transfer import MAX_IMPLIED_SIZE
-
-
-def photo_folder(root, per_class=6):
-    """Class folders of JPEGs of many sizes and shapes, with what real collections hold: a
-    greyscale PNG, a CMYK JPEG, an EXIF-rotated photo, a PNG with alpha, a text file and a
-    file that only claims to be a JPEG."""
-    sizes = [(400, 300), (300, 500), (640, 480), (256, 256), (333, 222), (180, 260)]
-    for c, name in enumerate(("cat", "dog", "fox")):
-        for i in range(per_class):
-            write_image(root / name / f"{i}.jpg", size=sizes[(i + c) % len(sizes)],
-                        seed=10 * c + i)
-    write_image(root / "cat" / "grey.png", mode="L", size=(300, 200))
-    write_image(root / "dog" / "alpha.png", mode="RGBA", size=(260, 300), seed=7)
-    Image.new("CMYK", (250, 350), (10, 120, 30, 0)).save(root / "dog" / "cmyk.jpg")
-    im = Image.fromarray(np.full((200, 300, 3), 90, np.uint8))
-    exif = im.getexif()
-    exif[0x0112] = 6  # shown rotated by 90 degrees
-    im.save(root / "fox" / "rotated.jpg", exif=exif)
-    (root / "fox" / "notes.txt").write_text("not an image")
-    (root / "fox" / "broken.jpg").write_bytes(b"not a jpeg at all")
-    return root
 
 
 @pytest.fixture(scope="module")
