@@ -5,6 +5,7 @@ offline) set the model, the input size and the normalization, keeping fc6/fc7.""
 import hashlib
 import json
 import logging
+from pathlib import Path
 
 import pytest
 import torch
@@ -124,3 +125,43 @@ def test_imagenet_weights_offline_from_the_cache_folder_the_guide_names(
     monkeypatch.setitem(hub.URLS, "vgg16_bn", "https://download.invalid/vgg16_bn-6c64b313.pth")
     with pytest.raises(Exception, match="vgg16_bn-6c64b313.pth into .*hub/checkpoints"):
         hub.pretrained_file("vgg16_bn", progress=False)
+
+
+def test_the_guides_commands_run_in_order_on_a_fine_tune_of_a_jittered_run(photos, tmp_path,
+                                                                           capsys):
+    """The fine-tune guide's path (train, evaluate, export int8, predict, serve) on the run
+    shape that broke exports: a fine-tune of a run trained with scale jittering on crops
+    smaller than its images (a tiny stand-in for imagenette_quick where the guide has the
+    ImageNet weights)."""
+    pytest.importorskip("openvino")
+    pytest.importorskip("nncf")
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from vggnet.serve import ServeSettings, create_app
+
+    base, run = tmp_path / "base", tmp_path / "runs" / "photos"
+    assert main(["train", "--data", str(photos), "--width", "0.125", "--epochs", "1",
+                 "--image-size", "64", "--scale", "48", "--scale-max", "64", "--crop-size", "48",
+                 "--crop-padding", "0", "--out", str(base), "--progress", "false"]) == 0
+    assert main(["train", "--data", str(photos), "--weights", str(base), "--freeze", "features",
+                 "--unfreeze-after", "1", "--epochs", "2", "--out", str(run),
+                 "--progress", "false"]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(run)]) == 0
+    assert "top-1" in capsys.readouterr().out and (run / "confusion.png").is_file()
+    assert main(["export", str(run), "--format", "openvino", "--int8"]) == 0
+    assert "agrees with fp32 on" in capsys.readouterr().out
+    assert main(["predict", str(run), str(photos / "cat"), "--json"]) == 0
+    out = capsys.readouterr()
+    assert "openvino backend, int8" in out.err  # the int8 export is now the default
+    answers = {Path(a["path"]).name: a for a in json.loads(out.out)}
+    assert answers["grey.png"]["top"]  # every mode of photo gets an answer
+    photo = photos / "cat" / "0.jpg"
+    with TestClient(create_app(ServeSettings(run=str(run)))) as client:
+        r = client.post("/v1/predict", files=[("file", (photo.name, photo.read_bytes(),
+                                                        "image/jpeg"))])
+        assert r.status_code == 200, r.text
+        body = r.json()
+    assert body["model"]["backend"] == "openvino-int8"
+    assert body["predictions"][0]["top"][0]["class"] == answers["0.jpg"]["top"][0]["class"]

@@ -14,7 +14,7 @@ from helpers import train_tiny_run
 from vggnet.cli import main
 from vggnet.run import load_checkpoint, read_run_metadata
 from vggnet.training.config import TrainConfig, resolve
-from vggnet.training.setup import build_optimizer
+from vggnet.training.setup import build_optimizer, freeze_backbone
 from vggnet.training.transfer import format_normalize, parse_normalize
 
 
@@ -111,8 +111,7 @@ def test_the_backbone_unfreezes_after_n_epochs_at_its_own_learning_rate(run, pho
     cfg = resolve(None, {"data": str(photos), "weights": str(run), "freeze": "features",
                          "unfreeze_after": "3"})
     model, _ = load_checkpoint(run)
-    for p in model.features.parameters():
-        p.requires_grad_(False)
+    model.frozen_backbone = freeze_backbone(model)
     optimizer = build_optimizer(cfg, model, torch.device("cpu"))
     lrs = {id(p): g["lr"] for g in optimizer.param_groups for p in g["params"]}
     assert all(lrs[id(p)] == pytest.approx(cfg.lr * 0.1) for p in model.features.parameters())
@@ -127,3 +126,49 @@ def test_unfreeze_after_needs_freeze_and_an_epoch_inside_the_run(run, photos):
     with pytest.raises(ConfigError, match="unfreeze_after needs"):
         resolve(None, {"data": str(photos), "weights": str(run), "freeze": "features",
                        "unfreeze_after": "15"})
+
+
+def test_unfreezing_trains_only_what_the_freeze_stopped(tmp_path, caplog):
+    """vgg_speed keeps its whitening weights and batch-norm scales fixed by design: a frozen
+    backbone unfrozen after an epoch trains its other parameters, never those; none of them
+    is in the optimizer, and Lookahead averages the unfrozen backbone too."""
+    from vggnet.training.loop import _new_state, train
+
+    source = tmp_path / "speed"
+    train(resolve(None, dict(data="digits", model="vgg_speed", epochs=1, batch_size=64,
+                             progress=False, out=str(source))))
+    cfg = resolve(None, dict(data="digits", weights=str(source), freeze="features",
+                             unfreeze_after="1", epochs="2", lookahead="2", lr="0.05",
+                             whiten_bias_epochs="3", progress="false",
+                             out=str(tmp_path / "tuned")))
+    before, _ = load_checkpoint(source)
+    fixed = {"whiten.weight"} | {n for n, p in before.features.named_parameters()
+                                 if not p.requires_grad}
+    assert "whiten.weight" in fixed and any(n.endswith("bn.weight") or ".weight" in n
+                                            for n in fixed - {"whiten.weight"})
+    train(cfg)
+    after, _ = load_checkpoint(tmp_path / "tuned", which="last")
+    named_after = dict(after.features.named_parameters())
+    for name, p in before.features.named_parameters():
+        same = torch.equal(p, named_after[name])
+        assert same == (name in fixed), name  # the fixed stay, every other one trained
+
+    from vggnet.training.setup import build_model
+
+    model = build_model(cfg, num_classes=10)
+    state = _new_state(cfg, model, steps=10, data_gen=torch.Generator(), device="cpu")
+    in_optimizer = {id(p) for g in state.optimizer.param_groups for p in g["params"]}
+    averaged = {id(p) for p in state.lookahead.params}
+    for name, p in model.features.named_parameters():
+        assert (id(p) in in_optimizer) == (name not in fixed), name
+        assert (id(p) in averaged) == (name not in fixed), name
+    # what trains in each epoch: nothing of the backbone while frozen (the whitening bias
+    # included), then all but the fixed
+    from vggnet.training.hooks import recipe_hooks
+
+    hooks = recipe_hooks(cfg, model)
+    for epoch in (0, 1):
+        for hook in hooks:
+            hook.on_epoch_start(model, epoch)
+        for name, p in model.features.named_parameters():
+            assert p.requires_grad == (epoch == 1 and name not in fixed), (epoch, name)

@@ -30,10 +30,13 @@ class Lookahead:
     """Lookahead (Zhang et al., 2019, "Lookahead Optimizer: k steps forward, 1 step back"):
     every ``k`` optimizer steps, slow weights move ``alpha`` of the way towards the trained
     (fast) weights, and the fast weights restart from them. The inner optimizer's state
-    (momentum) is kept. Only trainable parameters take part; batch-norm statistics do not."""
+    (momentum) is kept. Only trainable parameters take part, and those frozen now that
+    train later (``later``: ids, a backbone unfrozen after N epochs); batch-norm statistics
+    do not."""
 
-    def __init__(self, model: nn.Module, k: int, alpha: float, ramp_steps: int = 0):
-        self.params = [p for p in model.parameters() if p.requires_grad]
+    def __init__(self, model: nn.Module, k: int, alpha: float, ramp_steps: int = 0,
+                 later: set[int] = frozenset()):
+        self.params = [p for p in model.parameters() if p.requires_grad or id(p) in later]
         self.slow = [p.detach().clone() for p in self.params]
         self.k, self.alpha, self.steps, self.ramp_steps = k, alpha, 0, ramp_steps
 

@@ -36,7 +36,7 @@ from .hooks import Hook, recipe_hooks
 from .transfer import describe as describe_transfer
 from .mixing import BatchMixer
 from .setup import (Data, apply_conv_algorithm, build_loaders, build_model, build_optimizer,
-                    build_schedule, test_scale)
+                    build_schedule, test_scale, trainable_later)
 from .state import TrainState, load_state, save_state
 
 log = logging.getLogger("vggnet")
@@ -326,7 +326,8 @@ def _set_determinism(cfg: TrainConfig, device: torch.device) -> None:
 def _new_state(cfg: TrainConfig, model: nn.Module, steps: int, data_gen, device) -> TrainState:
     optimizer = build_optimizer(cfg, model, device)
     lookahead = (Lookahead(model, cfg.lookahead, cfg.lookahead_alpha,
-                           ramp_steps=cfg.epochs * steps if cfg.lookahead_ramp else 0)
+                           ramp_steps=cfg.epochs * steps if cfg.lookahead_ramp else 0,
+                           later=trainable_later(model, cfg))
                  if cfg.lookahead else None)
     return TrainState(model, optimizer, build_schedule(cfg, optimizer, steps), data_gen,
                       ema=build_ema(model, cfg.ema) if cfg.ema else None, lookahead=lookahead)

@@ -188,9 +188,25 @@ def build_model(cfg: TrainConfig, num_classes: int, in_channels: int = 3) -> nn.
                                      if Path(cfg.init_from).is_dir() else cfg.init_from)
         log.info(f"initialised {', '.join(copied)} from {cfg.init_from}")
     if cfg.freeze == "features":
-        for p in model.features.parameters():
-            p.requires_grad_(False)
+        model.frozen_backbone = freeze_backbone(model)
     return model
+
+
+def freeze_backbone(model: nn.Module) -> list[nn.Parameter]:
+    """Stop the convolutional layers' training; returns the parameters it froze, the ones
+    that ``unfreeze_after`` may train again. Parameters the model itself keeps fixed (a
+    whitening layer's weights, batch-norm scales built without a weight to learn) are not
+    among them: unfreezing must not start training what the model never trains."""
+    frozen = [p for p in model.features.parameters() if p.requires_grad]
+    for p in frozen:
+        p.requires_grad_(False)
+    return frozen
+
+
+def trainable_later(model: nn.Module, cfg: TrainConfig) -> set[int]:
+    """ids of the parameters frozen now that train from epoch ``unfreeze_after`` on."""
+    return {id(p) for p in getattr(model, "frozen_backbone", ())} if cfg.unfreeze_after \
+        else set()
 
 
 def apply_conv_algorithm(model: nn.Module, cfg: TrainConfig, device: torch.device) -> int:
@@ -227,9 +243,10 @@ def build_optimizer(cfg: TrainConfig, model: nn.Module, device: torch.device):
     features = getattr(model, "features", None)
     backbone = {id(p) for p in features.parameters()} if features is not None else set()
     split = cfg.backbone_lr != 1.0  # backbone and head in groups of their own
+    later = trainable_later(model, cfg)
     groups: dict[tuple[str, bool], list] = {}  # (kind, in the backbone) -> parameters
     for p in model.parameters():
-        if not (p.requires_grad or (cfg.unfreeze_after and id(p) in backbone)):
+        if not (p.requires_grad or id(p) in later):
             continue
         kind = "fast" if id(p) in norm_biases and cfg.norm_bias_lr != 1.0 else \
             "no_decay" if p.ndim <= 1 else "decay"
