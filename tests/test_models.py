@@ -294,3 +294,15 @@ def test_images_of_another_dtype_than_the_weights_are_one_line_errors(dtype, mat
     assert "\n" not in str(err.value)
     with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast casts for the model: allowed
         assert model(torch.zeros(1, 3, 32, 32, dtype=torch.bfloat16)).shape == (1, 3)
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_the_architecture_of_any_state_dict_is_recognised(name):
+    """Every registered model, vgg_speed's whitening layer included, at a reduced width: its
+    state dict names it (A-LRN's LRN has no weights, so it reads as A)."""
+    from vggnet.models.factory import infer_architecture
+
+    with torch.device("meta"):
+        sd = create_model(name, width=0.5, num_classes=10).state_dict()
+    expected = name.replace("_lrn", "")
+    assert infer_architecture(sd) in (f"{expected} (width 0.5)", f"{name} (width 0.5)")

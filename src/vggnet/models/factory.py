@@ -48,8 +48,10 @@ def infer_architecture(sd: Mapping[str, torch.Tensor]) -> str | None:
              and k.endswith(".weight")]
     if not convs:
         return None
-    first = min(convs, key=lambda kv: _layer_order(kv[0]))[1]
-    width = first.shape[0] / 64
+    ordered = [v for _, v in sorted(convs, key=lambda kv: _layer_order(kv[0]))]
+    first = ordered[0]  # reads the image: its input channels are the model's
+    # the width from the first 3x3 convolution (a whitening layer, vgg_speed's, comes before)
+    width = next(v for v in ordered if tuple(v.shape[-2:]) == (3, 3)).shape[0] / 64
     for name in list_models():
         with torch.device("meta"):
             candidate = get_builder(name)(width=width, in_channels=first.shape[1],
@@ -66,6 +68,8 @@ def infer_architecture(sd: Mapping[str, torch.Tensor]) -> str | None:
 
 def _layer_order(key: str):
     part = key.split(".")[1]
+    if part == "whiten":  # vgg_speed's whitening layer, before conv1_1
+        return (0, 0)
     if part.isdigit():
         return (int(part), 0)
     m = re.match(r"[a-z]+(\d+)_(\d+)", part)
