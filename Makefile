@@ -5,27 +5,32 @@ BIN := $(VENV)/bin
 
 .PHONY: test test-slow demo bench docs clean
 
-$(BIN)/vggnet: pyproject.toml constraints.txt
+# the package alone (what the demo uses), then the test extra on top (what the tests use)
+$(VENV)/.base: pyproject.toml constraints.txt
 	test -d $(VENV) || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q -c constraints.txt -e .
+	touch $@
+
+$(VENV)/.test: $(VENV)/.base
 	$(BIN)/pip install -q -c constraints.txt -e '.[test]'
-	touch $(BIN)/vggnet
+	touch $@
 
-test: $(BIN)/vggnet
-	$(BIN)/python -m pytest -q
+test: $(VENV)/.test
+	$(BIN)/python -m pytest -q --durations=20
 
-test-slow: $(BIN)/vggnet
-	$(BIN)/python -m pytest -q -m slow
+test-slow: $(VENV)/.test
+	$(BIN)/python -m pytest -q -m slow --durations=20
 
-demo: $(BIN)/vggnet
+demo: $(VENV)/.base
 	$(BIN)/vggnet train --config demo_digits --out runs/demo --overwrite true
 	$(BIN)/vggnet evaluate runs/demo
 	$(BIN)/vggnet samples digits --out runs/demo/samples --count 6
 	$(BIN)/vggnet predict runs/demo runs/demo/samples --top-k 3
 
-bench: $(BIN)/vggnet
+bench: $(VENV)/.test
 	$(BIN)/vggnet bench
 
-docs: $(BIN)/vggnet
+docs: $(VENV)/.test
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 clean:
