@@ -63,8 +63,13 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
     assert target.read_text() == "old" and list(tmp_path.iterdir()) == [target]
 
 
-def _spawn(out, *extra):
+def _spawn(out, *extra, fault: str | None = None):
+    """`vggnet train` in a process of its own; ``fault`` makes it fail at a named point
+    (vggnet.faults: ``kill:write.before_rename/last.safetensors@2`` and the like)."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("VGGNET_FAULT", None)
+    if fault:
+        env["VGGNET_FAULT"] = fault
     return subprocess.Popen([sys.executable, "-m", "vggnet", "train", *TRAIN, "--out",
                              str(out), *extra], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
@@ -110,44 +115,49 @@ def test_sigkill_during_training_loses_nothing_and_resume_is_exact(tmp_path):
         assert torch.equal(value, got[key]), key
 
 
-def test_sigkill_in_the_middle_of_a_checkpoint_write(tmp_path):
-    """Kill the same run at six moments spread over one checkpoint cycle (an epoch of this
-    run takes about 0.3 s, and its four files are written at its end), resuming it after each
-    kill: after every one of them the last checkpoint loads and the run resumes."""
+# each moment of a checkpoint cycle where a crash could leave a run half-written; the state
+# (last.state.pt) is written first, then the weights (last.safetensors), then their metadata
+CHECKPOINT_KILLS = ["write.before_rename/last.state.pt", "write.after_rename/last.state.pt",
+                    "write.before_rename/last.safetensors", "write.after_rename/last.safetensors",
+                    "write.after_rename/last.json"]
+
+
+def test_sigkill_at_every_point_of_a_checkpoint_write_loses_nothing(tmp_path):
+    """One run killed (SIGKILL, no cleanup) at each named point of a checkpoint write in turn,
+    resumed after each: every kill lands where it says (the process dies by SIGKILL), the
+    last checkpoint always loads, and the run, finished, has exactly the weights of a run
+    never interrupted."""
     out = tmp_path / "run"
-    epochs_seen = []
-    for i, delay in enumerate((0.0, 0.07, 0.13, 0.19, 0.26, 0.33)):
-        proc = _spawn(out, "--epochs", "200", *(["--resume"] if i else []))
-        before = len(epochs_seen) and epochs_seen[-1]
-        # a new state, and weights beside it: the state is written first, so right after the
-        # first one a kill could otherwise land before any weights exist to load
-        _wait_for(lambda: (out / "last.state.pt").is_file()
-                  and (out / "last.safetensors").is_file()
-                  and torch.load(out / "last.state.pt", weights_only=True)["epoch"] > before, proc)
-        time.sleep(delay)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        proc.stdout.close()
+    epochs = str(len(CHECKPOINT_KILLS) + 1)
+    for i, point in enumerate(CHECKPOINT_KILLS):
+        # the first process dies in its second checkpoint (the first one has none before it)
+        proc = _spawn(out, "--epochs", epochs, *(["--resume"] if i else []),
+                      fault=f"kill:{point}@{1 if i else 2}")
+        log = proc.communicate(timeout=300)[0]
+        assert proc.returncode == -signal.SIGKILL, f"{point} was not reached:\n{log}"
         model, meta = load_checkpoint(out, which="last")
         state = torch.load(out / "last.state.pt", weights_only=True)
         assert model(torch.zeros(1, 3, 32, 32)).shape == (1, 10)
-        assert state["epoch"] >= meta.epoch >= 1  # the state is written first, then the weights
-        epochs_seen.append(state["epoch"])
-    assert epochs_seen == sorted(epochs_seen) and epochs_seen[-1] > epochs_seen[0]
+        assert state["epoch"] >= meta.epoch >= 1, point  # state first, then the weights
+    resumed = _spawn(out, "--epochs", epochs, "--resume")
+    assert resumed.wait(timeout=300) == 0, resumed.stdout.read()
+    assert not list(out.glob(".*.tmp"))  # the killed writes' temporary files are cleaned up
+    got = load_checkpoint(out, which="last")[0].state_dict()
+    for key, value in _reference(tmp_path, int(epochs)).items():
+        assert torch.equal(value, got[key]), key
 
 
 def test_sigint_finishes_the_step_saves_and_resumes_exactly(tmp_path):
+    """Ctrl-C at step 3 of epoch 2 (the digits set has 44 steps of 32 an epoch): the step
+    finishes, the state is saved mid-epoch, and the resumed run ends exactly as an
+    uninterrupted one."""
     out = tmp_path / "run"
-    proc = _spawn(out, "--epochs", "3")
-    _wait_for(lambda: (out / "last.state.pt").is_file(), proc)
-    time.sleep(0.15)  # somewhere inside epoch 2
-    proc.send_signal(signal.SIGINT)
-    code = proc.wait(timeout=120)
-    log = proc.stdout.read()
-    assert code == 0, log
+    proc = _spawn(out, "--epochs", "3", fault="interrupt:train.step@47")
+    log = proc.communicate(timeout=300)[0]
+    assert proc.returncode == 0, log
     assert "interrupted" in log and "Traceback" not in log
     state = torch.load(out / "last.state.pt", weights_only=True)
-    assert state["epoch"] >= 1
+    assert (state["epoch"], state["step"]) == (1, 3), log
     resumed = _spawn(out, "--epochs", "3", "--resume")
     assert resumed.wait(timeout=300) == 0
     got = load_checkpoint(out, which="last")[0].state_dict()

@@ -26,6 +26,7 @@ from typing import Callable
 import numpy as np
 
 from .errors import ImageReadError, ImageTooLargeError, NotAnImageError, StorageError
+from .faults import fault_point
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm")
 
@@ -199,7 +200,9 @@ def _atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
         os.chmod(tmp, 0o644)  # mkstemp makes 0600; checkpoints are ordinary files
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
+        fault_point("write.before_rename", path.name)
         os.replace(tmp, path)
+        fault_point("write.after_rename", path.name)
         dir_fd = os.open(path.parent, os.O_RDONLY)
         try:
             os.fsync(dir_fd)

@@ -32,6 +32,7 @@ from .averaging import Lookahead, build_ema
 from .config import TrainConfig, check_run_dir, validate
 from .distributed import DistContext, init_distributed, shutdown
 from .history import write_history
+from ..faults import fault_point
 from .hooks import Hook, recipe_hooks
 from .transfer import describe as describe_transfer
 from .mixing import BatchMixer
@@ -124,6 +125,7 @@ def train_one_epoch(state: TrainState, step: Step, loader, *, hooks=(), progress
     for i, (x, y) in enumerate(bar, start=skip):
         x, target = (x, y) if step.mix is None else step.mix(x, y, state.epoch, i)
         loss, logits = train_step(state, step, x, target)
+        fault_point("train.step")
         sums.loss_sum += loss * len(y)
         sums.correct += count_correct(logits, target)
         sums.seen += len(y)
