@@ -9,6 +9,7 @@ import sys
 
 import pytest
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 from vggnet import device as dev
@@ -88,6 +89,22 @@ def test_fused_program_gives_the_eager_modules_outputs(name, head):
     with torch.inference_mode():
         expected = model(x)
         assert torch.allclose(program(x), expected, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["vgg11", "vgg11_bn", "vgg16_c_bn", "vgg11_lrn_bn"])
+def test_every_relu_after_a_convolution_is_fused_into_it_batch_norm_or_not(name):
+    """With batch norm folded into the convolution before it, the ReLU after it is fused as on
+    a plain model: no ReLU is left to run on its own, in the features or the FC head."""
+    from vggnet.export.fused import _Conv, _Linear
+
+    model = with_bn_stats(create_model(name, head="classifier", **SMALL))
+    program = fused_or_none(optimize_for_inference(model))
+    convs = [s for s in program.steps if isinstance(s, _Conv)]
+    linears = [s for s in program.steps if isinstance(s, _Linear)]
+    assert len(convs) == sum(isinstance(m, nn.Conv2d) for m in model.features.modules())
+    assert all(c.attr == "relu" for c in convs)
+    assert [f.attr for f in linears] == ["relu", "relu", "none"]  # fc6, fc7, then the logits
+    assert not any(isinstance(s, nn.ReLU) for s in program.steps)
 
 
 def test_convolution_weights_are_reordered_once_per_input_shape_and_the_last_few_kept():

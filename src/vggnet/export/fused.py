@@ -12,8 +12,8 @@ so this module does once what eager mode does per call:
 * 2x2 max-pooling with stride 2 is two element-wise maxima over strided views of the
   channels-last map (row pairs, then column pairs), without the indices that ``max_pool2d``
   computes for a backward pass inference never takes;
-* every other layer (identity where batch norm was folded, LRN, dropout, the heads' pooling)
-  runs as the module it is.
+* identities (where batch norm was folded) are dropped, so a batch-norm model's ReLUs fuse
+  too; every other layer (LRN, dropout, the heads' pooling) runs as the module it is.
 
 The program is checked against the eager module on its first call and replaced by it, with a
 warning, if the two disagree or an operation is missing from this build of PyTorch, so the
@@ -113,7 +113,10 @@ def _is_plain_2x2_pool(m: nn.Module) -> bool:
 
 
 def _compile(layers: list[nn.Module], per_shape: bool = True) -> list:
-    """A list of callables doing what the sequence of ``layers`` does."""
+    """A list of callables doing what the sequence of ``layers`` does. Identities (where
+    batch norm was folded into the convolution before it) are left out first, so that the
+    ReLU after a folded batch norm is fused into the convolution as on plain models."""
+    layers = [m for m in layers if not isinstance(m, nn.Identity)]
     steps, i = [], 0
     while i < len(layers):
         m = layers[i]
