@@ -32,6 +32,18 @@ def scaled(channels: int, width: float) -> int:
 
 
 
+class LocalResponseNorm(nn.LocalResponseNorm):
+    """Local response normalisation that also runs on bf16 and fp16 maps (PyTorch's CPU
+    kernel has no bf16 version, so a model with bf16 weights, as the inference engine makes
+    them, failed on A-LRN): low-precision inputs are normalised in float32, the result is
+    cast back."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype in (torch.bfloat16, torch.float16):
+            return super().forward(x.float()).to(x.dtype)
+        return super().forward(x)
+
+
 def make_layers(cfg: Iterable, in_channels: int = 3, width: float = 1.0,
                 batch_norm: bool = False, *, activation: str = "relu",
                 pool_before_norm: bool = False, bn_momentum: float = 0.1,
@@ -84,7 +96,7 @@ def make_layers(cfg: Iterable, in_channels: int = 3, width: float = 1.0,
         elif token == "LRN":
             # PyTorch (like Caffe) divides alpha by the window size; the paper's formula (from
             # Krizhevsky et al.) does not, so alpha is scaled to give the paper's normalisation.
-            layers[f"norm{block}"] = nn.LocalResponseNorm(
+            layers[f"norm{block}"] = LocalResponseNorm(
                 LRN_SIZE, alpha=LRN_ALPHA * LRN_SIZE, beta=LRN_BETA, k=LRN_K)
         else:
             raise ValueError(f"unknown layer token {token!r} in a VGG configuration; "
