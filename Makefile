@@ -3,13 +3,21 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: test test-slow demo bench docs clean
+.PHONY: test test-slow demo install bench docs clean
 
 # the package alone (what the demo uses), then the test extra on top (what the tests use)
 $(VENV)/.base: pyproject.toml constraints.txt
 	test -d $(VENV) || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q -c constraints.txt -e .
 	touch $@
+
+# the extras that export, int8 and serving use (ONNX Runtime, OpenVINO and NNCF, the HTTP
+# service, Keras weights), without the test tools
+$(VENV)/.extras: $(VENV)/.base
+	$(BIN)/pip install -q -c constraints.txt -e '.[export,openvino,serve,keras]'
+	touch $@
+
+install: $(VENV)/.extras
 
 $(VENV)/.test: $(VENV)/.base
 	$(BIN)/pip install -q -c constraints.txt -e '.[test]'

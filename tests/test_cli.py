@@ -198,3 +198,11 @@ def test_packaged_recipes_are_found_by_name_from_anywhere(tmp_path, monkeypatch,
     assert "imagenet/vgg16_S256" in capsys.readouterr().out
     assert main(["train", "--config", "cifar10_quik"]) == 2
     assert "Did you mean 'cifar10_quick'?" in capsys.readouterr().err
+
+
+def test_every_flag_of_every_command_is_explained():
+    parser = build_parser()
+    for name, sub in _subparsers(parser).items():
+        for action in sub._actions:
+            if action.dest != "help":
+                assert action.help, f"vggnet {name}: {action.option_strings or action.dest}"

@@ -30,9 +30,9 @@ def register(sub) -> None:
                         "images: best.int8.onnx (ONNX Runtime static quantization, 7-bit "
                         "weights), or with --format openvino best.int8.xml (NNCF, first "
                         "convolution kept in floating point: the closer to fp32)")
-    p.add_argument("--calibration", type=int, default=512, help="calibration images for --int8")
+    p.add_argument("--calibration", type=int, default=512, help="training images to calibrate --int8 on (default 512; fewer if the run has fewer)")
     p.add_argument("--check-images", type=int, default=1000,
-                   help="test images on which --int8 reports top-1 agreement with fp32")
+                   help="test images on which --int8 reports top-1 agreement with fp32 (default 1000)")
     p.add_argument("--int8-full-range", action="store_true",
                    help="ONNX Runtime's int8 weights with all 8 bits: only for models that "
                         "will run on CPUs with VNNI or AMX (elsewhere ONNX Runtime saturates; "

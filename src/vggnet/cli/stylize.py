@@ -32,21 +32,27 @@ def register(sub) -> None:
     p.add_argument("--scales", help="coarse to fine: longer sides solved in turn, e.g. "
                                     "256,512 (default: --size only)")
     p.add_argument("--steps", type=int, default=300, help="loss evaluations per scale")
-    p.add_argument("--optimizer", choices=["lbfgs", "adam"], default="lbfgs")
+    p.add_argument("--optimizer", choices=["lbfgs", "adam"], default="lbfgs",
+                   help="lbfgs (default, as in Gatys et al.) or adam (its step: --lr)")
     p.add_argument("--lr", type=float, default=0.02, help="Adam's step (default 0.02)")
-    p.add_argument("--content-weight", type=float, default=1.0)
-    p.add_argument("--style-weight", type=float, default=1e6)
+    p.add_argument("--content-weight", type=float, default=1.0,
+                   help="weight of the content loss (default 1)")
+    p.add_argument("--style-weight", type=float, default=1e6,
+                   help="weight of the style loss (default 1e6); larger: more style")
     p.add_argument("--tv-weight", type=float, default=0.0, help="total variation (smoothing)")
     p.add_argument("--blend", help="weights of the style images, e.g. 0.7,0.3 (default equal)")
     p.add_argument("--style-scale", type=float, default=1.0,
                    help="style image size relative to the result (default 1)")
-    p.add_argument("--content-layer", default="relu4_2")
+    p.add_argument("--content-layer", default="relu4_2",
+                   help="the layer whose features the result keeps from the content image "
+                        "(default relu4_2, the paper's)")
     p.add_argument("--style-layers", default="relu1_1,relu2_1,relu3_1,relu4_1,relu5_1",
                    help="comma-separated, each optionally NAME:WEIGHT (default: the paper's "
                         "five, weight 1/5 each)")
     p.add_argument("--pooling", choices=["avg", "max"], default="avg",
                    help="avg (the paper's choice for synthesis, default) or max")
-    p.add_argument("--init", choices=["content", "noise"], default="content")
+    p.add_argument("--init", choices=["content", "noise"], default="content",
+                   help="start from the content image (default) or from noise")
     p.add_argument("--preserve-colors", action="store_true",
                    help="keep the content's colours (luminance-only transfer)")
     p.add_argument("--input-norm", choices=["torchvision", "caffe"],
@@ -58,7 +64,7 @@ def register(sub) -> None:
                    help="with bf16: run the last N loss evaluations of each scale in fp32, "
                         "so that the result's loss is fp32's at most of bf16's speed")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the noise start (default 0)")
     p.set_defaults(func=run)
 
 

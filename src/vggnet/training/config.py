@@ -39,7 +39,7 @@ class TrainConfig:
     weights: str | None = opt(None, "initial weights: a vggnet run, a torchvision or timm .pth, a Keras .h5, imagenet (torchvision's for the model; VGG-16-BN when none is named) or timm's name such as vgg16_bn.tv_in1k. They lend the model, head and preprocessing they fit unless a flag sets them; the log says what came from where")
     init_from: str | None = opt(None, "a trained shallower net (the paper's init from net A)")
     freeze: str = opt("none", "none, or features (train the head only)")
-    unfreeze_after: int | None = opt(None, "with freeze features: train the backbone too from this epoch on (at lr x backbone_lr)")
+    unfreeze_after: int | None = opt(None, "with freeze features: train the head alone for this many epochs, then the backbone too (at lr x backbone_lr)")
     backbone_lr: float = opt(1.0, "learning-rate multiplier of the convolutional layers (discriminative rates for fine-tuning, e.g. 0.1)")
     # --- data ---
     data: str = opt("cifar10", "cifar10, cifar100, digits, or an ImageFolder path / tar")
