@@ -144,7 +144,7 @@ def test_training_from_keras_weights_feeds_them_what_they_expect(tmp_path):
     cfg = resolve(None, {"data": str(tmp_path), "weights": str(path), "model": "vgg16",
                          "head": "linear"})
     assert cfg.normalize == "caffe"  # lent by the weights, said in the log like a run's
-    assert cfg.inherited["normalize"] == ("caffe", "the Keras weights")
+    assert cfg.inherited["normalize"] == ("caffe", str(path))  # the file that lent it
     mean, std = parse_normalize(cfg.normalize)
     model = build_model(cfg, num_classes=3)
     assert model.input_norm == InputNorm(mean=mean, std=std)
