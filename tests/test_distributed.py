@@ -18,12 +18,15 @@ ARGS = dict(data="digits", model="vgg11", width=0.125, head="linear", train_subs
             channels_last=False, precision="fp32")  # compared across processes: one numerics
 
 
-def _torchrun(out, extra=()):
+def _torchrun(out, extra=(), *, restarts: int = 0, fault: str | None = None):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "vggnet", "train"]
+           "--max-restarts", str(restarts), "--monitor-interval", "0.2", "-m", "vggnet", "train"]
     for key, value in {**ARGS, "out": str(out), **dict(extra)}.items():
         cmd += [f"--{key.replace('_', '-')}", str(value).lower() if isinstance(value, bool) else str(value)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    env.pop("VGGNET_FAULT", None)
+    if fault:
+        env["VGGNET_FAULT"] = fault
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
 
 
@@ -52,3 +55,24 @@ def test_two_processes_one_step_equals_one_process_with_the_global_batch(tmp_pat
 def test_global_batch_must_divide(tmp_path):
     done = _torchrun(tmp_path / "odd", {"batch_size": 63})
     assert done.returncode != 0 and "divisible" in (done.stdout + done.stderr)
+
+
+def test_a_killed_rank_restarts_the_job_from_its_last_checkpoint(tmp_path):
+    """Elastic training: under `torchrun --max-restarts 1`, rank 1 is SIGKILLed at step 2 of
+    epoch 2 (a fault point: 4 steps an epoch of 64 images, 32 a process); torchrun starts
+    both processes again, the run resumes from the checkpoint of epoch 1 by itself, and it
+    ends with exactly the weights of the same job never interrupted."""
+    extra = {"train_subset": 256, "epochs": 3, "deterministic": True}
+    done = _torchrun(tmp_path / "elastic", extra, restarts=1,
+                     fault="kill:train.step@6,rank=1,attempt=0")
+    log = done.stdout + done.stderr
+    assert done.returncode == 0, log
+    assert "restart 1 of this torchrun job: resuming" in log and "resuming" in log
+    plain = _torchrun(tmp_path / "plain", extra)
+    assert plain.returncode == 0, plain.stdout + plain.stderr
+    restarted, meta = load_checkpoint(tmp_path / "elastic", which="last")
+    uninterrupted, _ = load_checkpoint(tmp_path / "plain", which="last")
+    assert meta.epoch == 3
+    for key, value in uninterrupted.state_dict().items():
+        assert torch.equal(restarted.state_dict()[key], value), key
+    assert len((tmp_path / "elastic" / "metrics.jsonl").read_text().splitlines()) == 3

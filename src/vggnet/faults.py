@@ -1,8 +1,10 @@
 """Fault points: named places where a test makes the process fail, to prove what a crash
 there leaves behind (a leaf of the package; nothing else here reads the variable).
 
-``VGGNET_FAULT="ACTION:POINT[@N]"`` fails the process the Nth time (default: the first) it
-reaches POINT. ACTION is ``kill`` (SIGKILL: no handler, no cleanup, as a power cut or the
+``VGGNET_FAULT="ACTION:POINT[@N][,rank=R][,attempt=A]"`` fails the process the Nth time
+(default: the first) it reaches POINT; with ``rank``, only the process of that torchrun rank
+(``RANK``); with ``attempt``, only in that attempt of a torchrun job (``0``: before any
+restart; ``TORCHELASTIC_RESTART_COUNT``). ACTION is ``kill`` (SIGKILL: no handler, no cleanup, as a power cut or the
 out-of-memory killer), ``interrupt`` (SIGINT, as Ctrl-C) or ``raise`` (an ``OSError``, as a
 failing disk). The points:
 
@@ -31,9 +33,16 @@ def fault_point(name: str, detail: str | None = None) -> None:
     if not spec:
         return
     action, _, where = spec.partition(":")
+    where, *conditions = where.split(",")
     point, _, nth = where.partition("@")
     if point not in (name, f"{name}/{detail}"):
         return
+    now = {"rank": os.environ.get("RANK", "0"),
+           "attempt": os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")}
+    for condition in conditions:
+        key, _, value = condition.partition("=")
+        if now.get(key.strip()) != value.strip():
+            return
     _reached[point] = _reached.get(point, 0) + 1
     if _reached[point] != int(nth or 1):
         return

@@ -2,7 +2,9 @@
 
 ``torchrun --nproc_per_node N -m vggnet train ...`` runs the same command in N processes;
 each takes its slice of every global batch (``batch_size`` is the global batch), gradients
-are averaged by DDP, and only rank 0 logs and writes files.
+are averaged by DDP, and only rank 0 logs and writes files. With ``--max-restarts K``,
+torchrun starts every process again when one dies; the restarted run resumes from its last
+checkpoint by itself (:func:`elastic_restart`).
 """
 
 from __future__ import annotations
@@ -42,6 +44,12 @@ def init_distributed(device: torch.device) -> tuple[DistContext, torch.device]:
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return ctx, device
+
+
+def elastic_restart() -> int:
+    """How many times torchrun has restarted this job's processes (0: the first attempt, or
+    not under torchrun)."""
+    return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0)
 
 
 def shutdown() -> None:
