@@ -23,7 +23,7 @@ def write_image(path: Path, mode: str = "RGB", size=(40, 30), seed: int = 0) -> 
     return path
 
 
-def photo_folder(root, per_class=6):
+def photo_folder(root, per_class=6, junk=True):
     """Class folders of JPEGs of many sizes and shapes, with what real collections hold: a
     greyscale PNG, a CMYK JPEG, an EXIF-rotated photo, a PNG with alpha, a text file and a
     file that only claims to be a JPEG."""
@@ -39,8 +39,9 @@ def photo_folder(root, per_class=6):
     exif = im.getexif()
     exif[0x0112] = 6  # shown rotated by 90 degrees
     im.save(root / "fox" / "rotated.jpg", exif=exif)
-    (root / "fox" / "notes.txt").write_text("not an image")
-    (root / "fox" / "broken.jpg").write_bytes(b"not a jpeg at all")
+    if junk:
+        (root / "fox" / "notes.txt").write_text("not an image")
+        (root / "fox" / "broken.jpg").write_bytes(b"not a jpeg at all")
     return root
 
 

@@ -66,7 +66,7 @@ def _finetune_stand_ins(folder: Path, env: dict) -> str:
 
     from helpers import photo_folder
 
-    photo_folder(folder / "photos", per_class=4)
+    photo_folder(folder / "photos", per_class=4, junk=False)  # predict exits 1 on junk
     sd = torchvision.models.vgg16_bn().state_dict()
     blob = folder / "stand-in.pth"
     torch.save({k: v.half() if v.is_floating_point() else v for k, v in sd.items()}, blob)
