@@ -52,15 +52,30 @@ def make_folder_dataset(root: Path, classes=("cat", "dog"), per_class=6, sizes=(
     return root
 
 
-def train_tiny_run(out: Path) -> Path:
-    """A real run in ``out``: a width-1/8 VGG-11-BN trained one epoch on the bundled digits
-    (seconds, offline), with every file a run directory holds."""
+_TINY_RUN: list[Path] = []  # the one trained in this test session, copied for each caller
+
+
+def train_tiny_run(out: Path, fresh: bool = False) -> Path:
+    """A real run in ``out``: a width-1/8 VGG-11-BN trained one epoch on the bundled digits,
+    with every file a run directory holds. It is trained once per test session (seconds,
+    offline) and copied for each caller, so a test that exports into its run or changes it
+    changes no other test's. ``fresh``: train this one anew (a test of the training
+    itself, e.g. under mocked CPU features)."""
+    import shutil
+    import tempfile
+
     from vggnet.training.config import resolve
     from vggnet.training.loop import train
 
-    train(resolve(None, dict(data="digits", width=0.125, epochs=1, flip=False, progress=False,
-                             out=str(out))))
-    return out
+    if fresh or not _TINY_RUN or not (_TINY_RUN[0] / "best.safetensors").is_file():
+        first = Path(out if fresh else Path(tempfile.mkdtemp(prefix="vggnet-tiny-run-")) / "run")
+        train(resolve(None, dict(data="digits", width=0.125, epochs=1, flip=False,
+                                 progress=False, out=str(first))))
+        if fresh:
+            return first
+        _TINY_RUN[:] = [first]
+    shutil.copytree(_TINY_RUN[0], out, dirs_exist_ok=True)
+    return Path(out)
 
 
 def serve_images(folder: Path) -> list[Path]:

@@ -69,7 +69,7 @@ def test_training_records_and_logs_the_precision_it_ran(tmp_path, cpu, caplog, f
 
     cpu(*flags)
     with caplog.at_level(logging.INFO, logger="vggnet"):
-        train_tiny_run(tmp_path / "run")
+        train_tiny_run(tmp_path / "run", fresh=True)
     first = next(r.getMessage() for r in caplog.records if r.name.startswith("vggnet"))
     assert first.startswith("training on cpu in " + expected) and "auto" in first
     meta = read_run_metadata(tmp_path / "run")
