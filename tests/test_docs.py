@@ -86,23 +86,77 @@ SLOW_PAGES = {"finetune.md": "trains and exports a full VGG-16-BN at 224 px (min
                              "cores); tests/test_photos.py covers the same paths at small size"}
 
 
-@pytest.mark.parametrize("page", [pytest.param(p, marks=pytest.mark.slow) if p.name in SLOW_PAGES
-                                  else p for p in PAGES if runnable_blocks(p)],
-                         ids=lambda p: p.name)
-def test_runnable_commands_run_as_written(page, tmp_path):
-    """Each page's blocks run in order in a fresh folder (a later block may use what an
-    earlier one made), every line through vggnet's command line, one after another in one
-    Python process per page (each line in a process of its own spent most of the time
-    importing torch again)."""
-    env = {**os.environ, "VGGNET_CACHE": str(tmp_path / "cache")}
-    prelude = STAND_INS[page.name](tmp_path, env) if page.name in STAND_INS else ""
+def _lines(page: Path) -> list[str]:
     lines = [line for block in runnable_blocks(page) for line in block]
     for line in lines:
         assert shlex.split(line, comments=True)[0] == "vggnet", \
             f"{page.name}: a runnable line must be a vggnet command"
-    done = subprocess.run([sys.executable, "-c", _DRIVER, prelude, *lines], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=1800, env=env)
+    return lines
+
+
+@pytest.fixture(scope="module")
+def plain_pages(tmp_path_factory) -> dict[str, str | None]:
+    """The pages that need nothing brought, run in one Python process (each page in a fresh
+    folder of its own, with its own cache): ``{page: None, or why it failed}``. One process
+    for all pages, as one for all lines of a page: each started process spent seconds
+    importing torch again."""
+    import json
+
+    root = tmp_path_factory.mktemp("pages")
+    jobs = [{"page": p.name, "cwd": str(root / p.stem), "lines": _lines(p)}
+            for p in PAGES if runnable_blocks(p) and p.name not in STAND_INS]
+    for job in jobs:
+        Path(job["cwd"]).mkdir()
+    (root / "jobs.json").write_text(json.dumps(jobs))
+    done = subprocess.run([sys.executable, "-c", _PAGES_DRIVER, str(root / "jobs.json"),
+                           str(root / "results.json")], capture_output=True, text=True,
+                          timeout=1800, env=dict(os.environ))
+    assert (root / "results.json").is_file(), done.stderr[-3000:]
+    return json.loads((root / "results.json").read_text())
+
+
+@pytest.mark.parametrize("page", [pytest.param(p, marks=pytest.mark.slow) if p.name in SLOW_PAGES
+                                  else p for p in PAGES if runnable_blocks(p)],
+                         ids=lambda p: p.name)
+def test_runnable_commands_run_as_written(page, tmp_path, request):
+    """Each page's blocks run in order in a fresh folder (a later block may use what an
+    earlier one made), every line through vggnet's command line. Pages that need stand-ins
+    run in a process of their own, the others together (``plain_pages``)."""
+    if page.name not in STAND_INS:
+        failure = request.getfixturevalue("plain_pages")[page.name]
+        assert failure is None, f"{page.name}: {failure}"
+        return
+    env = {**os.environ, "VGGNET_CACHE": str(tmp_path / "cache")}
+    prelude = STAND_INS[page.name](tmp_path, env)
+    done = subprocess.run([sys.executable, "-c", _DRIVER, prelude, *_lines(page)],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=1800, env=env)
     assert done.returncode == 0, f"{page.name}: {done.stderr[-3000:]}"
+
+
+# every page's lines in its own folder and cache, as `vggnet ...` would run them; a page stops
+# at its first failing line, which is recorded with the end of what it printed to stderr
+_PAGES_DRIVER = """
+import contextlib, io, json, os, shlex, sys
+from vggnet.cli import main
+results = {}
+for job in json.load(open(sys.argv[1])):
+    os.chdir(job["cwd"])
+    os.environ["VGGNET_CACHE"] = os.path.join(job["cwd"], "cache")
+    results[job["page"]] = None
+    for line in job["lines"]:
+        err = io.StringIO()
+        try:
+            with contextlib.redirect_stderr(err):
+                code = main(shlex.split(line, comments=True)[1:])
+        except SystemExit as exc:
+            code = exc.code
+        except Exception as exc:
+            code = f"{type(exc).__name__}: {exc}"
+        if code not in (0, None):
+            results[job["page"]] = f"`{line}` failed ({code}): {err.getvalue()[-2000:]}"
+            break
+json.dump(results, open(sys.argv[2], "w"))
+"""
 
 
 # runs each line as `vggnet ...` would (the same main, its exit status checked), stopping at
