@@ -351,3 +351,45 @@ def test_predict_says_which_backend_and_precision_ran(run, tmp_path, capsys):
     assert main(["predict", str(run), str(image), "--backend", "torch", "--precision",
                  "fp32"]) == 0
     assert "torch backend, fp32" in capsys.readouterr().err
+
+
+# optional packages missing -> the backend `auto` takes for a run with an int8 ONNX export
+MISSING = {("onnx",): "openvino",                  # OpenVINO reads the ONNX file itself
+           ("onnxruntime",): "openvino",
+           ("openvino",): "onnxruntime",           # ONNX Runtime needs no onnx for int8
+           ("onnx", "openvino"): "onnxruntime",
+           ("onnxruntime", "openvino"): "torch",
+           ("onnx", "onnxruntime", "openvino"): "torch"}
+
+
+@pytest.mark.parametrize("missing", list(MISSING), ids="+".join)
+def test_auto_answers_with_any_optional_package_missing(run, tmp_path, monkeypatch, missing):
+    """`--backend auto` on a run with an int8 ONNX export never fails where a lesser backend
+    would answer: with each optional package made unimportable in turn, it takes the best
+    one that runs, which answers real test images as PyTorch does (int8: nearly always)."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("openvino")
+    import importlib.util
+    import shutil
+
+    from vggnet.cli import main
+    from vggnet.data.augment import normalize
+    from vggnet.export import backends
+    from vggnet.run import open_run_data, read_run_metadata
+
+    local = tmp_path / "run"
+    shutil.copytree(run, local)
+    assert main(["export", str(local), "--int8", "--calibration", "16",
+                 "--check-images", "20"]) == 0
+    meta = read_run_metadata(local)
+    test = open_run_data(meta, "test", n=60, as_input=True)
+    x = normalize(test.images, meta.preprocessing.mean, meta.preprocessing.std)
+    expected = Predictor(local, backend="torch", precision="fp32").probabilities(x)
+    for name in missing:  # `import name` now raises ImportError
+        monkeypatch.setitem(sys.modules, name, None)
+    monkeypatch.setattr(backends, "_installed", lambda name: name not in missing
+                        and importlib.util.find_spec(name) is not None)
+    predictor = Predictor(local, backend="auto")
+    assert predictor.backend == MISSING[missing]
+    same = (predictor.probabilities(x).argmax(1) == expected.argmax(1)).float().mean()
+    assert same >= 0.9, float(same)

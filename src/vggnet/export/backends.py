@@ -106,8 +106,11 @@ def _openvino_file(checkpoint: Path, int8: bool) -> Path:
 
 
 def _need_onnxruntime(backend: str) -> None:
-    if not (_installed("onnxruntime") and _installed("onnx")):
-        raise UsageError(f"--backend {backend} needs onnx and onnxruntime: pip install "
+    """ONNX Runtime runs an int8 file alone; the fp32 one may have to be exported first,
+    which needs onnx (as :func:`available` says)."""
+    needs = ("onnxruntime",) if backend == "int8" else ("onnxruntime", "onnx")
+    if not all(_installed(name) for name in needs):
+        raise UsageError(f"--backend {backend} needs {' and '.join(needs)}: pip install "
                          "'vggnet[export]'")
 
 
