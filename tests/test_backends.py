@@ -393,3 +393,29 @@ def test_auto_answers_with_any_optional_package_missing(run, tmp_path, monkeypat
     assert predictor.backend == MISSING[missing]
     same = (predictor.probabilities(x).argmax(1) == expected.argmax(1)).float().mean()
     assert same >= 0.9, float(same)
+
+
+def test_the_library_leaves_its_host_process_as_it_found_it(run, tmp_path, monkeypatch):
+    """Allocator tuning is for vggnet's own command processes: building and running an engine
+    or a training in a program (a notebook) never calls it, a command does; and quantizing
+    with NNCF leaves torch's loggers at the levels they had."""
+    from vggnet import device
+    from vggnet.cli import main
+    from helpers import write_image
+
+    calls = []
+    monkeypatch.setattr(device, "reuse_freed_memory", lambda: calls.append(1) or True)
+    with torch.inference_mode():
+        InferenceEngine(with_bn_stats(create_model("vgg11_bn", **SMALL)))(torch.randn(1, 3, 32, 32))
+    train_tiny_run(tmp_path / "library", fresh=True)
+    assert calls == []
+    image = write_image(tmp_path / "a.png", size=(40, 30))
+    assert main(["predict", str(run), str(image), "--backend", "torch"]) == 0
+    assert calls == [1]
+    pytest.importorskip("nncf")
+    from vggnet.export.openvino import need_nncf
+
+    extension_log = logging.getLogger("torch.utils.cpp_extension")
+    monkeypatch.setattr(extension_log, "level", logging.INFO)
+    need_nncf()
+    assert extension_log.level == logging.INFO

@@ -127,7 +127,9 @@ def reuse_freed_memory() -> bool:
     in bf16 that was a quarter of a forward pass on the CPU (1.38 s against 1.05 s with this,
     on a 2-core AMD EPYC; ``benchmarks/freed_memory.py``). The cost is that the process
     keeps its peak memory instead of returning it between calls, as tcmalloc and jemalloc do.
-    Called by the inference engines; a no-op elsewhere, and done once per process."""
+    It changes the whole process, so the library never calls it: vggnet's commands do, in
+    their own processes (:func:`vggnet.cli.main`, serve's workers); a program that imports
+    vggnet may call it. A no-op off glibc."""
     import ctypes
     import ctypes.util
     import platform

@@ -19,6 +19,9 @@ from . import (bench, compare, evaluate, explain, export, features, models, pred
 
 COMMANDS = (models, summary, recipes, train, evaluate, predict, explain, features, compare, stylize,
             samples, export, bench, serve)
+# the commands that run a network: their process keeps freed activations for reuse
+RUN_NETWORKS = {"train", "evaluate", "predict", "explain", "features", "compare", "stylize",
+                "export", "bench", "serve"}
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
@@ -63,6 +66,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(message)s")
     try:
+        if args.command in RUN_NETWORKS:
+            from ..device import reuse_freed_memory
+
+            reuse_freed_memory()  # this process is vggnet's own: tune its allocator
         args.func(args)
     except VggnetError as exc:
         if args.verbose:

@@ -39,12 +39,16 @@ def need_nncf():
     """The nncf module (OpenVINO's quantizer), or a one-line error that says how to install it."""
     need_openvino()
     # nncf imports torch's extension builder, which logs a warning about CUDA on machines
-    # without it: noise for a CPU quantizer
-    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+    # without it: noise for a CPU quantizer, quieted for the import only
+    extension_log = logging.getLogger("torch.utils.cpp_extension")
+    level = extension_log.level
+    extension_log.setLevel(logging.ERROR)
     try:
         import nncf
     except ImportError:
         raise UsageError(f"OpenVINO's int8 model needs the nncf package: {INSTALL}") from None
+    finally:
+        extension_log.setLevel(level)
     return nncf
 
 

@@ -71,14 +71,16 @@ class InferenceEngine:
 
     On a CPU it runs the model as a :mod:`~vggnet.export.fused` program (weights prepacked once,
     ReLUs fused into the convolutions, pooling without indices), checked against the eager
-    module on the first call, and keeps freed activations for reuse
-    (:func:`vggnet.device.reuse_freed_memory`). ``fused=False`` runs the eager module."""
+    module on the first call. ``fused=False`` runs the eager module. vggnet's commands also keep
+    freed activations for reuse in their own processes
+    (:func:`vggnet.device.reuse_freed_memory`); the engine leaves a program that imports it
+    as it was (call that function to get the same)."""
 
     backend = "torch"
 
     def __init__(self, model: nn.Module, precision: str = "auto", channels_last: bool = True,
                  fused: bool = True):
-        from ..device import resolve_precision, reuse_freed_memory
+        from ..device import resolve_precision
         from .fused import fused_or_none
 
         device = next(model.parameters()).device
@@ -90,8 +92,6 @@ class InferenceEngine:
         self.device = device
         self.program = fused_or_none(self.module) if fused else None
         self._checked = self.program is None
-        if device.type == "cpu":
-            reuse_freed_memory()
 
     @torch.inference_mode()
     def __call__(self, x: torch.Tensor) -> torch.Tensor:

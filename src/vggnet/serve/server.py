@@ -89,6 +89,10 @@ def _worker(supervisor: int, settings_json: str, log_level: str, access_log: boo
     _die_with_parent(supervisor)
     import torch
 
+    from ..device import reuse_freed_memory
+
+    reuse_freed_memory()  # a process of vggnet's own, as the command's (vggnet.cli.main)
+
     from .metrics import count_in_folder
 
     count_in_folder(metrics_folder)

@@ -20,8 +20,7 @@ import torch
 import torch.nn as nn
 
 from ..data.datasets import BUILTIN as BUILTIN_DATA
-from ..device import (autocast_for, describe_precision, pick_device, resolve_precision,
-                      reuse_freed_memory)
+from ..device import autocast_for, describe_precision, pick_device, resolve_precision
 from ..errors import ConfigError, TrainingError
 from ..evaluation.metrics import evaluate
 from ..evaluation.protocols import evaluate_protocol
@@ -201,8 +200,6 @@ class _Run:
             raise ConfigError("unfreeze_after changes which parameters train, which "
                               "DistributedDataParallel fixes at its start: use it in one "
                               "process")
-        if device.type == "cpu":
-            reuse_freed_memory()  # large activations are not page-faulted in every step
         _set_determinism(cfg, device)
         torch.manual_seed(cfg.seed)
         data_gen = torch.Generator().manual_seed(cfg.seed)  # shuffling and augmentation
