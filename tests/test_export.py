@@ -9,7 +9,7 @@ import torch
 from vggnet.cli import main
 from vggnet.training.config import resolve
 from vggnet.training.loop import train
-from vggnet.export.formats import export_onnx, export_torchscript
+from vggnet.export.formats import export_onnx
 from vggnet.export.optimize import fold_batchnorm, optimize_for_inference
 from vggnet.models import create_model
 
@@ -56,13 +56,33 @@ def test_onnx_export_of_the_speed_network(tmp_path):
     _assert_onnxruntime_matches(with_bn_stats(model), tmp_path, batch=3)
 
 
-def test_torchscript_export_round_trip(tmp_path):
-    model = with_bn_stats(create_model("vgg13_bn", **SMALL))
-    path = export_torchscript(model, tmp_path / "m.pt", input_size=32)
-    loaded = torch.jit.load(str(path))
-    x = torch.randn(3, 3, 32, 32)
+@pytest.mark.parametrize("name, head", [("vgg13_bn", "classifier"), ("vgg11_lrn", "linear"),
+                                        ("vgg_speed", "linear")])
+def test_torch_export_round_trip_with_any_batch(tmp_path, name, head):
+    """torch.export's program, saved and loaded again, answers as the model at any batch
+    size (the batch axis is dynamic), with no TorchScript anywhere."""
+    from vggnet.export.pt2 import ExportedClassifier, export_pt2
+
+    model = with_bn_stats(create_model(name, head=head, **SMALL)).eval()
+    path = export_pt2(model, tmp_path / "m.pt2", input_size=32)
+    loaded = ExportedClassifier(path)
     with torch.inference_mode():
-        assert torch.allclose(loaded(x), model(x), atol=1e-5)
+        for n in (1, 3, 17):
+            x = torch.randn(n, 3, 32, 32)
+            assert torch.allclose(loaded(x), model(x), atol=1e-5)
+
+
+@pytest.mark.slow  # reason: AOTInductor compiles C++ for the model (about 30 s)
+def test_aotinductor_package_round_trip(tmp_path):
+    from vggnet.export.pt2 import AotiClassifier, export_aoti
+
+    model = with_bn_stats(create_model("vgg11_bn", **SMALL)).eval()
+    path = export_aoti(model, tmp_path / "m.aoti.pt2", input_size=32)
+    loaded = AotiClassifier(path)
+    with torch.inference_mode():
+        for n in (1, 5):
+            x = torch.randn(n, 3, 32, 32)
+            assert torch.allclose(loaded(x), model(x), atol=1e-4)
 
 
 def test_export_cli_from_a_run(tmp_path, capsys):
@@ -71,8 +91,9 @@ def test_export_cli_from_a_run(tmp_path, capsys):
                              out=str(out))))
     assert main(["export", str(out), "--format", "onnx", "--out", str(tmp_path / "d.onnx")]) == 0
     assert "checked against ONNX Runtime" in capsys.readouterr().out
-    assert main(["export", str(out), "--format", "torchscript"]) == 0
-    assert (out / "best.pt").is_file()
+    assert main(["export", str(out), "--format", "pt2"]) == 0
+    assert (out / "best.pt2").is_file()
+    assert "checked against PyTorch" in capsys.readouterr().out
 
 
 def test_int8_export_calibrates_on_the_runs_images_and_agrees(tmp_path, capsys):
@@ -253,20 +274,20 @@ def test_every_recipe_shape_exports_in_every_format_and_predicts(shape, folder, 
     for fmt in ("onnx", "openvino"):
         assert main(["export", str(run), "--format", fmt, "--int8", "--calibration", "8",
                      "--check-images", "12"]) == 0, fmt
-    assert main(["export", str(run), "--format", "torchscript"]) == 0
+    assert main(["export", str(run), "--format", "pt2"]) == 0
     text = capsys.readouterr().out
     # the agreement is measured on what `predict` feeds: the test scale's centre crop
     assert seen == [(pre.input_size, pre.input_size)] * 2
     assert text.count("agrees with fp32 on") == 2
     images = sorted((folder / "val" / "a").glob("*.png"))[:3]
     answers = {}
-    for backend in ("torch", "onnx", "int8", "openvino", "openvino-int8", "auto"):
+    for backend in ("torch", "onnx", "int8", "openvino", "openvino-int8", "pt2", "auto"):
         assert main(["predict", str(run), *map(str, images), "--backend", backend,
-                     "--precision", "fp32" if backend in ("torch", "openvino") else "auto",
+                     "--precision", "fp32" if backend in ("torch", "openvino", "pt2") else "auto",
                      "--json"]) == 0, backend
         answers[backend] = json.loads(capsys.readouterr().out)
         assert [len(a["top"]) for a in answers[backend]] == [2, 2, 2], backend
-    for backend in ("onnx", "openvino"):  # the fp32 files answer as PyTorch does
+    for backend in ("onnx", "openvino", "pt2"):  # the fp32 files answer as PyTorch does
         for a, b in zip(answers[backend], answers["torch"]):
             assert a["top"][0]["probability"] == pytest.approx(b["top"][0]["probability"],
                                                                abs=1e-3)

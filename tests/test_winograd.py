@@ -155,21 +155,27 @@ def test_converted_model_dispatches_by_map_size_channels_dtype_and_grad(monkeypa
     assert calls == []
 
 
-def test_tracing_scripting_and_export_use_the_ordinary_convolution():
-    model = _cifar_vgg16_bn()
+def test_torch_export_and_onnx_export_capture_the_ordinary_convolution(tmp_path):
+    """A graph captured from a model with Winograd layers (torch.export, the ONNX exporter)
+    holds the ordinary convolutions, which every runtime has, and answers as the plain model."""
+    model = _cifar_vgg16_bn().eval()
     convert_to_winograd(model, min_channels=1, dtypes=None, backward_only=False)  # always
-    ref = _cifar_vgg16_bn()
+    ref = _cifar_vgg16_bn().eval()
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
-        eager = model(x)
-        torch.testing.assert_close(eager, ref(x), rtol=1e-4, atol=1e-4)  # Winograd, in fp32
-        traced = torch.jit.trace(model, x)
-        assert str(traced.inlined_graph).count("aten::_convolution") == 13
-        torch.testing.assert_close(traced(x), ref(x))
-        conv = model.features.conv5_1
-        scripted = torch.jit.script(conv)  # through __prepare_scriptable__: a plain Conv2d
-        x5 = torch.randn(2, 512, 2, 2)
-        torch.testing.assert_close(scripted(x5), ref.features.conv5_1(x5))
+        torch.testing.assert_close(model(x), ref(x), rtol=1e-4, atol=1e-4)  # Winograd, fp32
+        program = torch.export.export(model, (x,))
+        convs = [n for n in program.graph.nodes if n.op == "call_function"
+                 and ("convolution" in str(n.target) or "conv2d" in str(n.target))]
+        assert len(convs) == 13
+        torch.testing.assert_close(program.module()(x), ref(x))
+    pytest.importorskip("onnx")
+    import onnx
+
+    from vggnet.export.formats import export_onnx
+
+    path = export_onnx(model, tmp_path / "w.onnx", input_size=32)
+    assert sum(n.op_type == "Conv" for n in onnx.load(str(path)).graph.node) == 13
 
 
 @pytest.mark.parametrize("algo, precision, flags, expected", [

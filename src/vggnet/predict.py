@@ -128,6 +128,10 @@ def _exported(path: Path, precision: str, threads: int | None):
         from .export.openvino import OpenVinoClassifier
 
         return OpenVinoClassifier(path, threads=threads, precision=precision)
+    if path.suffix == ".pt2":
+        from .export.pt2 import AotiClassifier, ExportedClassifier
+
+        return (AotiClassifier if path.name.endswith(".aoti.pt2") else ExportedClassifier)(path)
     from .export.quantize import OnnxClassifier
 
     return OnnxClassifier(path, threads=threads)

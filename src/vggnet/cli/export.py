@@ -1,5 +1,6 @@
-"""`vggnet export`: ONNX (checked against ONNX Runtime), OpenVINO IR (checked against OpenVINO)
-or TorchScript, and int8 for ONNX Runtime and OpenVINO."""
+"""`vggnet export`: ONNX (checked against ONNX Runtime), OpenVINO IR (checked against OpenVINO),
+torch.export's ExportedProgram or an AOTInductor package, and int8 for ONNX Runtime and
+OpenVINO."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from ..errors import UsageError
 
 
 NAME = "export"
+# each format's file, beside the checkpoint unless --out says otherwise
+SUFFIX = {"onnx": ".onnx", "openvino": ".xml", "pt2": ".pt2", "aoti": ".aoti.pt2"}
 # shown at the end of `vggnet export --help`
 EXAMPLES = (
     "vggnet export runs/photos --format openvino --int8",
@@ -18,10 +21,12 @@ EXAMPLES = (
 
 
 def register(sub) -> None:
-    p = sub.add_parser("export", help="export a checkpoint to ONNX, OpenVINO or TorchScript")
+    p = sub.add_parser("export", help="export a checkpoint to ONNX, OpenVINO, torch.export or AOTInductor")
     p.add_argument("checkpoint", help="a run directory or a .safetensors checkpoint")
-    p.add_argument("--format", choices=["onnx", "openvino", "torchscript"], default="onnx",
-                   help="onnx (default), openvino (IR: best.xml + best.bin) or torchscript")
+    p.add_argument("--format", choices=list(SUFFIX), default="onnx",
+                   help="onnx (default), openvino (IR: best.xml + best.bin), pt2 (torch.export's "
+                        "ExportedProgram, best.pt2) or aoti (an AOTInductor package compiled "
+                        "for this CPU, best.aoti.pt2; needs a C++ compiler)")
     p.add_argument("--out", help="output file (default: beside the checkpoint)")
     p.add_argument("--input-size", type=int, help="example input size (default: the checkpoint's)")
     p.add_argument("--no-check", action="store_true", help="skip the parity check")
@@ -42,12 +47,12 @@ def register(sub) -> None:
 
 
 def run(args) -> None:
-    from ..export.formats import export_onnx, export_torchscript
+    from ..export.formats import export_onnx
     from ..run import load_checkpoint, resolve_checkpoint
 
     if args.int8_full_range and not args.int8:
         raise UsageError("--int8-full-range shapes the --int8 model: add --int8")
-    if args.int8 and args.format == "torchscript":
+    if args.int8 and args.format in ("pt2", "aoti"):
         raise UsageError("--int8 makes an ONNX Runtime or OpenVINO model: use it with --format "
                          "onnx or openvino")
     if args.int8_full_range and args.format == "openvino":
@@ -69,8 +74,7 @@ def run(args) -> None:
     ckpt = resolve_checkpoint(args.checkpoint)
     model, meta = load_checkpoint(ckpt)
     size = args.input_size or meta.preprocessing.input_size
-    suffix = {"onnx": ".onnx", "openvino": ".xml", "torchscript": ".pt"}[args.format]
-    out = Path(args.out) if args.out else ckpt.with_suffix(suffix)
+    out = Path(args.out) if args.out else ckpt.with_suffix(SUFFIX[args.format])
     if args.format == "onnx":
         export_onnx(model, out, size, check=not args.no_check)
         checked = " (checked against ONNX Runtime)"
@@ -80,8 +84,11 @@ def run(args) -> None:
         export_openvino(model, out, size, check=not args.no_check)
         checked = " (checked against OpenVINO in fp32)"
     else:
-        export_torchscript(model, out, size, check=not args.no_check)
-        checked = " (reloaded and checked)"
+        from ..export.pt2 import export_aoti, export_pt2
+
+        (export_pt2 if args.format == "pt2" else export_aoti)(model, out, size,
+                                                               check=not args.no_check)
+        checked = " (loaded again and checked against PyTorch)"
     print(f"wrote {out}{'' if args.no_check else checked}")
     if args.int8:
         _int8(model, meta, out, args)

@@ -36,8 +36,9 @@ def register(sub) -> None:
     p.add_argument("--top-k", type=int, default=5, help="classes shown per image (default 5)")
     add_backend_arguments(p)
     p.add_argument("--onnx", help="run this exported file instead: an .onnx in ONNX Runtime "
-                                  "(e.g. the best.int8.onnx of `vggnet export --int8`) or an "
-                                  "OpenVINO .xml")
+                                  "(e.g. the best.int8.onnx of `vggnet export --int8`), an "
+                                  "OpenVINO .xml, or a .pt2 of `vggnet export --format pt2` "
+                                  "or `aoti`")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.set_defaults(func=run)

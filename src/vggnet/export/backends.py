@@ -13,6 +13,9 @@ in) and ``path`` (the file it runs) attributes:
 ``openvino-int8``  OpenVINO, int8, on ``best.int8.xml`` (``vggnet export RUN --format
                    openvino --int8``; without it, converted on first use from
                    ``best.int8.onnx``)
+``pt2``            torch.export's ExportedProgram, fp32, on ``best.pt2`` (exported on first use)
+``aoti``           an AOTInductor package, fp32, on ``best.aoti.pt2`` (``vggnet export RUN
+                   --format aoti``: compiled ahead of time, no Python model code)
 ``auto``           the fastest of these the run and the installed packages allow, in the order
                    of :data:`AUTO_ORDER` (measured: benchmarks/RESULTS.md): an int8 export
                    when the run has one, else PyTorch
@@ -52,6 +55,10 @@ def available(checkpoint: Path, backend: str) -> bool:
     if backend == "openvino-int8":
         return _installed("openvino") and (int8_onnx.is_file()
                                            or checkpoint.with_suffix(".int8.xml").is_file())
+    if backend == "pt2":  # exported on first use
+        return True
+    if backend == "aoti":  # compiled by `vggnet export RUN --format aoti` only (tens of s)
+        return checkpoint.with_suffix(".aoti.pt2").is_file()
     raise UsageError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
 
 
@@ -105,6 +112,25 @@ def _openvino_file(checkpoint: Path, int8: bool) -> Path:
     return export_openvino(model, path, meta.preprocessing.input_size)
 
 
+def _pt2_engine(checkpoint: Path, backend: str):
+    """best.pt2 (exported here when missing) or best.aoti.pt2 (compiled by `vggnet export`)."""
+    from ..run import load_checkpoint
+    from .pt2 import AotiClassifier, ExportedClassifier, export_pt2
+
+    if backend == "aoti":
+        path = checkpoint.with_suffix(".aoti.pt2")
+        if not path.is_file():
+            raise UsageError(f"no AOTInductor package at {path}: make it with `vggnet export "
+                             f"{checkpoint.parent} --format aoti`, then run again")
+        return AotiClassifier(path)
+    path = checkpoint.with_suffix(".pt2")
+    if not path.is_file():
+        model, meta = load_checkpoint(checkpoint)
+        log.info("exporting %s to %s with torch.export", checkpoint.name, path)
+        export_pt2(model, path, meta.preprocessing.input_size)
+    return ExportedClassifier(path)
+
+
 def _need_onnxruntime(backend: str) -> None:
     """ONNX Runtime runs an int8 file alone; the fp32 one may have to be exported first,
     which needs onnx (as :func:`available` says)."""
@@ -132,8 +158,8 @@ def open_backend(checkpoint, backend: str = "auto", precision: str = "auto",
     device = torch.device(device)
     if name != "torch" and device.type != "cpu":
         raise UsageError(f"--backend {name} runs on the CPU; use --backend torch for {device}")
-    if name in ("onnx", "int8", "openvino-int8") and precision not in ("auto",):
-        fixed = "fp32" if name == "onnx" else "int8"
+    if name in ("onnx", "int8", "openvino-int8", "pt2", "aoti") and precision not in ("auto",):
+        fixed = "int8" if "int8" in name else "fp32"
         if precision != fixed:
             raise UsageError(f"--backend {name} runs in {fixed}, not {precision}: use --backend "
                              "torch or openvino for other precisions")
@@ -144,6 +170,8 @@ def open_backend(checkpoint, backend: str = "auto", precision: str = "auto",
             model, _ = load_checkpoint(checkpoint, device=device)
         engine = InferenceEngine(model, precision, channels_last=device.type == "cpu")
         engine.path = checkpoint
+    elif name in ("pt2", "aoti"):
+        engine = _pt2_engine(checkpoint, name)
     elif name in ("onnx", "int8"):
         _need_onnxruntime(name)
         from .quantize import OnnxClassifier

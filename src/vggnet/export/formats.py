@@ -1,4 +1,5 @@
-"""Export to ONNX (checked against ONNX Runtime by default) and TorchScript."""
+"""Export to ONNX (checked against ONNX Runtime by default); torch.export and AOTInductor
+are in :mod:`vggnet.export.pt2`."""
 
 from __future__ import annotations
 
@@ -124,19 +125,3 @@ def _check_close(got: torch.Tensor, expected: torch.Tensor, atol: float, path, w
     if not err <= atol * scale:  # NaN fails too
         raise ExportError(f"{path}: {what} differs from PyTorch by {err:.2e} at output scale "
                           f"{scale:.3g} (tolerance {atol * scale:.2e})")
-
-
-def export_torchscript(model, path, input_size: int = 224, *, check: bool = True,
-                       atol: float = 1e-5) -> Path:
-    """A traced TorchScript module (batch norm folded); reloaded and compared with ``check``."""
-    path = Path(path)
-    model = fold_batchnorm(model).cpu().float().eval()
-    x = _example(model, input_size)
-    with torch.inference_mode():
-        traced = torch.jit.trace(model, x)
-    traced.save(str(path))
-    if check:
-        loaded = torch.jit.load(str(path))
-        with torch.inference_mode():
-            _check_close(loaded(x), model(x), atol, path, "TorchScript")
-    return path

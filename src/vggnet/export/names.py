@@ -1,7 +1,7 @@
 """The names of the inference backends, apart from the backends themselves (which load
 PyTorch), so that the command line can list them before anything heavy is imported."""
 
-BACKENDS = ("auto", "torch", "onnx", "int8", "openvino", "openvino-int8")
+BACKENDS = ("auto", "torch", "onnx", "int8", "openvino", "openvino-int8", "pt2", "aoti")
 
 # fastest first, as `vggnet bench` measured them side by side (benchmarks/RESULTS.md): int8 in
 # OpenVINO, then in ONNX Runtime, then vggnet's own PyTorch engine, which ran VGG-16 in bf16
@@ -16,7 +16,9 @@ WHAT = {"torch": "vggnet's PyTorch engine on the checkpoint",
         "onnx": "ONNX Runtime fp32 on best.onnx",
         "int8": "ONNX Runtime on best.int8.onnx",
         "openvino": "OpenVINO fp32 or bf16 on best.xml",
-        "openvino-int8": "OpenVINO on best.int8.xml"}
+        "openvino-int8": "OpenVINO on best.int8.xml",
+        "pt2": "torch.export's program in best.pt2",
+        "aoti": "the AOTInductor package best.aoti.pt2"}
 
 
 def backend_help() -> str:

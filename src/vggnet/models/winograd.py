@@ -243,8 +243,7 @@ class WinogradConv2d(nn.Conv2d):
         return torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else x.dtype
 
     def _use_winograd(self, x: torch.Tensor) -> bool:
-        if (torch.jit.is_scripting() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
-                or torch.compiler.is_compiling()):
+        if torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling():
             return False
         if self.backward_only and not (torch.is_grad_enabled()
                                        and (x.requires_grad or self.weight.requires_grad)):
@@ -258,9 +257,6 @@ class WinogradConv2d(nn.Conv2d):
         if not self._use_winograd(x):
             return super().forward(x)
         return winograd_conv3x3(x, self.weight, self.bias, dtype=self._compute_dtype(x))
-
-    def __prepare_scriptable__(self) -> nn.Conv2d:  # torch.jit.script: the ordinary conv
-        return _as_type(self, nn.Conv2d)
 
     def extra_repr(self) -> str:
         dtypes = "any" if self.dtypes is None else ", ".join(str(d).replace("torch.", "")
