@@ -247,6 +247,80 @@ def test_batcher_without_batching_and_with_a_failing_model():
         DynamicBatcher(infer, None, max_batch=0)
 
 
+def _fault(case):
+    """(infer, on_batch) for a batch that fails at one point, given in ``case``."""
+    def infer(x):
+        if case == "model raises":
+            raise RuntimeError("boom")
+        if case == "rows missing":
+            return x[:-1]
+        return x
+
+    def on_batch(n):
+        if case == "counting raises":
+            raise ValueError("metrics broke")
+    return infer, on_batch
+
+
+@pytest.mark.parametrize("case, cause", [
+    ("shapes differ", "RuntimeError"),     # two uploads decoded to different sizes: torch.cat
+    ("model raises", "RuntimeError: boom"),
+    ("rows missing", "the model answered 1 rows for 2 images"),
+    ("counting raises", "ValueError: metrics broke"),
+])
+def test_every_fault_in_a_batch_answers_all_its_requests_and_the_batcher_goes_on(case, cause):
+    from vggnet.serve import BatchError
+
+    infer, on_batch = _fault(case)
+
+    async def go():
+        b = DynamicBatcher(infer, ThreadPoolExecutor(1), max_batch=2, max_wait_ms=200,
+                           on_batch=on_batch)
+        b.start()
+        second = torch.ones(1, 3, 2, 2) if case == "shapes differ" else torch.ones(1, 3, 4, 4)
+        results = await asyncio.wait_for(  # a request left waiting fails here, not by hanging
+            asyncio.gather(b.submit(torch.ones(1, 3, 4, 4)), b.submit(second),
+                           return_exceptions=True), 60)
+        alive = b.alive
+        b.infer, b.on_batch = (lambda x: x), None  # the fault is gone: the next batch runs
+        after = await b.submit(torch.ones(1, 3, 4, 4))
+        await b.stop()
+        return results, alive, after
+
+    results, alive, after = asyncio.run(go())
+    assert all(isinstance(r, BatchError) and cause in str(r) for r in results), results
+    assert alive and after.shape == (3, 4, 4)
+
+
+def test_a_batcher_whose_task_ends_answers_everything_and_says_so(run, images):
+    """If the batching task ever ends (here: made to crash in gathering), the images queued
+    are answered, new ones are refused at once, and /healthz answers 503."""
+    from vggnet.serve import BatchError
+
+    async def go():
+        b = DynamicBatcher(lambda x: x, ThreadPoolExecutor(1), max_batch=4, max_wait_ms=1000)
+        b.start()
+        waiting = asyncio.ensure_future(b.submit(torch.ones(1, 2)))
+        await asyncio.sleep(0)  # queued
+        b._task.cancel()  # the task ends (as it would on a bug outside its try)
+        results = await asyncio.wait_for(asyncio.gather(waiting, return_exceptions=True), 60)
+        with pytest.raises(BatchError, match="has ended"):
+            await b.submit(torch.ones(1, 2))
+        return results, b.alive
+
+    results, alive = asyncio.run(go())
+    assert isinstance(results[0], BatchError) and not alive
+    with TestClient(create_app(ServeSettings(run=str(run), backend="torch"))) as c:
+        assert c.get("/healthz").status_code == 200
+        batcher = c.app.state.batcher
+        c.portal.call(lambda: batcher._task.cancel())  # on the service's own event loop
+        health = c.get("/healthz")
+        assert health.status_code == 503 and health.json()["status"] == "failed"
+        r = c.post("/v1/predict", files=[("file", (images[0].name, images[0].read_bytes(),
+                                                   "image/png"))])
+        assert r.status_code == 500 and "has ended" in r.json()["detail"]
+
+
 def test_onnx_and_int8_backends(run, images, tmp_path):
     pytest.importorskip("onnxruntime")
     torch_probs = Predictor(run, precision="fp32").predict(images, top_k=10)

@@ -26,7 +26,7 @@ from starlette.exceptions import HTTPException
 from ..errors import ConfigError, ImageReadError, ImageTooLargeError, NotAnImageError
 from ..io import open_image
 from .backend import ServedModel
-from .batcher import DynamicBatcher
+from .batcher import BatchError, DynamicBatcher
 from .metrics import ServiceMetrics
 
 STATIC = Path(__file__).parent / "static"
@@ -184,7 +184,7 @@ def create_app(settings: ServeSettings, model: ServedModel | None = None):
                   description=f"VGG image classification: {model.info.architecture} from "
                               f"{model.info.run} ({model.info.backend} backend)")
     app.state.service, app.state.model, app.state.settings = svc.state, model, settings
-    app.state.metrics = svc.metrics
+    app.state.metrics, app.state.batcher = svc.metrics, svc.batcher
     _error_handlers(app, svc.metrics)
     _image_routes(app, svc)
     _info_routes(app, svc)
@@ -246,6 +246,10 @@ def _info_routes(app, svc: _Service) -> None:
 
     @app.get("/healthz", summary="Liveness and readiness")
     async def healthz():
+        if not svc.batcher.alive:  # nothing would answer: a supervisor should restart us
+            return JSONResponse({"status": "failed", "detail": "the batching task has ended "
+                                 f"({svc.batcher.ended}); restart the service"},
+                                status_code=503)
         return {"status": "ok", "inflight": svc.state.inflight - 1}  # less this request
 
     @app.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)
@@ -280,6 +284,12 @@ def _error_handlers(app, metrics: ServiceMetrics) -> None:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
                              for e in exc.errors())
         return _json(422, f"invalid request: {problems}")
+
+    @app.exception_handler(BatchError)
+    async def batch_failed(request, exc: BatchError):
+        log.error("%s on %s", exc, request.url.path)
+        metrics.error("batch_failed")
+        return _json(500, str(exc))
 
     @app.exception_handler(Exception)
     async def internal(request, exc: Exception):

@@ -16,7 +16,17 @@ from typing import Callable
 import torch
 
 
+class BatchError(RuntimeError):
+    """A batch could not be answered: every request that waited for it gets this error,
+    which names the cause (the service answers it as a 500 JSON)."""
+
+
 class DynamicBatcher:
+    """No request is ever left waiting: any exception while gathering, stacking or running a
+    batch answers every image of that batch with a :class:`BatchError`, and the task goes
+    on; if the task ends all the same (stopped, or a bug), everything queued is answered,
+    :attr:`alive` turns false (``/healthz`` then answers 503) and new images are refused."""
+
     def __init__(self, infer: Callable[[torch.Tensor], torch.Tensor], executor: Executor, *,
                  max_batch: int = 32, max_wait_ms: float = 5.0,
                  on_batch: Callable[[int], None] | None = None):
@@ -29,11 +39,19 @@ class DynamicBatcher:
         self.on_batch = on_batch
         self._queue: asyncio.Queue | None = None
         self._task: asyncio.Task | None = None
+        self.ended: str | None = None  # why the task ended, once it has
 
     def start(self) -> None:
         """Start the batching task on the running event loop."""
         self._queue = asyncio.Queue()
+        self.ended = None
         self._task = asyncio.get_running_loop().create_task(self._run(), name="vggnet-batcher")
+        self._task.add_done_callback(self._on_end)
+
+    @property
+    def alive(self) -> bool:
+        """Whether the batching task runs (false before start, after stop or a crash)."""
+        return self._task is not None and not self._task.done()
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -42,18 +60,22 @@ class DynamicBatcher:
                 await self._task
             except asyncio.CancelledError:
                 pass
-            self._task = None
 
     async def submit(self, x: torch.Tensor) -> torch.Tensor:
         """The model's output row for one 1 x C x H x W input."""
         if self._queue is None:
             raise RuntimeError("the batcher is not started (start() on the event loop)")
+        if not self.alive:
+            raise BatchError(f"the batching task has ended ({self.ended}); the service must "
+                             "be restarted")
         future = asyncio.get_running_loop().create_future()
         await self._queue.put((x, future))
         return await future
 
-    async def _gather(self) -> list:
-        items = [await self._queue.get()]
+    async def _gather(self, items: list) -> list:
+        """Fill ``items`` (the caller's list, so that what was taken off the queue is still
+        answered if gathering is interrupted) with the next batch's images."""
+        items.append(await self._queue.get())
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.max_wait
         while len(items) < self.max_batch:
@@ -72,21 +94,47 @@ class DynamicBatcher:
         return items
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
-            items = [(x, f) for x, f in await self._gather() if not f.done()]  # drop cancelled
-            if not items:
-                continue
-            if self.on_batch is not None:
-                self.on_batch(len(items))
-            batch = torch.cat([x for x, _ in items])
+            items: list = []
             try:
-                out = await loop.run_in_executor(self.executor, self.infer, batch)
-            except Exception as exc:  # every waiting request gets the error, the task goes on
-                for _, future in items:
-                    if not future.done():
-                        future.set_exception(exc)
-                continue
-            for row, (_, future) in zip(out, items):
-                if not future.done():
-                    future.set_result(row)
+                await self._gather(items)
+                items[:] = [(x, f) for x, f in items if not f.done()]  # drop cancelled
+                if items:
+                    self._answer(items, await self._infer(items))
+            except asyncio.CancelledError:
+                _fail(items, BatchError("the service stopped before this image's batch ran"))
+                raise
+            except Exception as exc:  # noqa: BLE001 - every waiting request hears of any error
+                _fail(items, BatchError(f"a batch of {len(items)} image(s) failed: "
+                                        f"{type(exc).__name__}: {exc}"))
+
+    async def _infer(self, items: list) -> torch.Tensor:
+        if self.on_batch is not None:
+            self.on_batch(len(items))
+        batch = torch.cat([x for x, _ in items])
+        out = await asyncio.get_running_loop().run_in_executor(self.executor, self.infer, batch)
+        if len(out) != len(items):
+            raise RuntimeError(f"the model answered {len(out)} rows for {len(items)} images")
+        return out
+
+    @staticmethod
+    def _answer(items: list, out: torch.Tensor) -> None:
+        for row, (_, future) in zip(out, items):
+            if not future.done():
+                future.set_result(row)
+
+    def _on_end(self, task: asyncio.Task) -> None:
+        """The task ended: say why, and answer whatever still waits in the queue."""
+        self.ended = ("stopped" if task.cancelled() else
+                      f"{type(task.exception()).__name__}: {task.exception()}"
+                      if task.exception() else "returned")
+        waiting = []
+        while self._queue is not None and not self._queue.empty():
+            waiting.append(self._queue.get_nowait())
+        _fail(waiting, BatchError(f"the batching task has ended ({self.ended})"))
+
+
+def _fail(items: list, error: BatchError) -> None:
+    for _, future in items:
+        if not future.done():
+            future.set_exception(error)
