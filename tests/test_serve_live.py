@@ -484,3 +484,23 @@ def test_workers_that_die_as_they_start_stop_the_service_with_a_clear_error(tmp_
     with pytest.raises(VggnetError, match="kept dying as they started"):
         _supervise(settings, "127.0.0.1", 0, 2, "critical", False)
     assert not list(tmp_path.glob("vggnet-serve-*"))  # nothing left behind
+
+
+def test_a_retry_after_a_failed_connect_goes_to_another_ready_worker(tmp_path):
+    """The front retries a request whose worker could not be reached on another ready
+    worker, never on the one it just tried, even when that one is the least busy."""
+    from vggnet.serve.proxy import Worker, WorkerPool
+
+    class Proc:
+        exitcode, pid = None, 1
+
+    pool = WorkerPool.__new__(WorkerPool)
+    pool.workers, pool.count, pool.turn = [], 2, 0
+    for i in range(2):
+        (tmp_path / f"w{i}.sock").touch()  # a ready worker's socket exists
+        pool.workers.append(Worker(i, Proc(), tmp_path / f"w{i}.sock"))
+    idle, busy = pool.workers
+    busy.inflight = 5
+    assert pool.pick() is idle
+    assert pool.pick(exclude={idle}) is busy
+    assert pool.pick(exclude={idle, busy}) is None

@@ -89,9 +89,10 @@ class WorkerPool:
         proc.start()
         return Worker(index, proc, path)
 
-    def pick(self) -> Worker | None:
-        """The ready worker with the fewest requests in flight; ties take turns."""
-        ready = [w for w in self.workers if w.ready]
+    def pick(self, exclude=()) -> Worker | None:
+        """The ready worker with the fewest requests in flight, other than those in
+        ``exclude`` (tried already); ties take turns."""
+        ready = [w for w in self.workers if w.ready and w not in exclude]
         if not ready:
             return None
         self.turn += 1
@@ -241,7 +242,10 @@ class Proxy:
 
     async def _monitor(self) -> None:
         while self.pool.gave_up is None:
-            self.pool.reap()
+            try:
+                self.pool.reap()
+            except Exception:  # noqa: BLE001 - the monitor must outlive any one failure
+                log.exception("vggnet serve: replacing a dead worker failed; trying again")
             await asyncio.sleep(0.1)
         self.on_give_up(self.pool.gave_up)
 
@@ -266,8 +270,8 @@ class Proxy:
             target += "?" + scope["query_string"].decode("latin-1")
         tried = set()
         while True:
-            worker = self.pool.pick()
-            if worker is None or worker in tried:
+            worker = self.pool.pick(exclude=tried)
+            if worker is None:
                 self.pool.metrics.error("no_worker_ready")
                 return await self._reply(send, 503, {
                     "detail": "no worker is ready to answer (they are starting or being "
