@@ -150,7 +150,15 @@ class _Service:
                                       max_batch=settings.max_batch,
                                       max_wait_ms=settings.max_wait_ms,
                                       on_batch=self.metrics.batch)
-        self.explainer = model.explainer()
+        self.can_explain = model.info.backend == "torch"  # Grad-CAM needs the PyTorch model
+        self._explainer = None
+
+    @property
+    def explainer(self):
+        """Grad-CAM, built on the first /v1/explain (a prediction never goes through it)."""
+        if self._explainer is None and self.can_explain:
+            self._explainer = self.model.explainer()
+        return self._explainer
 
     @asynccontextmanager
     async def lifespan(self, app):
@@ -213,7 +221,7 @@ def _image_routes(app, svc: _Service) -> None:
                       class_name: str | None = Query(None, alias="class", description="class "
                                                      "to explain (default: the top one)"),
                       method: str = Query("gradcam", pattern="^gradcam(\\+\\+)?$")):
-        if svc.explainer is None:
+        if not svc.can_explain:
             raise RequestError(501, "Grad-CAM needs the PyTorch model: serve with --backend "
                                "torch", "explain_unavailable")
         uploads = await _read_uploads(request, svc.settings)
@@ -239,7 +247,7 @@ def _info_routes(app, svc: _Service) -> None:
 
     @app.get("/v1/model", summary="The model behind the service")
     async def model_info():
-        return {**svc.model.info.to_dict(), "explain": svc.explainer is not None,
+        return {**svc.model.info.to_dict(), "explain": svc.can_explain,
                 "limits": {"max_batch": settings.max_batch, "max_wait_ms": settings.max_wait_ms,
                            "max_upload_mb": settings.max_upload_mb,
                            "max_images": settings.max_images}}
