@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: test test-slow demo install bench docs clean
+.PHONY: test test-slow mutation demo install bench docs clean
 
 # the package alone (what the demo uses), then the test extra on top (what the tests use)
 $(VENV)/.base: pyproject.toml constraints.txt
@@ -29,6 +29,11 @@ test: $(VENV)/.test
 test-slow: $(VENV)/.test
 	$(BIN)/python -m pytest -q -m slow --durations=20
 
+# mutation testing of the modules listed under [tool.mutmut] in pyproject.toml (slow: not
+# part of make test); `.venv/bin/mutmut results` lists the survivors
+mutation: $(VENV)/.test
+	$(BIN)/mutmut run --max-children 2
+
 demo: $(VENV)/.base
 	$(BIN)/vggnet train --config demo_digits --out runs/demo --overwrite true
 	$(BIN)/vggnet evaluate runs/demo
@@ -42,4 +47,4 @@ docs: $(VENV)/.test
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 clean:
-	rm -rf $(VENV) runs build site src/*.egg-info
+	rm -rf $(VENV) runs build site src/*.egg-info mutants
