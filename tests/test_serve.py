@@ -351,3 +351,48 @@ def test_command_line_errors_are_one_line(run, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 3 and all(line.startswith("vggnet serve: error:") for line in err)
     assert "--max-batch must be at least 1" in err[1]
+
+
+def test_overload_is_refused_at_once_with_retry_after(run, images, monkeypatch):
+    """With the model busy and max_queue images waiting, the next image is refused at once
+    (no waiting for seconds); the waiting ones are all answered once the model is free. Over
+    HTTP the refusal is a 503 with Retry-After, counted."""
+    import threading
+
+    from vggnet.serve import Overloaded
+
+    started, release = threading.Event(), threading.Event()
+
+    def infer(x):
+        started.set()
+        release.wait(60)
+        return x
+
+    async def go():
+        loop = asyncio.get_running_loop()
+        b = DynamicBatcher(infer, ThreadPoolExecutor(1), max_batch=1, max_wait_ms=0,
+                           max_queue=2)
+        b.start()
+        running = asyncio.ensure_future(b.submit(torch.ones(1, 2)))
+        await loop.run_in_executor(None, started.wait, 60)  # the model is busy with it
+        queued = [asyncio.ensure_future(b.submit(torch.ones(1, 2))) for _ in range(2)]
+        await asyncio.sleep(0)  # both in the queue
+        with pytest.raises(Overloaded, match="queue holds 2"):
+            await b.submit(torch.ones(1, 2))
+        release.set()
+        done = await asyncio.wait_for(asyncio.gather(running, *queued), 60)
+        await b.stop()
+        return done
+
+    assert len(asyncio.run(go())) == 3
+    with TestClient(create_app(ServeSettings(run=str(run), backend="torch"))) as c:
+        async def refuse(x):
+            raise Overloaded("3 images are already waiting")
+
+        monkeypatch.setattr(c.app.state.batcher, "submit", refuse)
+        r = c.post("/v1/predict", files=[("file", (images[0].name, images[0].read_bytes(),
+                                                   "image/png"))])
+        assert r.status_code == 503 and r.headers["retry-after"] == "1"
+        assert "already waiting" in r.json()["detail"]
+        assert prometheus_value(c.get("/metrics").text, "vggnet_errors_total",
+                                reason="overloaded") == 1

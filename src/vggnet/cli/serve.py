@@ -27,6 +27,10 @@ def register(sub) -> None:
                    help="most images per forward pass (default 32; 1 turns batching off)")
     p.add_argument("--max-wait-ms", type=float, default=5.0,
                    help="how long a first image waits for others to join its batch (default 5)")
+    p.add_argument("--max-queue", type=int, default=128,
+                   help="most images waiting for a batch; a request beyond it is refused at "
+                        "once with 503 and Retry-After instead of waiting for seconds "
+                        "(default 128; 0: no bound)")
     p.add_argument("--workers", type=int, default=1,
                    help="worker processes, each with its own model, behind one front that "
                         "replaces a worker that dies (default 1)")
@@ -55,6 +59,8 @@ def run(args) -> None:
                                                                args.drain_timeout)):
         if value < 0:
             raise UsageError(f"{flag} must be >= 0, not {value}")
+    if args.max_queue < 0:
+        raise UsageError(f"--max-queue must be 0 (no bound) or more, not {args.max_queue}")
     if args.max_upload_mb <= 0:
         raise UsageError(f"--max-upload-mb must be > 0, not {args.max_upload_mb}")
     if not 0 <= args.port <= 65535:
@@ -72,6 +78,7 @@ def run(args) -> None:
     settings = ServeSettings(run=args.checkpoint, backend=args.backend,
                              precision=args.precision, device=args.device,
                              max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
+                             max_queue=args.max_queue,
                              max_upload_mb=args.max_upload_mb, max_images=args.max_images,
                              threads=args.threads, drain_timeout_s=args.drain_timeout)
     serve(settings, args.host, args.port, workers=args.workers, log_level=args.log_level,

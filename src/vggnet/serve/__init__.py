@@ -7,7 +7,7 @@ python-multipart and prometheus-client.
 
 from .app import ServeSettings, create_app
 from .backend import BACKENDS, ServedModel
-from .batcher import BatchError, DynamicBatcher
+from .batcher import BatchError, DynamicBatcher, Overloaded
 from .server import BackgroundServer, serve
 
 __all__ = ["BACKENDS", "BackgroundServer", "BatchError", "DynamicBatcher", "ServeSettings", "ServedModel", "create_app", "serve"]

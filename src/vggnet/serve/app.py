@@ -26,7 +26,7 @@ from starlette.exceptions import HTTPException
 from ..errors import ConfigError, ImageReadError, ImageTooLargeError, NotAnImageError
 from ..io import open_image
 from .backend import ServedModel
-from .batcher import BatchError, DynamicBatcher
+from .batcher import BatchError, DynamicBatcher, Overloaded
 from .metrics import ServiceMetrics
 
 STATIC = Path(__file__).parent / "static"
@@ -44,6 +44,7 @@ class ServeSettings:
     device: str = "cpu"
     max_batch: int = 32
     max_wait_ms: float = 5.0
+    max_queue: int = 128            # images waiting for a batch; beyond, 503 + Retry-After
     max_upload_mb: float = 20.0
     max_images: int = 16
     threads: int | None = None      # torch / ONNX Runtime threads for inference
@@ -149,6 +150,7 @@ class _Service:
         self.batcher = DynamicBatcher(model.probabilities, self.infer_pool,
                                       max_batch=settings.max_batch,
                                       max_wait_ms=settings.max_wait_ms,
+                                      max_queue=settings.max_queue,
                                       on_batch=self.metrics.batch)
         self.can_explain = model.info.backend == "torch"  # Grad-CAM needs the PyTorch model
         self._explainer = None
@@ -249,6 +251,7 @@ def _info_routes(app, svc: _Service) -> None:
     async def model_info():
         return {**svc.model.info.to_dict(), "explain": svc.can_explain,
                 "limits": {"max_batch": settings.max_batch, "max_wait_ms": settings.max_wait_ms,
+                           "max_queue": settings.max_queue,
                            "max_upload_mb": settings.max_upload_mb,
                            "max_images": settings.max_images}}
 
@@ -292,6 +295,11 @@ def _error_handlers(app, metrics: ServiceMetrics) -> None:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
                              for e in exc.errors())
         return _json(422, f"invalid request: {problems}")
+
+    @app.exception_handler(Overloaded)
+    async def overloaded(request, exc: Overloaded):
+        metrics.error("overloaded")
+        return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "1"})
 
     @app.exception_handler(BatchError)
     async def batch_failed(request, exc: BatchError):

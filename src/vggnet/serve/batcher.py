@@ -21,6 +21,11 @@ class BatchError(RuntimeError):
     which names the cause (the service answers it as a 500 JSON)."""
 
 
+class Overloaded(RuntimeError):
+    """More images wait than the queue holds: the request is refused at once (503 with
+    Retry-After) rather than left to wait for seconds."""
+
+
 class DynamicBatcher:
     """No request is ever left waiting: any exception while gathering, stacking or running a
     batch answers every image of that batch with a :class:`BatchError`, and the task goes
@@ -28,15 +33,17 @@ class DynamicBatcher:
     :attr:`alive` turns false (``/healthz`` then answers 503) and new images are refused."""
 
     def __init__(self, infer: Callable[[torch.Tensor], torch.Tensor], executor: Executor, *,
-                 max_batch: int = 32, max_wait_ms: float = 5.0,
+                 max_batch: int = 32, max_wait_ms: float = 5.0, max_queue: int = 0,
                  on_batch: Callable[[int], None] | None = None):
+        """``max_queue``: the most images that may wait for a batch (0: no bound); beyond it
+        :meth:`submit` raises :class:`Overloaded` at once."""
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, not {max_batch}")
         if max_wait_ms < 0:
             raise ValueError(f"max_wait_ms must be >= 0, not {max_wait_ms}")
         self.infer, self.executor = infer, executor
         self.max_batch, self.max_wait = max_batch, max_wait_ms / 1000
-        self.on_batch = on_batch
+        self.on_batch, self.max_queue = on_batch, max_queue
         self._queue: asyncio.Queue | None = None
         self._task: asyncio.Task | None = None
         self.ended: str | None = None  # why the task ended, once it has
@@ -68,6 +75,9 @@ class DynamicBatcher:
         if not self.alive:
             raise BatchError(f"the batching task has ended ({self.ended}); the service must "
                              "be restarted")
+        if self.max_queue and self._queue.qsize() >= self.max_queue:
+            raise Overloaded(f"{self._queue.qsize()} images are already waiting for the model "
+                             f"(the queue holds {self.max_queue}): retry in a moment")
         future = asyncio.get_running_loop().create_future()
         await self._queue.put((x, future))
         return await future
