@@ -4,7 +4,7 @@ run without the Python code that defines the model). Both are written with batch
 folded, a dynamic batch axis and the run's input size, checked against the PyTorch model
 like the ONNX export, and run by ``vggnet predict --backend pt2`` / ``--backend aoti``.
 
-TorchScript (``torch.jit``), which these replace, is deprecated in the PyTorch vggnet pins.
+TorchScript, which these replace, is deprecated in the PyTorch vggnet pins.
 """
 
 from __future__ import annotations
@@ -43,10 +43,7 @@ def export_pt2(model, path, input_size: int = 224, *, check: bool = True,
     program, model, x = exported_program(model, input_size)
     torch.export.save(program, str(path))
     if check:
-        loaded = ExportedClassifier(path)
-        with torch.inference_mode():
-            for batch in (x, x[:1]):
-                _check_close(loaded(batch), model(batch), atol, path, "the exported program")
+        _check_file(ExportedClassifier(path), model, x, atol, "the exported program")
     return path
 
 
@@ -64,11 +61,16 @@ def export_aoti(model, path, input_size: int = 224, *, check: bool = True,
         raise ExportError(f"AOTInductor could not compile the model (it needs a C++ compiler, "
                           f"such as g++): {str(exc).splitlines()[0][:300]}") from None
     if check:
-        loaded = AotiClassifier(path)
-        with torch.inference_mode():
-            for batch in (x, x[:1]):
-                _check_close(loaded(batch), model(batch), atol, path, "AOTInductor")
+        _check_file(AotiClassifier(path), model, x, atol, "AOTInductor")
     return path
+
+
+def _check_file(loaded, model, x: torch.Tensor, atol: float, what: str) -> None:
+    """The file, loaded again, answers as ``model`` at the example's batch size and at 1 (the
+    batch axis is dynamic)."""
+    with torch.inference_mode():
+        for batch in (x, x[:1]):
+            _check_close(loaded(batch), model(batch), atol, loaded.path, what)
 
 
 class ExportedClassifier:

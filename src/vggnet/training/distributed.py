@@ -52,6 +52,19 @@ def elastic_restart() -> int:
     return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0)
 
 
+def restarted_by_torchrun(out) -> bool:
+    """Whether torchrun (``--max-restarts``) started this process again after a worker died
+    and ``out`` holds the run's state to go on from, as ``--resume`` would (said in the log)."""
+    import logging
+    from pathlib import Path
+
+    restart = elastic_restart()
+    if not (restart and (Path(out) / "last.state.pt").is_file()):
+        return False
+    logging.getLogger("vggnet").info(f"restart {restart} of this torchrun job: resuming {out}")
+    return True
+
+
 def shutdown() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()

@@ -29,7 +29,7 @@ from ..run import (Preprocessing, RunMetadata, absolute_path, git_commit, save_c
                    software_versions)
 from .averaging import Lookahead, build_ema
 from .config import TrainConfig, check_run_dir, validate
-from .distributed import DistContext, elastic_restart, init_distributed, shutdown
+from .distributed import DistContext, init_distributed, restarted_by_torchrun, shutdown
 from .history import write_history
 from ..faults import fault_point
 from .hooks import Hook, recipe_hooks
@@ -171,11 +171,7 @@ def train(cfg: TrainConfig) -> RunResult:
     """Run (or resume) a training run; with torchrun, one process per device, and only rank 0
     logs and writes files."""
     validate(cfg)
-    if elastic_restart() and (Path(cfg.out) / "last.state.pt").is_file() and not cfg.resume:
-        # torchrun --max-restarts started this process again after a worker died: go on
-        # from the last checkpoint, as `--resume` would
-        log.info(f"restart {elastic_restart()} of this torchrun job: resuming {cfg.out}")
-        cfg.resume = True
+    cfg.resume = cfg.resume or restarted_by_torchrun(cfg.out)
     check_run_dir(cfg)
     ctx, device = init_distributed(pick_device(cfg.device))
     try:
