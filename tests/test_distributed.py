@@ -27,8 +27,7 @@ def _torchrun(out, extra=(), *, restarts: int = 0, fault: str | None = None):
     env.pop("VGGNET_FAULT", None)
     if fault:
         env["VGGNET_FAULT"] = fault
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300,
-                          start_new_session=True)
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
 
 
 def test_two_processes_one_step_equals_one_process_with_the_global_batch(tmp_path):
