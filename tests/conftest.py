@@ -1,5 +1,4 @@
 import os
-import tarfile
 from pathlib import Path
 
 import pytest
@@ -22,3 +21,13 @@ def cifar_tar() -> Path:
     if not CIFAR_TAR.is_file():
         pytest.skip(f"real CIFAR-10 not found at {CIFAR_TAR} (see shared/data/README.md)")
     return CIFAR_TAR
+
+
+@pytest.fixture
+def cpu(monkeypatch):
+    """Pretend to be a CPU with the given feature flags: ``cpu("avx2", "avx512_bf16")``."""
+    from vggnet import device as dev
+
+    def pretend(*flags):
+        monkeypatch.setattr(dev, "cpu_flags", lambda: frozenset(flags))
+    return pretend

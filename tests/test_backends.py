@@ -1,5 +1,4 @@
-"""Precision by CPU features, the fused bf16/fp32 PyTorch engine, and the three inference
-backends (PyTorch, ONNX Runtime, OpenVINO) answering the same prediction tests.
+"""Precision by CPU features and the three inference backends (PyTorch, ONNX Runtime, OpenVINO) answering the same prediction tests.
 
 Everything that depends on the CPU is tested by replacing the detected feature flags, so these
 tests mean the same on an AVX2-only machine, an AVX512-BF16 one and an AMX one."""
@@ -9,28 +8,17 @@ import sys
 
 import pytest
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
 
 from vggnet import device as dev
 from vggnet.errors import UsageError
 from vggnet.export.backends import choose_backend
-from vggnet.export.fused import fused_or_none, max_pool_2x2
-from vggnet.export.optimize import InferenceEngine, optimize_for_inference
-from vggnet.models import create_model, list_models
+from vggnet.export.optimize import InferenceEngine
+from vggnet.models import create_model
 from vggnet.predict import Predictor
 
 from helpers import train_tiny_run, with_bn_stats
 
 SMALL = dict(width=0.125, fc_dim=64, num_classes=10)
-
-
-@pytest.fixture
-def cpu(monkeypatch):
-    """Pretend to be a CPU with the given feature flags: ``cpu("avx2", "avx512_bf16")``."""
-    def pretend(*flags):
-        monkeypatch.setattr(dev, "cpu_flags", lambda: frozenset(flags))
-    return pretend
 
 
 @pytest.fixture(scope="module")
@@ -74,121 +62,6 @@ def test_training_records_and_logs_the_precision_it_ran(tmp_path, cpu, caplog, f
     assert first.startswith("training on cpu in " + expected) and "auto" in first
     meta = read_run_metadata(tmp_path / "run")
     assert meta.compute["precision"] == expected and meta.compute["device"] == "cpu"
-
-
-# --- the PyTorch engine -------------------------------------------------------------------------
-
-@pytest.mark.parametrize("name, head", [("vgg11_bn", "classifier"), ("vgg16_c_bn", "linear"),
-                                        ("vgg11_lrn", "conv"), ("vgg_speed", "linear")])
-def test_fused_program_gives_the_eager_modules_outputs(name, head):
-    model = with_bn_stats(create_model(name, head=head, **SMALL))
-    fast = optimize_for_inference(model)
-    program = fused_or_none(fast)
-    assert program is not None
-    x = torch.randn(3, 3, 32, 32).contiguous(memory_format=torch.channels_last)
-    with torch.inference_mode():
-        expected = model(x)
-        assert torch.allclose(program(x), expected, atol=1e-5, rtol=1e-4)
-
-
-@pytest.mark.parametrize("name", list_models())
-@pytest.mark.parametrize("precision", ["fp32", "bf16"])
-def test_the_engine_answers_for_every_model_in_every_precision(name, precision):
-    """Every registered model through the PyTorch engine (A-LRN's normalisation had no bf16
-    kernel, so the bf16 engine failed on it): the same top class as eager fp32 on clearly
-    separated logits, and logits within the precision's rounding."""
-    model = with_bn_stats(create_model(name, **SMALL)).eval()
-    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-    with torch.inference_mode():
-        expected = model(x)
-        got = InferenceEngine(model, precision)(x)
-    assert got.dtype == torch.float32
-    scale = float(expected.abs().max())
-    tolerance = 1e-4 if precision == "fp32" else 0.05  # bf16 keeps 8 bits of mantissa
-    assert float((got - expected).abs().max()) <= tolerance * max(1.0, scale)
-
-
-@pytest.mark.parametrize("name", ["vgg11", "vgg11_bn", "vgg16_c_bn", "vgg11_lrn_bn"])
-def test_every_relu_after_a_convolution_is_fused_into_it_batch_norm_or_not(name):
-    """With batch norm folded into the convolution before it, the ReLU after it is fused as on
-    a plain model: no ReLU is left to run on its own, in the features or the FC head."""
-    from vggnet.export.fused import _Conv, _Linear
-
-    model = with_bn_stats(create_model(name, head="classifier", **SMALL))
-    program = fused_or_none(optimize_for_inference(model))
-    convs = [s for s in program.steps if isinstance(s, _Conv)]
-    linears = [s for s in program.steps if isinstance(s, _Linear)]
-    assert len(convs) == sum(isinstance(m, nn.Conv2d) for m in model.features.modules())
-    assert all(c.attr == "relu" for c in convs)
-    assert [f.attr for f in linears] == ["relu", "relu", "none"]  # fc6, fc7, then the logits
-    assert not any(isinstance(s, nn.ReLU) for s in program.steps)
-
-
-def test_convolution_weights_are_reordered_once_per_input_shape_and_the_last_few_kept():
-    """oneDNN blocks a convolution's weights for the problem it runs, so the program reorders
-    them per input shape (once each, reused after) and keeps the last ``KEEP`` shapes."""
-    from vggnet.export.fused import _Conv
-
-    model = with_bn_stats(create_model("vgg11_bn", head="linear", **SMALL))
-    fast = optimize_for_inference(model)
-    program = fused_or_none(fast)
-    first = next(s for s in program.steps if isinstance(s, _Conv))
-    shapes = [(1, 3, 32, 32), (4, 3, 32, 32), (2, 3, 40, 32), (1, 3, 48, 48), (3, 3, 32, 32)]
-    with torch.inference_mode():
-        for shape in shapes + shapes[:1]:
-            x = torch.randn(shape).contiguous(memory_format=torch.channels_last)
-            assert torch.allclose(program(x), model(x), atol=1e-5, rtol=1e-4)
-        kept = list(first.packed)
-        assert len(kept) == _Conv.KEEP and kept[-1] == shapes[0]  # the oldest but re-used
-        assert shapes[1] not in kept  # the least recently used went
-        packed = first.packed[shapes[0]]
-        program(torch.randn(shapes[0]).contiguous(memory_format=torch.channels_last))
-        assert first.packed[shapes[0]] is packed  # reused, not reordered again
-
-
-@pytest.mark.parametrize("size", [(8, 8), (7, 9), (2, 3), (3, 2)])
-@pytest.mark.parametrize("layout", [torch.channels_last, torch.contiguous_format])
-def test_the_two_by_two_pool_is_max_pool2d(size, layout):
-    x = torch.randn(2, 5, *size).contiguous(memory_format=layout)
-    for y in (x, x.to(torch.bfloat16)):
-        got = max_pool_2x2(y)
-        assert torch.equal(got, F.max_pool2d(y, 2))
-        assert got.is_contiguous(memory_format=layout)  # the next convolution's layout, kept
-
-
-def test_bf16_engine_casts_the_weights_once_and_returns_fp32():
-    model = with_bn_stats(create_model("vgg11_bn", **SMALL))
-    engine = InferenceEngine(model, "bf16")
-    assert engine.precision == "bf16"
-    assert {p.dtype for p in engine.module.parameters()} == {torch.bfloat16}
-    assert {p.dtype for p in model.parameters()} == {torch.float32}  # the original untouched
-    x = torch.randn(4, 3, 32, 32)
-    out = engine(x)
-    assert out.dtype == torch.float32 and out.shape == (4, 10)
-    with torch.inference_mode():
-        ref = model(x)
-    assert (out - ref).abs().max() <= 0.05 * ref.abs().max()  # bf16 keeps 8 bits of mantissa
-
-
-def test_auto_engine_follows_the_cpu(cpu):
-    model = create_model("vgg11_bn", **SMALL).eval()
-    cpu("avx512_bf16")
-    assert InferenceEngine(model).precision == "bf16"
-    cpu("avx2")
-    assert InferenceEngine(model).precision == "fp32"
-
-
-def test_a_fused_program_that_disagrees_is_dropped_for_eager(caplog):
-    model = with_bn_stats(create_model("vgg11_bn", **SMALL))
-    engine = InferenceEngine(model, "fp32")
-    assert engine.program is not None
-    engine.program = lambda x: torch.zeros(len(x), 10)  # a broken fast path
-    x = torch.randn(2, 3, 32, 32)
-    with caplog.at_level(logging.WARNING):
-        out = engine(x)
-    with torch.inference_mode():
-        assert torch.allclose(out, model(x), atol=1e-5, rtol=1e-4)
-    assert engine.program is None and "does not match eager" in caplog.text
 
 
 # --- the backends ---------------------------------------------------------------------------

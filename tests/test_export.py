@@ -10,7 +10,7 @@ from vggnet.cli import main
 from vggnet.training.config import resolve
 from vggnet.training.loop import train
 from vggnet.export.formats import export_onnx
-from vggnet.export.optimize import fold_batchnorm, optimize_for_inference
+from vggnet.export.optimize import optimize_for_inference
 from vggnet.models import create_model
 
 from helpers import with_bn_stats

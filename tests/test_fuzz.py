@@ -17,7 +17,6 @@ from PIL import Image
 from vggnet.errors import ConfigError, ImageReadError, VggnetError
 from vggnet.io import open_image
 
-from helpers import write_image
 
 QUICK = settings(max_examples=40, deadline=2000, derandomize=True,
                  suppress_health_check=[HealthCheck.function_scoped_fixture,

@@ -10,7 +10,6 @@ import torchvision
 import vggnet
 from vggnet.models import (CONFIGS, PAPER_CONFIG, UnknownModelError, create_model, list_models,
                            register_model, summarize)
-from vggnet.models.vgg import VGG
 
 ALL = [n for n in list_models() if n in PAPER_CONFIG]  # the paper's twelve
 # The 8 models torchvision also has (it has no A-LRN and no C).

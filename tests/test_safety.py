@@ -6,12 +6,10 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
 
-from vggnet.io import atomic_write
 from vggnet.run import load_checkpoint
 from vggnet.training.config import resolve
 from vggnet.training.loop import train
@@ -48,19 +46,6 @@ def test_broken_weight_files_are_one_line_errors(tmp_path, content):
         with pytest.raises(WeightsError) as err:
             create_model("vgg11", weights=path)
         assert "\n" not in str(err.value) and path.name in str(err.value)
-
-
-def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
-    target = tmp_path / "ckpt.json"
-    target.write_text("old")
-
-    def explode(p):
-        p.write_text("half")
-        raise RuntimeError("disk full")
-
-    with pytest.raises(RuntimeError):
-        atomic_write(target, explode)
-    assert target.read_text() == "old" and list(tmp_path.iterdir()) == [target]
 
 
 def _spawn(out, *extra, fault: str | None = None):

@@ -57,9 +57,8 @@ def read_state_dict(source) -> dict[str, torch.Tensor]:
     for key, value in sd.items():
         if not isinstance(value, torch.Tensor):
             continue  # metadata such as epoch numbers, never weights
-        for prefix in ("module.", "_orig_mod."):  # DDP and torch.compile wrappers
-            while key.startswith(prefix):
-                key = key[len(prefix):]
+        while key.startswith(("module.", "_orig_mod.")):  # DDP, torch.compile, in any nesting
+            key = key.partition(".")[2]
         clean[key] = value
     if not clean:
         raise WeightsError("the weights hold no tensors: is this a vggnet, torchvision or timm "

@@ -1,0 +1,194 @@
+"""vggnet.run on its own: what travels with a run's weights (preprocessing, classes, configs,
+versions) goes into a checkpoint and comes back unchanged; a checkpoint alone rebuilds its
+model; paths a run recorded are found from any directory; every file that is not a vggnet
+checkpoint is a one-line error naming it; a run's own images come back as it saw them."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from vggnet import run as run_module
+from vggnet.errors import DataError, WeightsError
+from vggnet.models import create_model
+from vggnet.run import (Preprocessing, RunMetadata, absolute_path, load_checkpoint, open_run_data,
+                        read_run_metadata, resolve_checkpoint, save_checkpoint, usable_path)
+
+
+def test_preprocessing_defaults_and_round_trip():
+    p = Preprocessing()
+    assert p.input_size == 224 and p.test_scale == 224 and p.channels == 3
+    assert p.mean == (0.485, 0.456, 0.406) and p.std == (0.229, 0.224, 0.225)
+    q = Preprocessing(mean=[1, 2, 3], std=(1, 1, 1), input_size=32, test_scale=40)
+    assert q.mean == (1.0, 2.0, 3.0) and all(type(v) is float for v in q.mean + q.std)
+    d = q.to_dict()
+    assert d["mean"] == [1.0, 2.0, 3.0] and d["std"] == [1.0, 1.0, 1.0]
+    assert d["input_size"] == 32 and d["test_scale"] == 40 and d["channels"] == 3
+    assert Preprocessing.from_dict(json.loads(json.dumps(d))) == q
+    assert Preprocessing.from_dict({"input_size": 64, "unknown": 1}) == Preprocessing(input_size=64)
+    assert Preprocessing.from_dict(None) == Preprocessing()
+
+
+def test_the_view_is_the_resize_and_centre_crop_of_prediction():
+    from PIL import Image
+
+    from vggnet.io import resize_center_crop
+
+    x = torch.zeros(1, 3, 40, 60, dtype=torch.uint8)
+    x[..., :, 25:35] = 255  # a bright band in the middle
+    view = Preprocessing(input_size=16, test_scale=20).view(x)
+    assert view.shape == (1, 3, 16, 16) and view.dtype == torch.uint8
+    pil = resize_center_crop(Image.fromarray(x[0].permute(1, 2, 0).numpy()), 20, 16)
+    want = torch.tensor(np.asarray(pil)).permute(2, 0, 1).int()
+    assert (view[0].int() - want).abs().max() <= 2
+    assert Preprocessing(input_size=40).view(x).shape == (1, 3, 40, 40)
+
+
+def test_metadata_round_trip_and_defaults():
+    meta = RunMetadata(classes=["a", "b"], preprocessing=Preprocessing(input_size=32),
+                       model_config={"name": "vgg11", "num_classes": 2}, config={"lr": 0.1},
+                       data={"source": "x"}, epoch=3, metrics={"top1": 50.0},
+                       compute={"device": "cpu"}, git_commit="abc")
+    d = json.loads(json.dumps(meta.to_dict()))
+    back = RunMetadata.from_dict(d)
+    assert back == meta
+    assert set(d) == {"model_config", "classes", "preprocessing", "data", "config", "versions",
+                      "git_commit", "epoch", "metrics", "compute"}
+    assert meta.versions["torch"] == torch.__version__ and "vggnet" in meta.versions
+    bare = RunMetadata.from_dict({"model_config": {"num_classes": 3}})
+    assert bare.classes == ["0", "1", "2"] and bare.preprocessing == Preprocessing()
+    assert bare.epoch is None and bare.config == {} and bare.metrics == {} and bare.compute == {}
+    assert RunMetadata.from_dict({}).classes == []
+
+
+def test_git_commit_is_a_hash_or_none(monkeypatch):
+    commit = run_module.git_commit()
+    assert commit is None or (len(commit) == 40 and int(commit, 16) >= 0)
+
+    def broken(*a, **k):
+        raise OSError("no git")
+
+    monkeypatch.setattr(run_module.subprocess, "run", broken)
+    assert run_module.git_commit() is None
+
+
+def test_recorded_paths_are_found_from_any_directory(tmp_path, monkeypatch):
+    (tmp_path / "data").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert absolute_path("data") == str((tmp_path / "data").resolve())
+    assert absolute_path("missing") is None and absolute_path(None) is None
+    assert absolute_path("") is None
+    assert usable_path("data", "/elsewhere") == "data"  # works from here: as given
+    monkeypatch.chdir(tmp_path / "data")
+    assert usable_path("data", str(tmp_path / "data")) == str(tmp_path / "data")
+    assert usable_path("data", "/no/such/place") == "data"  # neither works: as recorded
+    assert usable_path("data", None) == "data" and usable_path(None, "/x") is None
+    meta = RunMetadata(classes=[], preprocessing=Preprocessing(),
+                       config={"data": "data", "data_root": "roots"},
+                       data={"source_path": str(tmp_path / "data"), "root": str(tmp_path)})
+    assert meta.data_source == str(tmp_path / "data") and meta.data_root == str(tmp_path)
+    meta.config = {}
+    meta.data = {"source": "cifar10", "root": str(tmp_path)}  # a built-in set
+    assert meta.data_source == "cifar10" and meta.data_root is None  # the default root
+
+
+def _meta(**kw):
+    return RunMetadata(classes=["cat", "dog", "fox"], preprocessing=Preprocessing(
+        mean=(0.1, 0.2, 0.3), std=(0.5, 0.6, 0.7), input_size=32, test_scale=36), **kw)
+
+
+def test_a_checkpoint_alone_rebuilds_its_model(tmp_path):
+    model = create_model("vgg11_bn", num_classes=3, width=0.125).eval()
+    path = save_checkpoint(model, tmp_path / "best.safetensors", _meta(epoch=4,
+                           model_config={"ignored": True}, metrics={"top1": 66.6}))
+    assert path == tmp_path / "best.safetensors"
+    readable = json.loads((tmp_path / "best.json").read_text())
+    assert readable["model_config"] == model.model_config and readable["epoch"] == 4
+    back, meta = load_checkpoint(tmp_path)
+    assert meta.classes == ["cat", "dog", "fox"] and meta.epoch == 4
+    assert meta.model_config == model.model_config and meta.metrics == {"top1": 66.6}
+    assert not back.training
+    x = torch.rand(2, 3, 32, 32)
+    assert torch.equal(back.state_dict()["features.conv1_1.weight"],
+                       model.state_dict()["features.conv1_1.weight"])
+    # features on the run's model see its own data's statistics
+    assert back.input_norm.mean == pytest.approx((0.1, 0.2, 0.3))
+    assert back.input_norm.std == pytest.approx((0.5, 0.6, 0.7))
+    with torch.no_grad():
+        assert torch.allclose(back(x), model(x), atol=1e-6)
+    assert read_run_metadata(tmp_path / "best.safetensors") == meta
+
+
+def test_a_compiled_model_is_saved_as_the_model_it_wraps(tmp_path):
+    model = create_model("vgg11", num_classes=3, width=0.125)
+
+    class Wrapper:  # what torch.compile returns keeps the model as _orig_mod
+        _orig_mod = model
+
+    save_checkpoint(Wrapper(), tmp_path / "last.safetensors", _meta())
+    assert read_run_metadata(tmp_path, which="last").model_config == model.model_config
+
+
+def test_run_directories_give_their_best_then_their_last_checkpoint(tmp_path):
+    with pytest.raises(WeightsError, match="holds no checkpoint .* a vggnet run directory"):
+        resolve_checkpoint(tmp_path)
+    with pytest.raises(WeightsError, match=f"^checkpoint not found: {tmp_path / 'x'}$"):
+        resolve_checkpoint(tmp_path / "x")
+    (tmp_path / "last.safetensors").write_bytes(b"l")
+    assert resolve_checkpoint(tmp_path) == tmp_path / "last.safetensors"
+    (tmp_path / "best.safetensors").write_bytes(b"b")
+    assert resolve_checkpoint(tmp_path) == tmp_path / "best.safetensors"
+    assert resolve_checkpoint(tmp_path, "last") == tmp_path / "last.safetensors"
+    assert resolve_checkpoint(tmp_path, "other") == tmp_path / "best.safetensors"
+    assert resolve_checkpoint(tmp_path / "last.safetensors") == tmp_path / "last.safetensors"
+
+
+def test_files_that_are_not_vggnet_checkpoints_are_named(tmp_path):
+    pth = tmp_path / "w.pth"
+    pth.write_bytes(b"x")
+    with pytest.raises(WeightsError, match="w.pth: vggnet checkpoints are .safetensors files"):
+        read_run_metadata(pth)
+    broken = tmp_path / "b.safetensors"
+    broken.write_bytes(b"\x00" * 16)
+    with pytest.raises(WeightsError, match="b.safetensors is not a readable safetensors file"):
+        read_run_metadata(broken)
+    from safetensors.torch import save_file
+
+    plain = tmp_path / "p.safetensors"
+    save_file({"w": torch.zeros(1)}, str(plain), metadata={"format": "pt"})
+    with pytest.raises(WeightsError, match="p.safetensors carries no vggnet model config"):
+        read_run_metadata(plain)
+
+
+def _data_folder(root, classes=("cat", "dog", "fox"), size=(48, 40)):
+    from helpers import make_folder_dataset
+
+    return make_folder_dataset(root, classes=classes, per_class=4, sizes=(size,))
+
+
+def test_a_runs_own_images_come_back_as_it_saw_them(tmp_path, monkeypatch):
+    monkeypatch.setenv("VGGNET_CACHE", str(tmp_path / "cache"))
+    folder = _data_folder(tmp_path / "photos")
+    meta = _meta(config={"data": str(folder), "image_size": 40, "val_fraction": 0.25,
+                         "seed": 0})
+    test = open_run_data(meta)
+    train = open_run_data(meta, "train")
+    assert len(test) == 3 and len(train) == 9 and test.classes == meta.classes
+    assert test.images.shape[-2:] == (40, 40)
+    assert len(open_run_data(meta, "train", n=3)) == 3
+    seen = open_run_data(meta, as_input=True)  # test scale 36, crop 32: what predict sees
+    assert seen.images.shape[-2:] == (32, 32)
+    assert torch.equal(seen.images, meta.preprocessing.view(test.images))
+    assert torch.equal(seen.labels, test.labels)
+    other = _data_folder(tmp_path / "other", size=(20, 20))
+    assert open_run_data(meta, data=str(other), image_size=20).images.shape[-2:] == (20, 20)
+
+
+def test_a_run_without_its_data_or_with_other_classes_is_named(tmp_path, monkeypatch):
+    monkeypatch.setenv("VGGNET_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(DataError, match="no data set recorded in the checkpoint: pass --data"):
+        open_run_data(_meta())
+    other = _data_folder(tmp_path / "other", classes=("ant", "bee", "cow"))
+    with pytest.raises(DataError, match="differ from the checkpoint's"):
+        open_run_data(_meta(config={"image_size": 40}), data=str(other), image_size=40)
