@@ -5,7 +5,11 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-CIFAR_TAR = ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
+# the shared data beside the project (also found from a copy of the tests one level down,
+# such as mutation testing's mutants/)
+SHARED = next((p / "shared" for p in ROOT.parents if (p / "shared" / "data").is_dir()),
+              ROOT.parent / "shared")
+CIFAR_TAR = SHARED / "data" / "cifar10-jpeg.tar.gz"
 
 # Two cores on the reference machine; more threads than cores only slows the tests.
 torch.set_num_threads(min(2, os.cpu_count() or 1))

@@ -2,6 +2,7 @@
 
 import tarfile
 
+import numpy as np
 import pytest
 import torch
 
@@ -223,3 +224,114 @@ def test_a_recorded_data_root_is_used_as_given_where_it_works_else_as_resolved(t
     assert meta.data_root == str(tmp_path / "data")
     old = RunMetadata.from_dict({**meta.to_dict(), "data": {"source": "cifar10"}})  # older runs
     assert old.data_root == "data"  # unchanged: the error then names the path it recorded
+
+
+# --- where the built-in sets are found, without a download ---------------------------------
+
+def _cifar_tree(root, size=(8, 8), per_class=2):
+    for split in ("train", "test"):
+        make_folder_dataset(root / split, classes=("airplane", "cat"), per_class=per_class,
+                            sizes=(size,))
+    return root
+
+
+def _tar(tree, path):
+    import tarfile
+
+    with tarfile.open(path, "w:gz") as tf:
+        for split in ("train", "test"):
+            tf.add(tree / split, arcname=split)
+    return path
+
+
+def test_the_data_root_is_the_variable_or_the_cache(tmp_path, monkeypatch):
+    from vggnet.data.datasets import default_data_root
+
+    monkeypatch.setenv("VGGNET_DATA", str(tmp_path / "d"))
+    assert default_data_root() == tmp_path / "d"
+    monkeypatch.delenv("VGGNET_DATA")
+    monkeypatch.setenv("VGGNET_CACHE", str(tmp_path / "c"))
+    assert default_data_root() == tmp_path / "c" / "data"
+
+
+@pytest.mark.parametrize("layout", ["cifar10", "cifar10-jpeg", "cifar10-jpeg.tar.gz", "."])
+def test_cifar10_from_a_local_copy_in_every_layout_it_looks_for(tmp_path, monkeypatch, layout):
+    monkeypatch.setenv("VGGNET_CACHE", str(tmp_path / "cache"))
+    root = tmp_path / "root"
+    tree = _cifar_tree(tmp_path / "tree")
+    root.mkdir()
+    if layout.endswith(".tar.gz"):
+        _tar(tree, root / layout)
+    else:
+        tree.rename(root / layout)  # "." : train/ and test/ right in the root
+    train, test = load_splits("cifar10", root=root)
+    assert len(train) == 4 and len(test) == 4 and train.classes == ["airplane", "cat"]
+    assert train.images.shape[-2:] == (8, 8)
+    big, _ = load_splits("cifar10", root=root, image_size=16)
+    assert big.images.shape[-2:] == (16, 16)
+    monkeypatch.setenv("VGGNET_DATA", str(root))
+    assert len(load_splits("CIFAR10")[1]) == 4  # names in any case, the variable's root
+
+
+def test_cifar10s_official_batches_are_read_through_torchvision(tmp_path, monkeypatch):
+    import torchvision.datasets as tvd
+
+    class Fake:
+        base_folder = "cifar-10-batches-py"
+
+        def __init__(self, root, train, download):
+            n = 6 if train else 2
+            self.data = np.full((n, 32, 32, 3), 7 if train else 9, np.uint8)
+            self.targets = [i % 2 for i in range(n)]
+            self.classes = ["airplane", "automobile"]
+
+    monkeypatch.setattr(tvd, "CIFAR10", Fake)
+    train, test = load_splits("cifar10", root=tmp_path)
+    assert train.images.shape == (6, 3, 32, 32) and test.images.shape == (2, 3, 32, 32)
+    assert int(train.images.max()) == 7 and int(test.images.min()) == 9
+    assert train.labels.tolist() == [0, 1, 0, 1, 0, 1] and train.labels.dtype == torch.long
+    assert train.classes == ["airplane", "automobile"]
+    small, _ = load_splits("cifar10", root=tmp_path, image_size=16)
+    assert small.images.shape == (6, 3, 16, 16) and small.images.dtype == torch.uint8
+    assert int(small.images.min()) == int(small.images.max()) == 7  # a flat image stays flat
+
+
+def test_imagenette_copies_are_found_in_order_and_a_missing_one_named(tmp_path, monkeypatch):
+    from vggnet.data.datasets import IMAGENETTE_COPIES, find_imagenette
+
+    with pytest.raises(DataError) as info:
+        find_imagenette(tmp_path, download=False)
+    assert all(name in str(info.value) for name in IMAGENETTE_COPIES)
+    assert "--download" in str(info.value) and "VGGNET_DATA" in str(info.value)
+    (tmp_path / "imagenette2").mkdir()  # a folder without train/ is not a copy
+    with pytest.raises(DataError):
+        find_imagenette(tmp_path, download=False)
+    (tmp_path / "imagenette2" / "x" / "train").mkdir(parents=True)
+    assert find_imagenette(tmp_path, False) == tmp_path / "imagenette2"
+    (tmp_path / "imagenette2-160.tgz").write_bytes(b"x")
+    assert find_imagenette(tmp_path, False) == tmp_path / "imagenette2-160.tgz"  # earlier in order
+    (tmp_path / "imagenette-224.tar.gz").write_bytes(b"x")
+    assert find_imagenette(tmp_path, False) == tmp_path / "imagenette-224.tar.gz"
+
+
+def test_imagenette_is_downloaded_through_torchvision_when_asked(tmp_path, monkeypatch):
+    import torchvision.datasets as tvd
+
+    from vggnet.data.datasets import find_imagenette
+
+    calls = []
+    monkeypatch.setattr(tvd, "Imagenette", lambda root, split, size, download:
+                        calls.append((root, split, size, download)))
+    got = find_imagenette(tmp_path / "new", download=True)
+    assert got == tmp_path / "new" / "imagenette2-320" and (tmp_path / "new").is_dir()
+    assert calls == [(str(tmp_path / "new"), "train", "320px", True),
+                     (str(tmp_path / "new"), "val", "320px", False)]
+
+
+def test_imagenette_by_name_reads_the_local_copy(tmp_path, monkeypatch):
+    monkeypatch.setenv("VGGNET_CACHE", str(tmp_path / "cache"))
+    tree = tmp_path / "imagenette2-320"
+    for split in ("train", "val"):
+        make_folder_dataset(tree / split, classes=("n01", "n02"), per_class=2, sizes=((12, 10),))
+    train, val = load_splits("imagenette", root=tmp_path, image_size=8)
+    assert len(train) == len(val) == 4 and train.images.shape[-2:] == (8, 8)

@@ -192,3 +192,35 @@ def test_a_run_without_its_data_or_with_other_classes_is_named(tmp_path, monkeyp
     other = _data_folder(tmp_path / "other", classes=("ant", "bee", "cow"))
     with pytest.raises(DataError, match="differ from the checkpoint's"):
         open_run_data(_meta(config={"image_size": 40}), data=str(other), image_size=40)
+
+
+def test_a_streamed_runs_images_are_decoded_one_by_one_as_it_saw_them(tmp_path):
+    from helpers import make_folder_dataset
+
+    tree = tmp_path / "big"
+    make_folder_dataset(tree / "train", classes=("cat", "dog", "fox"), per_class=3,
+                        sizes=((60, 48),))
+    make_folder_dataset(tree / "val", classes=("cat", "dog", "fox"), per_class=2,
+                        sizes=((60, 48),))
+    (tree / "val" / "dog" / "broken.png").write_bytes(b"not an image")  # skipped
+    meta = _meta(config={"data": str(tree), "stream": True})
+    test = open_run_data(meta)
+    assert len(test) == 6 and test.images.shape == (6, 3, 32, 32)
+    assert test.images.dtype == torch.uint8 and test.classes == ["cat", "dog", "fox"]
+    assert sorted(test.labels.tolist()) == [0, 0, 1, 1, 2, 2]
+    some = open_run_data(meta, "train", n=4, seed=5)
+    assert len(some) == 4 and torch.equal(some.images, open_run_data(meta, "train", n=4,
+                                                                      seed=5).images)
+    assert not torch.equal(some.labels, open_run_data(meta, "train", n=4, seed=6).labels) or \
+        not torch.equal(some.images, open_run_data(meta, "train", n=4, seed=6).images)
+    assert len(open_run_data(meta, "train")) == 9
+    # what prediction sees: shorter side to the test scale (36), the centre 32 px
+    from PIL import Image
+
+    from vggnet.io import resize_center_crop
+
+    first = sorted((tree / "val" / "cat").glob("*.png"))[0]
+    want = np.asarray(resize_center_crop(Image.open(first).convert("RGB"), 36, 32))
+    got = [img for img, label in zip(test.images, test.labels) if label == 0]
+    assert min(int((g.permute(1, 2, 0).int() - torch.from_numpy(want.copy()).int()).abs().max())
+               for g in got) <= 2
