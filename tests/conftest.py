@@ -35,3 +35,11 @@ def cpu(monkeypatch):
     def pretend(*flags):
         monkeypatch.setattr(dev, "cpu_flags", lambda: frozenset(flags))
     return pretend
+
+
+def pytest_itemcollected(item):
+    """A test moved out of `make test` says why: ``@pytest.mark.slow(reason="...")``."""
+    for mark in item.iter_markers("slow"):
+        if not mark.kwargs.get("reason"):
+            raise pytest.UsageError(f"{item.nodeid}: a slow marker needs reason=\"why it is "
+                                    "not in make test\"")

@@ -15,7 +15,7 @@ from vggnet.serve.batcher import BatchError, DynamicBatcher, Overloaded
 
 
 def run(coro):
-    return asyncio.run(asyncio.wait_for(coro, 120))  # a request left waiting fails, not hangs
+    return asyncio.run(asyncio.wait_for(coro, 30))  # a request left waiting fails, not hangs
 
 
 def test_waiting_images_run_as_batches_of_at_most_max_batch():

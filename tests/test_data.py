@@ -135,6 +135,8 @@ def test_digits_is_real_and_offline():
     assert train.classes == [str(d) for d in range(10)]
 
 
+@pytest.mark.slow(reason="decodes all 60,000 real JPEGs (12 s on two cores); every copy "
+                         "layout is read in the default suite from small trees")
 def test_cifar10_from_the_shared_jpeg_copy(cifar_tar, monkeypatch):
     monkeypatch.setenv("VGGNET_DATA", str(cifar_tar.parent))
     train, test = load_splits("cifar10")

@@ -57,8 +57,9 @@ def test_global_batch_must_divide(tmp_path):
     assert done.returncode != 0 and "divisible" in (done.stdout + done.stderr)
 
 
-@pytest.mark.slow  # reason: it hung once in three runs (torchrun's restart never finished);
-# it passes in 20 s otherwise. Kept runnable under make test-slow until the hang is found.
+@pytest.mark.slow(reason="it hung once in three runs (torchrun's restart never finished); it "
+                         "passes in 20 s otherwise. Runnable under make test-slow until the "
+                         "hang is found")
 def test_a_killed_rank_restarts_the_job_from_its_last_checkpoint(tmp_path):
     """Elastic training: under `torchrun --max-restarts 1`, rank 1 is SIGKILLed at step 2 of
     epoch 2 (a fault point: 4 steps an epoch of 64 images, 32 a process); torchrun starts

@@ -115,7 +115,7 @@ def plain_pages(tmp_path_factory) -> dict[str, str | None]:
     return json.loads((root / "results.json").read_text())
 
 
-@pytest.mark.parametrize("page", [pytest.param(p, marks=pytest.mark.slow) if p.name in SLOW_PAGES
+@pytest.mark.parametrize("page", [pytest.param(p, marks=pytest.mark.slow(reason=SLOW_PAGES[p.name])) if p.name in SLOW_PAGES
                                   else p for p in PAGES if runnable_blocks(p)],
                          ids=lambda p: p.name)
 def test_runnable_commands_run_as_written(page, tmp_path, request):

@@ -72,7 +72,7 @@ def test_torch_export_round_trip_with_any_batch(tmp_path, name, head):
             assert torch.allclose(loaded(x), model(x), atol=1e-5)
 
 
-@pytest.mark.slow  # reason: AOTInductor compiles C++ for the model (about 30 s)
+@pytest.mark.slow(reason="AOTInductor compiles C++ for the model (about 30 s)")
 def test_aotinductor_package_round_trip(tmp_path):
     from vggnet.export.pt2 import AotiClassifier, export_aoti
 

@@ -189,14 +189,16 @@ def test_the_command_line_says_one_line_for_a_broken_recipe(tmp_path, capsys):
 
 # --- the long campaign -----------------------------------------------------------------------
 
-@pytest.mark.slow
+@pytest.mark.slow(reason="a long campaign (thousands of examples); the default suite runs "
+                         "the same properties on 40 examples each")
 @LONG
 @given(st.sampled_from(sorted(REAL)), st.integers(0, 4000), mutations)
 def test_long_campaign_on_real_files(kind, cut, changes):
     _decodes_or_says_why(_mutate(REAL[kind], cut, changes))
 
 
-@pytest.mark.slow
+@pytest.mark.slow(reason="a long campaign (thousands of examples); the default suite runs "
+                         "the same properties on 40 examples each")
 @LONG
 @given(st.dictionaries(keys, values, max_size=6))
 def test_long_campaign_on_recipes(recipe):

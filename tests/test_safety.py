@@ -3,8 +3,6 @@
 import io
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
@@ -14,6 +12,8 @@ from vggnet.run import load_checkpoint
 from vggnet.training.config import resolve
 from vggnet.training.loop import train
 from vggnet.models import WeightsError, create_model
+
+from helpers import CliProcess
 
 # fp32 pinned: the resumed run is compared bit for bit with an in-process reference, and the
 # same numerics on every CPU keep this test meaning the same everywhere
@@ -34,7 +34,7 @@ def test_malicious_pth_is_refused_and_never_runs(tmp_path):
     path = tmp_path / "weights.pth"
     torch.save({"features.0.weight": torch.zeros(1), "payload": _Evil(marker)}, path)
     with pytest.raises(WeightsError, match="refused"):
-        create_model("vgg11", weights=path)
+        create_model("vgg11", width=0.125, weights=path)
     assert not marker.exists()
 
 
@@ -44,20 +44,21 @@ def test_broken_weight_files_are_one_line_errors(tmp_path, content):
         path = tmp_path / f"w{suffix}"
         path.write_bytes(content)
         with pytest.raises(WeightsError) as err:
-            create_model("vgg11", weights=path)
+            create_model("vgg11", width=0.125, weights=path)
         assert "\n" not in str(err.value) and path.name in str(err.value)
 
 
 def _spawn(out, *extra, fault: str | None = None):
-    """`vggnet train` in a process of its own; ``fault`` makes it fail at a named point
-    (vggnet.faults: ``kill:write.before_rename/last.safetensors@2`` and the like)."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    """`vggnet train` in a process of its own (helpers.CliProcess); ``fault`` makes it fail
+    at a named point (vggnet.faults: ``kill:write.before_rename/last.safetensors@2`` and the
+    like)."""
+    env = dict(os.environ)
     env.pop("VGGNET_FAULT", None)
     if fault:
         env["VGGNET_FAULT"] = fault
-    return subprocess.Popen([sys.executable, "-m", "vggnet", "train", *TRAIN, "--out",
-                             str(out), *extra], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    log = out.parent / f"train-{len(list(out.parent.glob('train-*.log')))}.log"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return CliProcess(["train", *TRAIN, "--out", out, *extra], env, log)
 
 
 def _wait_for(predicate, proc, timeout=120):
@@ -66,19 +67,22 @@ def _wait_for(predicate, proc, timeout=120):
         if predicate():
             return
         if proc.poll() is not None:
-            output = proc.stdout.read()
-            proc.stdout.close()
-            raise AssertionError(f"training exited early:\n{output}")
+            raise AssertionError(f"training exited early:\n{proc.output}")
         time.sleep(0.02)
     raise AssertionError("timed out")
 
 
+_REFERENCES: dict = {}  # epochs -> the uninterrupted run's weights, trained once per session
+
+
 def _reference(tmp_path, epochs):
-    cfg = resolve(None, dict(data="digits", width=0.125, flip=False, batch_size=32,
-                             deterministic=True, progress=False, seed=3, epochs=epochs,
-                             precision="fp32", out=str(tmp_path / "ref")))
-    train(cfg)
-    return load_checkpoint(tmp_path / "ref", which="last")[0].state_dict()
+    if epochs not in _REFERENCES:
+        cfg = resolve(None, dict(data="digits", width=0.125, flip=False, batch_size=32,
+                                 deterministic=True, progress=False, seed=3, epochs=epochs,
+                                 precision="fp32", out=str(tmp_path / "ref")))
+        train(cfg)
+        _REFERENCES[epochs] = load_checkpoint(tmp_path / "ref", which="last")[0].state_dict()
+    return _REFERENCES[epochs]
 
 
 def test_sigkill_during_training_loses_nothing_and_resume_is_exact(tmp_path):
@@ -87,12 +91,12 @@ def test_sigkill_during_training_loses_nothing_and_resume_is_exact(tmp_path):
     # kill while epoch 2's files are being written or soon after: any moment must be safe
     _wait_for(lambda: (out / "metrics.jsonl").is_file()
               and len((out / "metrics.jsonl").read_text().splitlines()) >= 2, proc)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    proc.kill()  # a real SIGKILL: no handler, no cleanup
+    assert proc.wait(60) == -signal.SIGKILL
     model, meta = load_checkpoint(out, which="last")  # the previous checkpoint loads
     assert meta.epoch >= 2
     resumed = _spawn(out, "--epochs", "4", "--resume")
-    assert resumed.wait(timeout=300) == 0, resumed.stdout.read()
+    assert resumed.wait(timeout=300) == 0, resumed.output
     assert not list(out.glob(".*.tmp"))  # temporary files of the killed run are cleaned up
     got = load_checkpoint(out, which="last")[0].state_dict()
     expected = _reference(tmp_path, 4)
@@ -118,14 +122,14 @@ def test_sigkill_at_every_point_of_a_checkpoint_write_loses_nothing(tmp_path):
         # the first process dies in its second checkpoint (the first one has none before it)
         proc = _spawn(out, "--epochs", epochs, *(["--resume"] if i else []),
                       fault=f"kill:{point}@{1 if i else 2}")
-        log = proc.communicate(timeout=300)[0]
-        assert proc.returncode == -signal.SIGKILL, f"{point} was not reached:\n{log}"
+        proc.wait(300)
+        assert proc.returncode == -signal.SIGKILL, f"{point} was not reached:\n{proc.output}"
         model, meta = load_checkpoint(out, which="last")
         state = torch.load(out / "last.state.pt", weights_only=True)
         assert model(torch.zeros(1, 3, 32, 32)).shape == (1, 10)
         assert state["epoch"] >= meta.epoch >= 1, point  # state first, then the weights
     resumed = _spawn(out, "--epochs", epochs, "--resume")
-    assert resumed.wait(timeout=300) == 0, resumed.stdout.read()
+    assert resumed.wait(timeout=300) == 0, resumed.output
     assert not list(out.glob(".*.tmp"))  # the killed writes' temporary files are cleaned up
     got = load_checkpoint(out, which="last")[0].state_dict()
     for key, value in _reference(tmp_path, int(epochs)).items():
@@ -138,7 +142,8 @@ def test_sigint_finishes_the_step_saves_and_resumes_exactly(tmp_path):
     uninterrupted one."""
     out = tmp_path / "run"
     proc = _spawn(out, "--epochs", "3", fault="interrupt:train.step@47")
-    log = proc.communicate(timeout=300)[0]
+    proc.wait(300)
+    log = proc.output
     assert proc.returncode == 0, log
     assert "interrupted" in log and "Traceback" not in log
     state = torch.load(out / "last.state.pt", weights_only=True)
@@ -231,10 +236,10 @@ def _serve(monkeypatch, payload: bytes):
     return calls
 
 
-def _small_vgg11_bytes(tmp_path):
-    import torchvision
-
-    sd = torchvision.models.vgg11(num_classes=7).state_dict()
+def _payload(tmp_path):
+    """A small weights file standing in for torchvision's (what is verified is its hash;
+    that create_model loads such a file from the cache is test_photos' offline test)."""
+    sd = {"features.0.weight": torch.randn(4, 3, 3, 3), "classifier.6.bias": torch.randn(7)}
     torch.save(sd, tmp_path / "w.pth")
     return (tmp_path / "w.pth").read_bytes(), sd
 
@@ -243,31 +248,36 @@ def test_published_weights_are_downloaded_once_and_verified(tmp_path, monkeypatc
     import hashlib
 
     import vggnet.models.hub as hub
-    from vggnet.models import create_model, to_torchvision_state_dict
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    payload, sd = _small_vgg11_bytes(tmp_path)
+    payload, sd = _payload(tmp_path)
     digest = hashlib.sha256(payload).hexdigest()[:8]
     monkeypatch.setitem(hub.URLS, "vgg11", f"https://example.org/vgg11-{digest}.pth")
     calls = _serve(monkeypatch, payload)
-    model = create_model("vgg11", num_classes=7, weights="imagenet")
-    assert all(torch.equal(v, sd[k]) for k, v in to_torchvision_state_dict(model).items())
+    path = hub.pretrained_file("vgg11", progress=False)
     cached = tmp_path / "torch" / "hub" / "checkpoints" / f"vgg11-{digest}.pth"
-    assert cached.is_file() and len(calls) == 1
-    create_model("vgg11", num_classes=7, weights="imagenet")
+    assert path == cached and cached.read_bytes() == payload and len(calls) == 1
+    assert calls == [f"https://example.org/vgg11-{digest}.pth"]
+    loaded = torch.load(path, weights_only=True)
+    assert all(torch.equal(loaded[k], v) for k, v in sd.items())
+    assert hub.pretrained_file("vgg11", progress=False) == cached
     assert len(calls) == 1  # the cached copy, verified again, no second download
     # a cached copy altered afterwards is refused, never loaded
     cached.write_bytes(payload[:-10] + b"0123456789")
     with pytest.raises(WeightsError, match="corrupt or altered .* delete it"):
-        create_model("vgg11", num_classes=7, weights="imagenet")
+        hub.pretrained_file("vgg11", progress=False)
+    with pytest.raises(WeightsError, match="corrupt or altered"):  # through the model too
+        create_model("vgg11", num_classes=7, width=0.125, weights="imagenet")
 
 
 def test_a_corrupt_download_is_refused_and_leaves_nothing(tmp_path, monkeypatch):
+    import vggnet.models.hub as hub
+
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    payload, _ = _small_vgg11_bytes(tmp_path)
+    payload, _ = _payload(tmp_path)
     _serve(monkeypatch, payload)  # not the file whose hash torchvision publishes
     with pytest.raises(WeightsError, match="download of .*vgg16-397923af.pth is corrupt"):
-        create_model("vgg16", weights="imagenet")
+        hub.pretrained_file("vgg16", progress=False)
     folder = tmp_path / "torch" / "hub" / "checkpoints"
     assert not folder.exists() or list(folder.iterdir()) == []
 
@@ -277,11 +287,11 @@ def test_no_published_weights_and_offline_are_one_line(tmp_path, monkeypatch):
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     with pytest.raises(WeightsError, match="no published ImageNet weights for vgg16_c"):
-        create_model("vgg16_c", weights="imagenet")
+        create_model("vgg16_c", width=0.125, weights="imagenet")
 
     def offline(*args, **kwargs):
         raise OSError("Network is unreachable")
 
     monkeypatch.setattr(torch.hub, "urlopen", offline)
     with pytest.raises(WeightsError, match="cannot download .* offline, copy vgg13-19584684.pth"):
-        create_model("vgg13", weights="imagenet")
+        create_model("vgg13", width=0.125, weights="imagenet")

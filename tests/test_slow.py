@@ -7,7 +7,7 @@ from vggnet.training.config import resolve
 from vggnet.training.loop import train
 
 
-@pytest.mark.slow
+@pytest.mark.slow(reason="a full CIFAR-10 training (about 10 minutes on two cores)")
 def test_quick_recipe_reaches_85_percent_on_cifar10(cifar_tar, tmp_path, monkeypatch):
     """The docs' claim (docs/results.md) for the cifar10_quick recipe: >= 85% top-1 on the full CIFAR-10
     test set (about 9 minutes on 2 CPU cores), reached well before the last epoch."""
@@ -23,7 +23,7 @@ def test_quick_recipe_reaches_85_percent_on_cifar10(cifar_tar, tmp_path, monkeyp
     assert meta.data["test_images"] == 10000
 
 
-@pytest.mark.slow
+@pytest.mark.slow(reason="trains on real CIFAR-10 at jittered scales (minutes)")
 def test_scale_jittered_training_and_multiscale_evaluation(cifar_tar, tmp_path, monkeypatch):
     """The paper's protocol end to end on real data: train with S in [32, 48], then
     multi-scale dense + multi-crop evaluation from the command line, far above chance."""
