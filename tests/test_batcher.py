@@ -15,7 +15,7 @@ from vggnet.serve.batcher import BatchError, DynamicBatcher, Overloaded
 
 
 def run(coro):
-    return asyncio.run(asyncio.wait_for(coro, 30))  # a request left waiting fails, not hangs
+    return asyncio.run(asyncio.wait_for(coro, 10))  # a request left waiting fails, not hangs
 
 
 def test_waiting_images_run_as_batches_of_at_most_max_batch():
@@ -64,6 +64,50 @@ def test_a_lone_image_waits_at_most_max_wait_for_company():
     alone, (first, second) = run(go())
     assert sizes == [1, 2] and torch.equal(alone, torch.ones(2))
     assert torch.equal(first, torch.ones(2)) and torch.equal(second, torch.zeros(2))
+
+
+def test_an_image_that_comes_within_max_wait_joins_the_batch():
+    """Under a second of waiting (as served: 5 ms by default), a second image that comes
+    while the first waits still joins it."""
+    sizes = []
+
+    def infer(x):
+        sizes.append(len(x))
+        return x
+
+    async def go():
+        b = DynamicBatcher(infer, ThreadPoolExecutor(1), max_batch=2, max_wait_ms=900)
+        b.start()
+        first = asyncio.ensure_future(b.submit(torch.ones(1, 2)))
+        while b._queue._unfinished_tasks < 1 or not b._queue.empty():
+            await asyncio.sleep(0)  # until the task has taken it and waits for company
+        second = asyncio.ensure_future(b.submit(torch.zeros(1, 2)))
+        await asyncio.gather(first, second)
+        await b.stop()
+
+    run(go())
+    assert sizes == [2]
+
+
+def test_the_model_runs_in_the_executor_it_was_given():
+    """One model thread (the service's pool of one): batches never run the model at the
+    same time, and never on the event loop."""
+    threads = []
+
+    def infer(x):
+        threads.append(threading.current_thread().name)
+        return x
+
+    async def go():
+        pool = ThreadPoolExecutor(1, thread_name_prefix="vggnet-model")
+        b = DynamicBatcher(infer, pool, max_batch=1, max_wait_ms=0)
+        b.start()
+        assert b._task.get_name() == "vggnet-batcher"
+        await asyncio.gather(*(b.submit(torch.ones(1, 2)) for _ in range(3)))
+        await b.stop()
+
+    run(go())
+    assert len(threads) == 3 and all(t.startswith("vggnet-model") for t in threads)
 
 
 def test_without_batching_and_with_a_failing_model():
@@ -236,6 +280,22 @@ def test_a_task_that_dies_of_an_error_says_which_and_answers_what_waits():
     ended, (answer,) = run(go())
     assert ended == "KeyError: 'lost'"
     assert isinstance(answer, BatchError) and "has ended (KeyError: 'lost')" in str(answer)
+
+    async def returns():
+        b = DynamicBatcher(lambda x: x, ThreadPoolExecutor(1))
+        b.start()
+        b._task.cancel()
+        await asyncio.gather(b._task, return_exceptions=True)
+
+        async def done():
+            return None
+        b._task = asyncio.get_running_loop().create_task(done())
+        b._task.add_done_callback(b._on_end)
+        await b._task
+        await asyncio.sleep(0)  # the done callback runs on the next turn of the loop
+        return b.ended
+
+    assert run(returns()) == "returned"
 
 
 def test_a_full_queue_refuses_at_once_and_what_waits_is_answered():

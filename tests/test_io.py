@@ -180,6 +180,23 @@ def test_resize_shorter_side_keeps_the_aspect_and_never_goes_below_the_size():
     assert io.resize_shorter_side(Image.new("RGB", (1001, 1000)), 3).size == (3, 3)
 
 
+def test_the_image_resize_is_the_tensor_resize_of_training_within_one_level():
+    """Prediction resizes Pillow images, training resizes tensors: both bilinear and
+    antialiased, so the network sees the same pixels (to one level of rounding)."""
+    import torch
+
+    from vggnet.data.augment import resize_shorter
+
+    rng = np.random.default_rng(0)
+    arr = np.asarray(Image.fromarray((rng.random((60, 80, 3)) * 255).astype(np.uint8))
+                     .resize((160, 120), Image.NEAREST))  # hard edges, where filters differ
+    tensor = torch.from_numpy(arr.copy()).permute(2, 0, 1)[None]
+    for size in (24, 50, 200):
+        want = resize_shorter(tensor, size)[0].permute(1, 2, 0).numpy().astype(int)
+        got = np.asarray(io.resize_shorter_side(Image.fromarray(arr), size)).astype(int)
+        assert got.shape == want.shape and np.abs(got - want).max() <= 1, size
+
+
 def test_resize_is_bilinear_and_antialiased():
     stripes = np.zeros((64, 64, 3), np.uint8)
     stripes[:, ::2] = 255  # one-pixel stripes average to grey when shrunk with antialiasing
@@ -193,6 +210,13 @@ def test_center_crop_takes_the_middle():
     out = io.resize_center_crop(Image.fromarray(arr), 10)
     assert out.size == (10, 10) and np.asarray(out).min() == 255
     assert io.resize_center_crop(Image.fromarray(arr), 10, crop=4).size == (4, 4)
+    odd = np.zeros((10, 15, 3), np.uint8)
+    odd[:, 2:12] = 255  # a margin of 5: two columns on the left, three on the right
+    out = np.asarray(io.resize_center_crop(Image.fromarray(odd), 10))
+    assert out.min() == 255
+    odd_rows = np.zeros((15, 10, 3), np.uint8)
+    odd_rows[2:12] = 255
+    assert np.asarray(io.resize_center_crop(Image.fromarray(odd_rows), 10)).min() == 255
     tall = np.zeros((20, 10, 3), np.uint8)
     tall[5:15] = 255
     assert np.asarray(io.resize_center_crop(Image.fromarray(tall), 10)).min() == 255

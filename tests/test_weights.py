@@ -107,6 +107,17 @@ def test_torchvision_names_go_both_ways(model):
     assert to_vggnet_state_dict(sd, model) == dict(sd)
 
 
+def test_a_convolutional_heads_weights_become_torchvisions_linear_layers():
+    conv = create_model("vgg11", num_classes=5, width=0.125, head="conv").eval()
+    assert conv.head.fc6.weight.dim() == 4
+    tv = to_torchvision_state_dict(conv)
+    for tv_name, layer in (("classifier.0", "fc6"), ("classifier.3", "fc7"), ("classifier.6", "fc8")):
+        w = getattr(conv.head, layer).weight
+        assert tv[f"{tv_name}.weight"].shape == (w.shape[0], w[0].numel())
+        assert torch.equal(tv[f"{tv_name}.weight"], w.reshape(w.shape[0], -1))
+        assert tv[f"{tv_name}.bias"].dim() == 1
+
+
 def test_timm_names_map_onto_vggnet_names(model):
     tv = to_torchvision_state_dict(model)
     timm = {k.replace("classifier.0", "pre_logits.fc1").replace("classifier.3", "pre_logits.fc2")
