@@ -4,7 +4,6 @@ import os
 import subprocess
 import sys
 
-import pytest
 import torch
 
 from vggnet.run import load_checkpoint
@@ -57,15 +56,14 @@ def test_global_batch_must_divide(tmp_path):
     assert done.returncode != 0 and "divisible" in (done.stdout + done.stderr)
 
 
-@pytest.mark.slow(reason="it hung once in three runs (torchrun's restart never finished); it "
-                         "passes in 20 s otherwise. Runnable under make test-slow until the "
-                         "hang is found")
 def test_a_killed_rank_restarts_the_job_from_its_last_checkpoint(tmp_path):
     """Elastic training: under `torchrun --max-restarts 1`, rank 1 is SIGKILLed at step 2 of
     epoch 2 (a fault point: 4 steps an epoch of 64 images, 32 a process); torchrun starts
     both processes again, the run resumes from the checkpoint of epoch 1 by itself, and it
-    ends with exactly the weights of the same job never interrupted."""
-    extra = {"train_subset": 256, "epochs": 3, "deterministic": True}
+    ends with exactly the weights of the same job never interrupted. (The restarted
+    processes once failed to connect, reading the dead ones' addresses from the store of
+    the attempt before: distributed.init_distributed keys each attempt apart.)"""
+    extra = {"train_subset": 256, "epochs": 2, "deterministic": True}
     done = _torchrun(tmp_path / "elastic", extra, restarts=1,
                      fault="kill:train.step@6,rank=1,attempt=0")
     log = done.stdout + done.stderr
@@ -75,7 +73,7 @@ def test_a_killed_rank_restarts_the_job_from_its_last_checkpoint(tmp_path):
     assert plain.returncode == 0, plain.stdout + plain.stderr
     restarted, meta = load_checkpoint(tmp_path / "elastic", which="last")
     uninterrupted, _ = load_checkpoint(tmp_path / "plain", which="last")
-    assert meta.epoch == 3
+    assert meta.epoch == 2
     for key, value in uninterrupted.state_dict().items():
         assert torch.equal(restarted.state_dict()[key], value), key
-    assert len((tmp_path / "elastic" / "metrics.jsonl").read_text().splitlines()) == 3
+    assert len((tmp_path / "elastic" / "metrics.jsonl").read_text().splitlines()) == 2

@@ -42,7 +42,18 @@ def init_distributed(device: torch.device) -> tuple[DistContext, torch.device]:
         torch.cuda.set_device(ctx.local_rank)
         device = torch.device("cuda", ctx.local_rank)
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        restart = elastic_restart()
+        if restart:
+            # torchrun may hand a restarted job the store of the attempt before it, which
+            # still holds the dead processes' addresses: a new process could read one and
+            # fail to connect (seen in 3 of 6 restarts on a loaded 2-core machine). Keys
+            # under this attempt's own prefix are only ever this attempt's.
+            store, rank, world_size = next(dist.rendezvous("env://"))
+            store = dist.PrefixStore(f"vggnet/attempt-{restart}", store)
+            dist.init_process_group(backend, store=store, rank=rank, world_size=world_size)
+        else:
+            dist.init_process_group(backend)
     return ctx, device
 
 
