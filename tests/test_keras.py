@@ -36,7 +36,9 @@ def _save(model, path):
     return path
 
 
-# every format, both depths, with and without the top; the top needs 224 px inputs
+# every format, both depths, with and without the top; the top needs 224 px inputs (a small
+# one: keras.applications' layer names and layout, fc1 and fc2 of 64 units and 10 classes
+# instead of 4096 and 1000, so the files are 10 MB instead of 550)
 CASES = [("vgg16", True, "vgg16.h5"), ("vgg19", True, "vgg19.weights.h5"),
          ("vgg16", False, "vgg16.keras"), ("vgg16", False, "vgg16.weights.h5"),
          ("vgg19", False, "vgg19.h5")]
@@ -48,15 +50,22 @@ def test_keras_weights_give_kerases_outputs(tmp_path, arch, top, filename):
     keras.utils.set_random_seed(0)
     build = getattr(keras.applications, arch.upper())
     size = 224 if top else 64
-    net = build(weights=None, include_top=top, classifier_activation=None,
-                input_shape=(size, size, 3))
+    if top:
+        base = build(weights=None, include_top=False, input_shape=(size, size, 3))
+        x = keras.layers.Flatten(name="flatten")(base.output)
+        x = keras.layers.Dense(64, activation="relu", name="fc1")(x)
+        x = keras.layers.Dense(64, activation="relu", name="fc2")(x)
+        net = keras.Model(base.input, keras.layers.Dense(10, name="predictions")(x), name=arch)
+    else:
+        net = build(weights=None, include_top=False, input_shape=(size, size, 3))
     path = _save(net, tmp_path / filename)
     rgb = np.random.default_rng(1).uniform(0, 255, (2, size, size, 3)).astype("float32")
     expected = np.asarray(net(keras.applications.vgg16.preprocess_input(rgb.copy())).detach()
                           .cpu())
     del net
 
-    model = create_model(arch, weights=path).eval()
+    model = create_model(arch, weights=path, **(dict(fc_dim=64, num_classes=10) if top else {}))
+    model.eval()
     assert model.input_norm == CAFFE  # BGR, 0-255, ImageNet mean, no std: Keras' "caffe"
     x = model.input_norm(torch.from_numpy(rgb).permute(0, 3, 1, 2) / 255)
     with torch.inference_mode():
