@@ -145,6 +145,14 @@ def test_settings_that_cannot_work_are_refused(kwargs, message):
     DynamicBatcher(lambda x: x, None, max_batch=1, max_wait_ms=0)  # the smallest that work
 
 
+def test_the_defaults_are_the_documented_ones():
+    """32 images a batch, 5 ms of waiting for company, no bound on the queue (`vggnet serve`
+    sets its own --max-queue)."""
+    b = DynamicBatcher(lambda x: x, None)
+    assert (b.max_batch, b.max_wait, b.max_queue) == (32, 0.005, 0)
+    assert DynamicBatcher(lambda x: x, None, max_wait_ms=250).max_wait == 0.25
+
+
 def test_a_batcher_not_started_says_so():
     b = DynamicBatcher(lambda x: x, None)
     assert not b.alive and b.ended is None

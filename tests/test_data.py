@@ -275,20 +275,41 @@ def test_cifar10_from_a_local_copy_in_every_layout_it_looks_for(tmp_path, monkey
     assert len(load_splits("CIFAR10")[1]) == 4  # names in any case, the variable's root
 
 
+def test_an_incomplete_copy_is_passed_over_for_a_complete_one(tmp_path, monkeypatch):
+    monkeypatch.setenv("VGGNET_CACHE", str(tmp_path / "cache"))
+    root = tmp_path / "root"
+    (root / "cifar10" / "test").mkdir(parents=True)  # a copy without train/
+    _tar(_cifar_tree(tmp_path / "tree"), root / "cifar10-jpeg.tar.gz")
+    train, test = load_splits("cifar10", root=root)
+    assert len(train) == len(test) == 4
+    assert list((tmp_path / "cache" / "decoded").glob("*.pt"))  # decoded once, kept
+
+
+class FakeCifar:
+    """torchvision's CIFAR class without the files: what it was asked for, and data."""
+    base_folder = "cifar-10-batches-py"
+    calls: list = []
+    images = None
+
+    def __init__(self, root, train, download):
+        type(self).calls.append((root, train, download))
+        n = 6 if train else 2
+        self.data = (type(self).images[:n] if type(self).images is not None else
+                     np.full((n, 32, 32, 3), 7 if train else 9, np.uint8))
+        self.targets = [i % 2 for i in range(n)]
+        self.classes = ["airplane", "automobile"]
+
+
 def test_cifar10s_official_batches_are_read_through_torchvision(tmp_path, monkeypatch):
     import torchvision.datasets as tvd
 
-    class Fake:
-        base_folder = "cifar-10-batches-py"
-
-        def __init__(self, root, train, download):
-            n = 6 if train else 2
-            self.data = np.full((n, 32, 32, 3), 7 if train else 9, np.uint8)
-            self.targets = [i % 2 for i in range(n)]
-            self.classes = ["airplane", "automobile"]
-
+    Fake = type("Fake", (FakeCifar,), {"calls": []})
     monkeypatch.setattr(tvd, "CIFAR10", Fake)
+    monkeypatch.setattr(tvd, "CIFAR100", None)
     train, test = load_splits("cifar10", root=tmp_path)
+    assert Fake.calls == [(str(tmp_path), True, False), (str(tmp_path), False, False)]
+    load_splits("cifar10", root=tmp_path, download=True)
+    assert Fake.calls[-2:] == [(str(tmp_path), True, True), (str(tmp_path), False, True)]
     assert train.images.shape == (6, 3, 32, 32) and test.images.shape == (2, 3, 32, 32)
     assert int(train.images.max()) == 7 and int(test.images.min()) == 9
     assert train.labels.tolist() == [0, 1, 0, 1, 0, 1] and train.labels.dtype == torch.long
@@ -296,6 +317,25 @@ def test_cifar10s_official_batches_are_read_through_torchvision(tmp_path, monkey
     small, _ = load_splits("cifar10", root=tmp_path, image_size=16)
     assert small.images.shape == (6, 3, 16, 16) and small.images.dtype == torch.uint8
     assert int(small.images.min()) == int(small.images.max()) == 7  # a flat image stays flat
+
+
+def test_official_batches_are_resized_as_image_files_are(tmp_path, monkeypatch):
+    """A resized CIFAR batch holds what decoding the same images from files at that size
+    gives (bilinear, antialiased), to one level of rounding."""
+    import torchvision.datasets as tvd
+    from PIL import Image
+
+    from vggnet.io import resize_shorter_side
+
+    rng = np.random.default_rng(0)
+    Fake = type("Fake", (FakeCifar,), {"calls": [],
+                                        "images": rng.integers(0, 256, (6, 32, 32, 3), np.uint8)})
+    monkeypatch.setattr(tvd, "CIFAR100", Fake)
+    monkeypatch.setattr(tvd, "CIFAR10", None)
+    train, _ = load_splits("cifar100", root=tmp_path, image_size=16)
+    for got, raw in zip(train.images, Fake.images):
+        want = np.asarray(resize_shorter_side(Image.fromarray(raw), 16)).astype(int)
+        assert np.abs(got.permute(1, 2, 0).numpy().astype(int) - want).max() <= 1
 
 
 def test_imagenette_copies_are_found_in_order_and_a_missing_one_named(tmp_path, monkeypatch):
@@ -324,10 +364,11 @@ def test_imagenette_is_downloaded_through_torchvision_when_asked(tmp_path, monke
     calls = []
     monkeypatch.setattr(tvd, "Imagenette", lambda root, split, size, download:
                         calls.append((root, split, size, download)))
-    got = find_imagenette(tmp_path / "new", download=True)
-    assert got == tmp_path / "new" / "imagenette2-320" and (tmp_path / "new").is_dir()
-    assert calls == [(str(tmp_path / "new"), "train", "320px", True),
-                     (str(tmp_path / "new"), "val", "320px", False)]
+    root = tmp_path / "new" / "data"  # folders made as needed
+    got = find_imagenette(root, download=True)
+    assert got == root / "imagenette2-320" and root.is_dir()
+    assert calls == [(str(root), "train", "320px", True), (str(root), "val", "320px", False)]
+    assert find_imagenette(root, download=True) == got  # the folder may exist already
 
 
 def test_imagenette_by_name_reads_the_local_copy(tmp_path, monkeypatch):
@@ -337,3 +378,27 @@ def test_imagenette_by_name_reads_the_local_copy(tmp_path, monkeypatch):
         make_folder_dataset(tree / split, classes=("n01", "n02"), per_class=2, sizes=((12, 10),))
     train, val = load_splits("imagenette", root=tmp_path, image_size=8)
     assert len(train) == len(val) == 4 and train.images.shape[-2:] == (8, 8)
+
+
+def test_a_tar_takes_images_at_split_class_image_only(tmp_path, monkeypatch):
+    """Members elsewhere (a top-level file, an image one level down, folders) are left out;
+    an unreadable image is skipped with a warning naming the archive and split."""
+    import io as bytes_io
+    import tarfile
+
+    monkeypatch.setenv("VGGNET_CACHE", str(tmp_path / "cache"))
+    tree = _cifar_tree(tmp_path / "tree")
+    (tree / "train" / "cat" / "broken.png").write_bytes(b"not a png")
+    (tree / "notes").mkdir()
+    (tree / "notes" / "x.png").write_bytes((tree / "train" / "cat" / "0.png").read_bytes())
+    path = tmp_path / "d.tar"
+    with tarfile.open(path, "w") as tf:
+        for split in ("train", "test", "notes"):
+            tf.add(tree / split, arcname=f"./{split}")
+        tf.add(tree / "train" / "cat" / "0.png", arcname="top.png")
+        info = tarfile.TarInfo("train/dog/readme.txt")
+        info.size = 2
+        tf.addfile(info, bytes_io.BytesIO(b"hi"))
+    with pytest.warns(UserWarning, match=r"skipped 1 unreadable image\(s\) in d.tar:train"):
+        train, test = load_splits(str(path))
+    assert len(train) == 4 and len(test) == 4 and train.classes == ["airplane", "cat"]

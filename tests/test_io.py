@@ -210,12 +210,12 @@ def test_center_crop_takes_the_middle():
     out = io.resize_center_crop(Image.fromarray(arr), 10)
     assert out.size == (10, 10) and np.asarray(out).min() == 255
     assert io.resize_center_crop(Image.fromarray(arr), 10, crop=4).size == (4, 4)
-    odd = np.zeros((10, 15, 3), np.uint8)
-    odd[:, 2:12] = 255  # a margin of 5: two columns on the left, three on the right
+    odd = np.zeros((10, 17, 3), np.uint8)
+    odd[:, 3:13] = 255  # a margin of 7: three columns on the left, four on the right
     out = np.asarray(io.resize_center_crop(Image.fromarray(odd), 10))
     assert out.min() == 255
-    odd_rows = np.zeros((15, 10, 3), np.uint8)
-    odd_rows[2:12] = 255
+    odd_rows = np.zeros((17, 10, 3), np.uint8)
+    odd_rows[3:13] = 255
     assert np.asarray(io.resize_center_crop(Image.fromarray(odd_rows), 10)).min() == 255
     tall = np.zeros((20, 10, 3), np.uint8)
     tall[5:15] = 255

@@ -224,3 +224,31 @@ def test_a_streamed_runs_images_are_decoded_one_by_one_as_it_saw_them(tmp_path):
     got = [img for img, label in zip(test.images, test.labels) if label == 0]
     assert min(int((g.permute(1, 2, 0).int() - torch.from_numpy(want.copy()).int()).abs().max())
                for g in got) <= 2
+
+
+def test_a_runs_split_and_data_root_are_the_ones_it_recorded(tmp_path, monkeypatch):
+    """A folder split by a fraction comes back with the run's own fraction and seed, and a
+    built-in set from the run's --data-root (or from one given now)."""
+    from helpers import make_folder_dataset
+    from vggnet.data import load_splits
+
+    monkeypatch.setenv("VGGNET_CACHE", str(tmp_path / "cache"))
+    folder = make_folder_dataset(tmp_path / "photos", classes=("cat", "dog", "fox"),
+                                 per_class=8, sizes=((40, 40),))
+    meta = _meta(config={"data": str(folder), "image_size": 40, "val_fraction": 0.5,
+                         "seed": 7})
+    test = open_run_data(meta)
+    _, want = load_splits(str(folder), image_size=40, val_fraction=0.5, seed=7)
+    assert len(test) == 12 and torch.equal(test.images, want.images)
+    assert torch.equal(test.labels, want.labels)
+    _, other_seed = load_splits(str(folder), image_size=40, val_fraction=0.5, seed=0)
+    assert not torch.equal(test.images, other_seed.images)
+
+    root = tmp_path / "datasets"
+    for split in ("train", "test"):
+        make_folder_dataset(root / "cifar10" / split, classes=("cat", "dog", "fox"),
+                            per_class=2, sizes=((32, 32),))
+    cifar = _meta(config={"data": "cifar10", "data_root": str(root)})
+    assert len(open_run_data(cifar)) == 6
+    elsewhere = _meta(config={"data": "cifar10", "data_root": str(tmp_path / "gone")})
+    assert len(open_run_data(elsewhere, data_root=str(root))) == 6

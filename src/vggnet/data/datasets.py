@@ -126,9 +126,7 @@ def _tar_split(tar_path: Path, image_size: int | None) -> dict[str, ImageTensors
     per_split: dict[str, list] = {}
     with tarfile.open(tar_path) as tf:
         for member in tf:
-            parts = Path(member.name).parts
-            if parts and parts[0] == ".":
-                parts = parts[1:]
+            parts = Path(member.name).parts  # "./train/..." has no "." part: pathlib drops it
             if not member.isfile() or len(parts) < 3 or not is_image_name(parts[-1]):
                 continue
             data = tf.extractfile(member).read()

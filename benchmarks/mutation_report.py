@@ -1,0 +1,77 @@
+"""The mutation score of each module `make mutation` mutates, from mutmut's results in
+mutants/, with every surviving mutant and what was decided about it.
+
+    make mutation && .venv/bin/python benchmarks/mutation_report.py
+
+writes benchmarks/results/mutation.json and prints the table of docs/development.md.
+A survivor is either killed by a new test (then it no longer survives) or listed in
+EQUIVALENT below with the reason no test can tell it from the original; the score leaves
+the equivalent ones out. A timeout (a mutant that loops or waits for ever) counts as
+killed: the test would fail by its own timeout.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "benchmarks" / "results" / "mutation.json"
+
+# mutant name -> why no test can tell it from the original
+EQUIVALENT: dict[str, str] = {}
+
+KILLED = {1, 3, 36, 24, -24, 152, 255, -11, -9}  # failed tests, timeouts, crashes
+SURVIVED = {0}
+NO_TESTS = {5, 33}
+
+
+def main() -> int:
+    import importlib.metadata as md
+
+    metas = sorted((ROOT / "mutants" / "src").rglob("*.py.meta"))
+    if not metas:
+        print("no results: run `make mutation` first", file=sys.stderr)
+        return 2
+    modules, survivors = {}, []
+    for meta in metas:
+        module = meta.relative_to(ROOT / "mutants").as_posix().removesuffix(".meta")
+        codes = json.loads(meta.read_text())["exit_code_by_key"]
+        row = {"mutants": len(codes), "killed": 0, "survived": 0, "equivalent": 0,
+               "no_tests": 0, "not_checked": 0}
+        for name, code in sorted(codes.items()):
+            if code is None:
+                row["not_checked"] += 1
+            elif code in KILLED:
+                row["killed"] += 1
+            elif name in EQUIVALENT:
+                row["equivalent"] += 1
+            elif code in SURVIVED or code in NO_TESTS:
+                row["survived" if code in SURVIVED else "no_tests"] += 1
+                survivors.append({"mutant": name, "module": module,
+                                  "status": "survived" if code in SURVIVED else "no tests"})
+            else:
+                row["killed"] += 1  # suspicious exit codes: a test process that broke
+        scored = row["mutants"] - row["equivalent"] - row["not_checked"]
+        row["score"] = round(100 * row["killed"] / scored, 1) if scored else None
+        modules[module] = row
+    result = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+              "tool": f"mutmut {md.version('mutmut')}", "python": platform.python_version(),
+              "modules": modules, "survivors": survivors,
+              "equivalent": {k: v for k, v in EQUIVALENT.items()}}
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(json.dumps(result, indent=2) + "\n")
+    print("| module | mutants | killed | equivalent | survived | score |")
+    print("|---|---|---|---|---|---|")
+    for module, r in modules.items():
+        print(f"| `{module.removeprefix('src/vggnet/')}` | {r['mutants']} | {r['killed']} | "
+              f"{r['equivalent']} | {r['survived'] + r['no_tests']} | {r['score']}% |")
+    print(f"\n{len(survivors)} survivors; wrote {OUT.relative_to(ROOT)}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
