@@ -20,7 +20,7 @@ import sys
 CHILD = r"""
 import json, statistics, sys, time, torch
 from vggnet.device import reuse_freed_memory
-from vggnet.export.optimize import optimize_for_inference
+from vggnet.inference.engine import optimize_for_inference
 from vggnet.models import create_model
 batch, precision, reuse = int(sys.argv[1]), sys.argv[2], sys.argv[3] == "1"
 if reuse:

@@ -8,7 +8,7 @@ PyTorch engine runs them after freed memory is kept for reuse. Contenders, timed
 
 * ``max_pool2d``: PyTorch's, which also computes the indices a backward pass would need;
 * ``four_views``: the fused program's earlier way, one maximum of four strided quarter-views;
-* ``rows_then_columns``: ``vggnet.export.fused.max_pool_2x2``, maxima of row pairs (whole
+* ``rows_then_columns``: ``vggnet.inference.fused.max_pool_2x2``, maxima of row pairs (whole
   contiguous W*C runs) then of column pairs in the half-size result.
 
 Every contender is checked equal to ``max_pool2d`` first. Prints JSON with the machine, and
@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from vggnet.bench import environment
 from vggnet.device import reuse_freed_memory
-from vggnet.export.fused import max_pool_2x2
+from vggnet.inference.fused import max_pool_2x2
 
 POOLS = [(64, 224), (128, 112), (256, 56), (512, 28), (512, 14)]  # VGG-16's, (channels, side)
 

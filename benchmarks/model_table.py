@@ -51,7 +51,7 @@ def main() -> None:
     import torchvision
 
     from vggnet.bench import environment
-    from vggnet.export.optimize import InferenceEngine
+    from vggnet.inference.engine import InferenceEngine
     from vggnet.models import create_model
     from vggnet.models.hub import URLS
     from vggnet.models.summary import summarize

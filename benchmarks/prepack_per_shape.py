@@ -28,8 +28,8 @@ from pathlib import Path
 import torch
 
 from vggnet.bench import environment
-from vggnet.export.fused import fused_or_none
-from vggnet.export.optimize import InferenceEngine
+from vggnet.inference.fused import fused_or_none
+from vggnet.inference.engine import InferenceEngine
 from vggnet.io import write_json
 from vggnet.models import create_model
 

@@ -34,7 +34,7 @@ def main() -> None:
     import vggnet
     from vggnet.bench import environment
     from vggnet.device import reuse_freed_memory
-    from vggnet.export.optimize import InferenceEngine
+    from vggnet.inference.engine import InferenceEngine
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True)

@@ -11,8 +11,8 @@ import torch
 
 from vggnet import device as dev
 from vggnet.errors import UsageError
-from vggnet.export.backends import choose_backend
-from vggnet.export.optimize import InferenceEngine
+from vggnet.inference.backends import choose_backend
+from vggnet.inference.engine import InferenceEngine
 from vggnet.models import create_model
 from vggnet.predict import Predictor
 
@@ -122,7 +122,7 @@ def _openvino_has_bf16() -> bool:
 def test_openvino_asked_for_bf16_where_it_cannot_says_what_it_runs(exported, caplog):
     """OpenVINO falls back to fp32 on CPUs without native bf16: the backend reports the
     precision it really runs and warns that bf16 was not available."""
-    from vggnet.export.openvino import OpenVinoClassifier
+    from vggnet.inference.openvino import OpenVinoClassifier
 
     with caplog.at_level("WARNING", logger="vggnet.export.openvino"):
         classifier = OpenVinoClassifier(exported / "best.xml", precision="bf16")
@@ -153,7 +153,8 @@ def test_openvino_int8_keeps_the_first_convolution_in_float_and_all_8_bits_elsew
 
 def test_openvino_export_checks_itself_and_refuses_a_wrong_name(tmp_path):
     pytest.importorskip("openvino")
-    from vggnet.export.openvino import OpenVinoClassifier, export_openvino
+    from vggnet.export.openvino import export_openvino
+    from vggnet.inference.openvino import OpenVinoClassifier
 
     model = with_bn_stats(create_model("vgg11_bn", **SMALL))
     path = export_openvino(model, tmp_path / "m.xml", input_size=32)
@@ -166,7 +167,7 @@ def test_openvino_export_checks_itself_and_refuses_a_wrong_name(tmp_path):
 
 
 def test_auto_backend_takes_the_fastest_that_the_run_has(run, tmp_path, monkeypatch):
-    from vggnet.export import backends
+    from vggnet.inference import backends
 
     ckpt = run / "best.safetensors"
     int8 = ckpt.with_suffix(".int8.onnx")
@@ -247,7 +248,7 @@ def test_auto_answers_with_any_optional_package_missing(run, tmp_path, monkeypat
 
     from vggnet.cli import main
     from vggnet.data.augment import normalize
-    from vggnet.export import backends
+    from vggnet.inference import backends
     from vggnet.run import open_run_data, read_run_metadata
 
     local = tmp_path / "run"

@@ -175,7 +175,7 @@ def test_every_command_help_ends_with_examples_that_parse():
 
 
 def test_the_backend_help_lists_auto_in_the_order_the_code_tries():
-    from vggnet.export.names import AUTO_ORDER, BACKENDS
+    from vggnet.inference.names import AUTO_ORDER, BACKENDS
 
     parser = build_parser()
     for name in ("predict", "serve"):

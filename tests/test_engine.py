@@ -12,9 +12,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from vggnet.export import fused as fused_module
-from vggnet.export.fused import FusedProgram, fused_or_none, max_pool_2x2
-from vggnet.export.optimize import InferenceEngine, fold_batchnorm, optimize_for_inference
+from vggnet.inference import fused as fused_module
+from vggnet.inference.fused import FusedProgram, fused_or_none, max_pool_2x2
+from vggnet.inference.engine import InferenceEngine, fold_batchnorm, optimize_for_inference
 from vggnet.models import create_model, list_models
 
 from helpers import with_bn_stats
@@ -129,7 +129,7 @@ def test_the_engine_answers_for_every_model_in_every_precision(name, precision):
 def test_every_relu_after_a_convolution_is_fused_into_it_batch_norm_or_not(name):
     """With batch norm folded into the convolution before it, the ReLU after it is fused as on
     a plain model: no ReLU is left to run on its own, in the features or the FC head."""
-    from vggnet.export.fused import _Conv, _Linear
+    from vggnet.inference.fused import _Conv, _Linear
 
     model = with_bn_stats(create_model(name, head="classifier", **SMALL))
     program = fused_or_none(optimize_for_inference(model))
@@ -144,7 +144,7 @@ def test_every_relu_after_a_convolution_is_fused_into_it_batch_norm_or_not(name)
 def test_convolution_weights_are_reordered_once_per_input_shape_and_the_last_few_kept():
     """oneDNN blocks a convolution's weights for the problem it runs, so the program reorders
     them per input shape (once each, reused after) and keeps the last ``KEEP`` shapes."""
-    from vggnet.export.fused import _Conv
+    from vggnet.inference.fused import _Conv
 
     model = with_bn_stats(create_model("vgg11_bn", head="linear", **SMALL))
     fast = optimize_for_inference(model)
@@ -289,7 +289,7 @@ def test_eager_only_when_asked_or_where_no_program_can_be_built(monkeypatch, cap
 
 
 def test_weights_reordered_for_no_shape_are_reordered_once():
-    from vggnet.export.fused import _Conv
+    from vggnet.inference.fused import _Conv
 
     model = with_bn_stats(create_model("vgg11_bn", head="linear", **SMALL))
     program = fused_or_none(optimize_for_inference(model), per_shape=False)
@@ -312,7 +312,7 @@ def test_the_program_checks_its_input_as_the_model_does():
 
 
 def test_only_plain_2x2_pools_run_as_two_maxima():
-    from vggnet.export.fused import _is_plain_2x2_pool
+    from vggnet.inference.fused import _is_plain_2x2_pool
 
     assert _is_plain_2x2_pool(nn.MaxPool2d(2)) and _is_plain_2x2_pool(nn.MaxPool2d((2, 2), (2, 2)))
     for other in (nn.MaxPool2d(3), nn.MaxPool2d(2, 1), nn.MaxPool2d(2, padding=1),

@@ -10,7 +10,7 @@ from vggnet.cli import main
 from vggnet.training.config import resolve
 from vggnet.training.loop import train
 from vggnet.export.formats import export_onnx
-from vggnet.export.optimize import optimize_for_inference
+from vggnet.inference.engine import optimize_for_inference
 from vggnet.models import create_model
 
 from helpers import with_bn_stats
@@ -61,7 +61,8 @@ def test_onnx_export_of_the_speed_network(tmp_path):
 def test_torch_export_round_trip_with_any_batch(tmp_path, name, head):
     """torch.export's program, saved and loaded again, answers as the model at any batch
     size (the batch axis is dynamic), with no TorchScript anywhere."""
-    from vggnet.export.pt2 import ExportedClassifier, export_pt2
+    from vggnet.export.pt2 import export_pt2
+    from vggnet.inference.pt2 import ExportedClassifier
 
     model = with_bn_stats(create_model(name, head=head, **SMALL)).eval()
     path = export_pt2(model, tmp_path / "m.pt2", input_size=32)
@@ -74,7 +75,8 @@ def test_torch_export_round_trip_with_any_batch(tmp_path, name, head):
 
 @pytest.mark.slow(reason="AOTInductor compiles C++ for the model (about 30 s)")
 def test_aotinductor_package_round_trip(tmp_path):
-    from vggnet.export.pt2 import AotiClassifier, export_aoti
+    from vggnet.export.pt2 import export_aoti
+    from vggnet.inference.pt2 import AotiClassifier
 
     model = with_bn_stats(create_model("vgg11_bn", **SMALL)).eval()
     path = export_aoti(model, tmp_path / "m.aoti.pt2", input_size=32)

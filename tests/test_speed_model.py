@@ -12,7 +12,7 @@ from vggnet.training.config import TrainConfig, validate
 from vggnet.training.averaging import Lookahead
 from vggnet.training.setup import build_optimizer
 from vggnet.training.loop import train
-from vggnet.export.optimize import optimize_for_inference
+from vggnet.inference.engine import optimize_for_inference
 from vggnet.models import create_model, load_model
 from vggnet.models.configs import CONFIGS
 from vggnet.models.vgg import VGG

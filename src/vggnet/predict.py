@@ -10,7 +10,7 @@ import torch
 
 from .data.augment import normalize
 from .data.names import readable
-from .errors import ImageReadError, InputError, WeightsError
+from .errors import ImageReadError, InputError
 from .io import open_image, resize_center_crop
 from .run import load_checkpoint, read_run_metadata, resolve_checkpoint
 
@@ -27,15 +27,13 @@ class Predictor:
 
     def __init__(self, checkpoint, device: str | torch.device = "cpu", onnx=None,
                  backend: str = "torch", precision: str = "auto", threads: int | None = None):
-        """``backend``: which engine runs the network (see :mod:`vggnet.export.backends`:
+        """``backend``: which engine runs the network (see :mod:`vggnet.inference.backends`:
         torch, onnx, int8, openvino, openvino-int8, or auto for the fastest available);
         ``precision`` (auto, fp32, bf16) for the torch and openvino backends, where ``auto``
         is bf16 on CPUs with native bf16 and on GPUs. ``onnx``: run this exported file
         instead (``best.int8.onnx`` of ``vggnet export --int8`` in ONNX Runtime, or an
         OpenVINO ``.xml``); names and preprocessing still come from ``checkpoint``'s
         metadata. :attr:`backend` and :attr:`precision` say what really runs."""
-        from .export.backends import open_backend
-
         self.checkpoint = resolve_checkpoint(checkpoint)
         self.device = torch.device(device)
         self._model = None
@@ -122,16 +120,20 @@ class Predictor:
 
 def _exported(path: Path, precision: str, threads: int | None):
     """The engine of an exported file: ONNX Runtime for ``.onnx``, OpenVINO for ``.xml``."""
-    if not path.is_file():
-        raise WeightsError(f"exported model not found: {path}")
-    if path.suffix == ".xml":
-        from .export.openvino import OpenVinoClassifier
+    from .inference.backends import open_file
 
-        return OpenVinoClassifier(path, threads=threads, precision=precision)
-    if path.suffix == ".pt2":
-        from .export.pt2 import AotiClassifier, ExportedClassifier
+    return open_file(path, precision, threads)
 
-        return (AotiClassifier if path.name.endswith(".aoti.pt2") else ExportedClassifier)(path)
-    from .export.quantize import OnnxClassifier
 
-    return OnnxClassifier(path, threads=threads)
+def open_backend(checkpoint, backend: str = "auto", precision: str = "auto",
+                 device: str | torch.device = "cpu", threads: int | None = None, model=None):
+    """The inference engine of ``backend`` for a checkpoint (the table of
+    :mod:`vggnet.inference.backends`; ``auto``: the fastest available), exporting the file it
+    runs first when that can be done here (best.onnx, best.xml, best.pt2)."""
+    from .export.on_demand import ensure_backend_file
+    from .inference.backends import check_request, choose_backend, open_engine
+
+    name = choose_backend(Path(checkpoint), backend)
+    check_request(name, precision, device)  # before any export work
+    ensure_backend_file(checkpoint, name)
+    return open_engine(checkpoint, name, precision, device, threads, model=model)

@@ -53,8 +53,8 @@ def bench_inference(batches=(1, 32), reps: int = 11, int8: bool = True, cifar_ru
     CIFAR-10 test set (random ImageNet weights would make agreement meaningless)."""
     import torchvision
 
-    from ..export.backends import AUTO_ORDER
-    from ..export.optimize import InferenceEngine
+    from ..inference.backends import AUTO_ORDER
+    from ..inference.engine import InferenceEngine
     from ..models import create_model
 
     ref = torchvision.models.vgg16().eval()
@@ -97,14 +97,16 @@ def _exported_paths(model, tmp: Path, data_root, int8: bool, native_bf16: bool) 
     fp32 = export_onnx(model, tmp / "fp32.onnx", 224, check=False)
     calib = _calibration_images(data_root) if int8 else None
     if find_spec("onnxruntime") is not None:
-        from ..export.quantize import OnnxClassifier, quantize_onnx
+        from ..export.quantize import quantize_onnx
+        from ..inference.onnx import OnnxClassifier
 
         out["onnxruntime_fp32"] = OnnxClassifier(fp32)
         if calib:
             q = quantize_onnx(fp32, tmp / "int8.onnx", *calib, batch_size=16, input_size=224)
             out["onnxruntime_int8"] = OnnxClassifier(q)
     if find_spec("openvino") is not None:
-        from ..export.openvino import OpenVinoClassifier, quantize_openvino
+        from ..export.openvino import quantize_openvino
+        from ..inference.openvino import OpenVinoClassifier
 
         out["openvino_fp32"] = OpenVinoClassifier(fp32, precision="fp32")
         if native_bf16:
@@ -137,8 +139,9 @@ def agreement(run, data_root=None, calibration: int = 512, int8: bool = True) ->
     calibrated on the same ``calibration`` training images).
     The exported files live in a temporary folder and are gone when this returns."""
     from ..export.formats import export_onnx
-    from ..export.optimize import InferenceEngine
-    from ..export.quantize import OnnxClassifier, compare_int8, quantize_onnx
+    from ..inference.engine import InferenceEngine
+    from ..export.quantize import compare_int8, quantize_onnx
+    from ..inference.onnx import OnnxClassifier
     from ..run import load_checkpoint, open_run_data
 
     model, meta = load_checkpoint(run)
@@ -165,7 +168,8 @@ def agreement(run, data_root=None, calibration: int = 512, int8: bool = True) ->
                               input_size=pre.input_size)
             compare("onnxruntime_int8", OnnxClassifier(q))
         if find_spec("openvino") is not None:
-            from ..export.openvino import OpenVinoClassifier, quantize_openvino
+            from ..export.openvino import quantize_openvino
+            from ..inference.openvino import OpenVinoClassifier
 
             if cpu_bf16_flag():  # elsewhere OpenVINO runs fp32 when asked for bf16
                 compare("openvino_bf16", OpenVinoClassifier(fp32, precision="bf16"))

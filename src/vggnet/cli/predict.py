@@ -10,7 +10,7 @@ from ..errors import UsageError
 
 def add_backend_arguments(p) -> None:
     """--backend and --precision, shared by predict and serve."""
-    from ..export.names import BACKENDS, backend_help
+    from ..inference.names import BACKENDS, backend_help
 
     p.add_argument("--backend", choices=BACKENDS, default="auto", help=backend_help())
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",

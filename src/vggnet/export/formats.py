@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import ExportError
-from .optimize import fold_batchnorm
+from ..inference.engine import fold_batchnorm
 
 
 def _pool_matrix(n_in: int, n_out: int) -> torch.Tensor:

@@ -16,7 +16,8 @@ import torch
 
 from ..errors import ExportError
 from .formats import _check_close, _example
-from .optimize import fold_batchnorm
+from ..inference.engine import fold_batchnorm
+from ..inference.pt2 import AotiClassifier, ExportedClassifier
 
 log = logging.getLogger(__name__)
 MAX_BATCH = 4096
@@ -73,31 +74,3 @@ def _check_file(loaded, model, x: torch.Tensor, atol: float, what: str) -> None:
             _check_close(loaded(batch), model(batch), atol, loaded.path, what)
 
 
-class ExportedClassifier:
-    """A ``.pt2`` ExportedProgram as a classifier: a float batch in, float32 logits out."""
-
-    backend, precision = "pt2", "fp32"
-
-    def __init__(self, path):
-        self.path = Path(path)
-        self.module = torch.export.load(str(self.path)).module()
-
-    @torch.inference_mode()
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return self.module(x.float().contiguous()).float()
-
-
-class AotiClassifier:
-    """An AOTInductor package as a classifier: a float batch in, float32 logits out."""
-
-    backend, precision = "aoti", "fp32"
-
-    def __init__(self, path):
-        from torch._inductor import aoti_load_package
-
-        self.path = Path(path)
-        self.runner = aoti_load_package(str(self.path))
-
-    @torch.inference_mode()
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return self.runner(x.float().contiguous()).float()

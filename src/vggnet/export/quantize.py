@@ -1,4 +1,4 @@
-"""int8 inference on the CPU: ONNX Runtime static quantization, calibrated on real images.
+"""int8 models for the CPU: ONNX Runtime static quantization, calibrated on real images.
 
 Weights are quantized per output channel (signed int8), activations per tensor (unsigned
 int8), in QDQ format, which ONNX Runtime runs with VNNI/AMX int8 kernels where the CPU has them.
@@ -23,6 +23,7 @@ import torch
 from ..data.augment import normalize
 from ..errors import ConfigError
 from ..evaluation.protocols import rescale
+from ..inference.onnx import OnnxClassifier
 from ..run import RunMetadata, open_run_data
 
 
@@ -74,47 +75,7 @@ class _DropMessages(logging.Filter):
         return not any(f in record.getMessage() for f in self.fragments)
 
 
-class OnnxClassifier:
-    """Runs an ONNX model on float NCHW tensors, returning logits as a tensor.
-
-    ONNX Runtime's worker threads busy-wait after each call unless ``spin`` is off (the
-    default here): spinning saves a little latency but takes the cores from whatever runs
-    next in the process (decoding, PyTorch), which on a small machine costs more.
-    """
-
-    backend = "onnxruntime"
-
-    def __init__(self, path, threads: int | None = None, spin: bool = False):
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-        if not spin:
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        self.path = Path(path)
-        self.precision = onnx_precision(path)
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.session.run(None, {"images": x.contiguous().numpy().astype(np.float32)})[0]
-        return torch.from_numpy(out)
-
-
-def onnx_precision(path) -> str:
-    """``int8`` for a quantized (QDQ or QOperator) ONNX model, else ``fp32``. Without the
-    onnx package (ONNX Runtime alone runs a model), told by vggnet's file name
-    (``best.int8.onnx``)."""
-    try:
-        import onnx
-    except ImportError:
-        return "int8" if Path(path).name.endswith(".int8.onnx") else "fp32"
-    ops = {node.op_type for node in onnx.load(str(path), load_external_data=False).graph.node}
-    quantized = {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul"}
-    return "int8" if ops & quantized else "fp32"
-
-
-def compare_int8(model, int8: "OnnxClassifier", images: torch.Tensor, labels: torch.Tensor,
+def compare_int8(model, int8, images: torch.Tensor, labels: torch.Tensor,
                  mean, std, batch_size: int = 500) -> dict:
     """How often the int8 model's top class equals the fp32 model's, and both accuracies."""
     agree = correct_fp32 = correct_int8 = 0

@@ -39,7 +39,7 @@ class ServeSettings:
     """Everything that shapes one service; ``vggnet serve``'s flags, one to one."""
 
     run: str
-    backend: str = "auto"           # see vggnet.export.backends
+    backend: str = "auto"           # see vggnet.inference.backends
     precision: str = "auto"         # torch and openvino backends: auto, fp32, bf16
     device: str = "cpu"
     max_batch: int = 32

@@ -1,5 +1,5 @@
 """The model behind the service: a run's checkpoint in any backend of
-:mod:`vggnet.export.backends` (PyTorch, ONNX Runtime, OpenVINO; fp32, bf16 or int8), with the
+:mod:`vggnet.inference.backends` (PyTorch, ONNX Runtime, OpenVINO; fp32, bf16 or int8), with the
 run's own preprocessing and class names."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import torch
 
 from ..data.names import readable
 from ..errors import WeightsError
-from ..export.backends import BACKENDS
+from ..inference.names import BACKENDS  # noqa: F401 (vggnet.serve.BACKENDS)
 from ..io import open_image, sha256_file
 from ..predict import Predictor
 from ..run import resolve_checkpoint

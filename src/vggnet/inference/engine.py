@@ -1,6 +1,7 @@
-"""An inference-optimized copy of a model: batch norm folded into the convolutions,
-dropout gone, channels_last memory, weights cast once to the inference precision (bf16 where
-the CPU computes it natively), optionally ``torch.compile``."""
+"""vggnet's PyTorch inference engine: an inference-optimized copy of a model (batch norm
+folded into the convolutions, dropout gone, channels_last memory, weights cast once to the
+inference precision, bf16 where the CPU computes it natively, optionally ``torch.compile``)
+run as the fused CPU program of :mod:`vggnet.inference.fused` where it can be."""
 
 from __future__ import annotations
 
@@ -69,7 +70,7 @@ class InferenceEngine:
     interchangeable with the ONNX Runtime and OpenVINO classifiers. :attr:`precision` is what
     it really computes in (``fp32`` or ``bf16``).
 
-    On a CPU it runs the model as a :mod:`~vggnet.export.fused` program (weights prepacked once,
+    On a CPU it runs the model as a :mod:`~vggnet.inference.fused` program (weights prepacked once,
     ReLUs fused into the convolutions, pooling without indices), checked against the eager
     module on the first call. ``fused=False`` runs the eager module. vggnet's commands also keep
     freed activations for reuse in their own processes
