@@ -65,7 +65,12 @@ NO_TESTS = {5, 33}
 def main() -> int:
     import importlib.metadata as md
 
-    metas = sorted((ROOT / "mutants" / "src").rglob("*.py.meta"))
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["mutmut"]
+                 ["only_mutate"])
+    metas = sorted(m for m in (ROOT / "mutants" / "src").rglob("*.py.meta")
+                   if m.relative_to(ROOT / "mutants").as_posix().removesuffix(".meta") in listed)
     if not metas:
         print("no results: run `make mutation` first", file=sys.stderr)
         return 2
