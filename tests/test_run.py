@@ -177,8 +177,13 @@ def test_a_runs_own_images_come_back_as_it_saw_them(tmp_path, monkeypatch):
     assert len(test) == 3 and len(train) == 9 and test.classes == meta.classes
     assert test.images.shape[-2:] == (40, 40)
     assert len(open_run_data(meta, "train", n=3)) == 3
+    some = open_run_data(meta, "train", n=3, seed=5)  # a seeded, stratified subset
+    assert torch.equal(some.images, open_run_data(meta, "train", n=3, seed=5).images)
+    assert sorted(some.labels.tolist()) == [0, 1, 2]
+    assert any(not torch.equal(some.images, open_run_data(meta, "train", n=3, seed=s).images)
+               for s in (6, 7, 8))
     seen = open_run_data(meta, as_input=True)  # test scale 36, crop 32: what predict sees
-    assert seen.images.shape[-2:] == (32, 32)
+    assert seen.images.shape[-2:] == (32, 32) and seen.classes == meta.classes
     assert torch.equal(seen.images, meta.preprocessing.view(test.images))
     assert torch.equal(seen.labels, test.labels)
     other = _data_folder(tmp_path / "other", size=(20, 20))
@@ -252,3 +257,23 @@ def test_a_runs_split_and_data_root_are_the_ones_it_recorded(tmp_path, monkeypat
     assert len(open_run_data(cifar)) == 6
     elsewhere = _meta(config={"data": "cifar10", "data_root": str(tmp_path / "gone")})
     assert len(open_run_data(elsewhere, data_root=str(root))) == 6
+
+
+def test_a_checkpoint_whose_head_does_not_fit_its_config_is_refused(tmp_path):
+    """A checkpoint is loaded exactly as it was saved: a head that does not fit the recorded
+    config (a file edited or mixed up) is an error, never a fresh random head."""
+    from safetensors.torch import load_file, save_file
+
+    from vggnet.errors import WeightsError
+    from vggnet.models.weights import read_metadata
+
+    model = create_model("vgg11", num_classes=3, width=0.125).eval()
+    path = save_checkpoint(model, tmp_path / "best.safetensors", _meta())
+    tensors = load_file(str(path))
+    meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in read_metadata(path).items()}
+    config = json.loads(meta["model_config"])
+    config["num_classes"] = 4  # the config says 4 classes, the weights have 3
+    meta["model_config"] = json.dumps(config)
+    save_file(tensors, str(path), metadata=meta)
+    with pytest.raises(WeightsError, match="head of the weights does not fit"):
+        load_checkpoint(path)

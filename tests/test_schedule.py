@@ -90,6 +90,12 @@ def test_progressive_sizes_grow_in_steps_to_the_final_crop_and_keep_it():
     crop, (s_min, s_max) = sizes(0)
     assert crop == 64 and (s_min, s_max) == (64, 85)  # S shrunk with the crop: S / crop kept
     assert sizes(7) == (96, (96, 128))
+    # the ramp's length is a share of the run, at least one epoch
+    assert [progressive_size(e, 2, 16, 32, ramp=0.5) for e in range(2)] == [16, 32]
+    assert [progressive_size(e, 4, 16, 32, ramp=0.5) for e in range(4)] == [16, 24, 32, 32]
+    assert progressive_size(0, 1, 16, 32) == 16 and progressive_size(1, 1, 16, 32) == 32
+    short = progressive_sizes(4, 16, 32, None, ramp=0.5)
+    assert [short(e) for e in range(4)] == [(16, None), (24, None), (32, None), (32, None)]
 
 
 def test_a_progressive_run_trains_at_growing_crops_and_resumes_at_the_same_ones(tmp_path):
