@@ -210,7 +210,7 @@ def test_a_fused_program_that_disagrees_is_dropped_for_eager(caplog):
 
 
 
-def test_the_engine_checks_the_program_once_then_trusts_it():
+def test_the_engine_checks_the_program_once_at_each_shape_then_trusts_it():
     model = with_bn_stats(create_model("vgg11_bn", **SMALL))
     engine = InferenceEngine(model, "fp32")
     calls = []
@@ -220,6 +220,29 @@ def test_the_engine_checks_the_program_once_then_trusts_it():
     first, second = engine(x), engine(x)
     assert calls == [2]  # eager ran once, for the check
     assert torch.equal(first, second) and engine.program is not None
+    engine(x[:1])
+    engine(torch.randn(1, 3, 40, 40))
+    engine(x[:1])
+    engine(x)
+    assert calls == [2, 1, 1]  # one check per new shape: batch 1, then 40 x 40
+    assert engine.checked_shapes == {(2, 3, 32, 32), (1, 3, 32, 32), (1, 3, 40, 40)}
+
+
+def test_a_program_wrong_at_one_shape_only_is_dropped_when_it_meets_it(caplog):
+    """Each input shape has its own reordered weights, so a program right at batch 2 may
+    still be wrong at batch 5: it is checked there too."""
+    model = with_bn_stats(create_model("vgg11_bn", **SMALL))
+    engine = InferenceEngine(model, "fp32")
+    program = engine.program
+    engine.program = lambda y: program(y) if len(y) != 5 else torch.zeros(len(y), 10)
+    engine(torch.randn(2, 3, 32, 32))
+    assert engine.program is not None  # right at batch 2: kept
+    x = torch.randn(5, 3, 32, 32)
+    with caplog.at_level(logging.WARNING):
+        out = engine(x)
+    with torch.inference_mode():
+        assert torch.allclose(out, model(x), atol=1e-5, rtol=1e-4)
+    assert engine.program is None and "does not match eager" in caplog.text
 
 
 def test_a_program_that_fails_is_dropped_for_eager_with_the_reason(caplog):

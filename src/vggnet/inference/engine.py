@@ -70,10 +70,11 @@ class InferenceEngine:
     interchangeable with the ONNX Runtime and OpenVINO classifiers. :attr:`precision` is what
     it really computes in (``fp32`` or ``bf16``).
 
-    On a CPU it runs the model as a :mod:`~vggnet.inference.fused` program (weights prepacked once,
-    ReLUs fused into the convolutions, pooling without indices), checked against the eager
-    module on the first call. ``fused=False`` runs the eager module. vggnet's commands also keep
-    freed activations for reuse in their own processes
+    On a CPU it runs the model as a :mod:`~vggnet.inference.fused` program (weights prepacked
+    per input shape, ReLUs fused into the convolutions, pooling without indices), checked
+    against the eager module once at every input shape it meets (:attr:`checked_shapes`).
+    ``fused=False`` runs the eager module. vggnet's commands also keep freed activations for
+    reuse in their own processes
     (:func:`vggnet.device.reuse_freed_memory`); the engine leaves a program that imports it
     as it was (call that function to get the same)."""
 
@@ -92,22 +93,23 @@ class InferenceEngine:
                                              precision=self.precision)
         self.device = device
         self.program = fused_or_none(self.module) if fused else None
-        self._checked = self.program is None
+        self.checked_shapes: set[tuple] = set()  # input shapes the program was checked at
 
     @torch.inference_mode()
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(self.device, self.dtype, memory_format=self.memory)
         if self.program is None:
             return self.module(x).float()
-        if not self._checked:
-            return self._first_call(x)
+        if tuple(x.shape) not in self.checked_shapes:
+            return self._checked_call(x)
         return self.program(x).float()
 
-    def _first_call(self, x: torch.Tensor) -> torch.Tensor:
-        """The fused program's answer, if it matches the eager module's; else the module's,
-        and the module from now on."""
+    def _checked_call(self, x: torch.Tensor) -> torch.Tensor:
+        """The fused program's answer at a shape it has not run yet (its weights are
+        reordered per shape), if it matches the eager module's; else the module's, and the
+        module from now on."""
         expected = self.module(x).float()
-        self._checked = True
+        self.checked_shapes.add(tuple(x.shape))
         try:
             got = self.program(x).float()
         except (RuntimeError, NotImplementedError) as exc:

@@ -15,8 +15,9 @@ so this module does once what eager mode does per call:
 * identities (where batch norm was folded) are dropped, so a batch-norm model's ReLUs fuse
   too; every other layer (LRN, dropout, the heads' pooling) runs as the module it is.
 
-The program is checked against the eager module on its first call and replaced by it, with a
-warning, if the two disagree or an operation is missing from this build of PyTorch, so the
+The engine (:class:`vggnet.inference.engine.InferenceEngine`) checks the program against the
+eager module once at every input shape (each has its own reordered weights) and replaces it
+by the module, with a warning, if the two disagree or an operation is missing from this build of PyTorch, so the
 fast path can never change an answer.
 """
 
