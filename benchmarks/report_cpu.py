@@ -9,7 +9,7 @@ import math
 from report_common import RESULTS, _goal, _hardware, _load
 
 from vggnet.bench.step_profile import profile_table
-from vggnet.models.winograd import AUTO_MAX_PIXELS
+from vggnet.training.winograd import AUTO_MAX_PIXELS
 
 
 def _range(row: dict, name: str) -> str:
@@ -289,7 +289,7 @@ def _side(cpu: str) -> str:
     return f"maps of <= {side}x{side} ({AUTO_MAX_PIXELS[cpu]} pixels)"
 
 
-# each per-layer table, with the rule `conv_algorithm = auto` drew from it (models/winograd.py)
+# each per-layer table, with the rule `conv_algorithm = auto` drew from it (training/winograd.py)
 WINOGRAD_LAYERS = [
     ("winograd_layers.md", "2-core AMD EPYC with AVX512-BF16, no AMX: Winograd wins from 8x8 "
                            f"maps down, so `conv_algorithm = auto` takes {_side('avx512_bf16')}"),

@@ -7,7 +7,7 @@ The training half of `vggnet bench` alone (no ONNX export, no int8): since the r
 ``vggnet.training.loop.train_one_epoch``, built by training's own setup functions, so what it
 measures is the loop `vggnet train` runs. bf16 rows appear only on CPUs with native bf16.
 ``--max-pixels 64`` also times that loop with Winograd on maps of up to 8x8 instead of this
-CPU's own rule (``vggnet.models.winograd.AUTO_MAX_PIXELS``), so a rule is chosen on the whole
+CPU's own rule (``vggnet.training.winograd.AUTO_MAX_PIXELS``), so a rule is chosen on the whole
 step, in the same run.
 """
 

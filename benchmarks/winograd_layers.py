@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from vggnet.bench import environment
-from vggnet.models.winograd import winograd_conv3x3
+from vggnet.training.winograd import winograd_conv3x3
 
 # (input channels, output channels, map side) of VGG-16's 3x3 layers on 32x32 images
 LAYERS = [(64, 128, 16), (128, 128, 16), (128, 256, 8), (256, 256, 8), (256, 512, 4),

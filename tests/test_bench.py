@@ -281,7 +281,7 @@ def test_training_bench_can_time_the_step_under_another_winograd_rule(monkeypatc
     another on the whole step: the model timed must carry the rule asked for."""
     import vggnet.training.loop as loop
     from vggnet.bench.training_speed import _vggnet_engine_throughput
-    from vggnet.models.winograd import WinogradConv2d
+    from vggnet.training.winograd import WinogradConv2d
 
     monkeypatch.setattr(device, "cpu_flags", lambda: frozenset({"avx512_bf16"}))  # rule: 64
     rules = []

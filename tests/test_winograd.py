@@ -14,7 +14,7 @@ from vggnet.training.config import resolve
 from vggnet.training.setup import apply_conv_algorithm
 from vggnet.training.loop import train
 from vggnet.models import create_model
-from vggnet.models.winograd import WinogradConv2d, convert_to_winograd, winograd_conv3x3
+from vggnet.training.winograd import WinogradConv2d, convert_to_winograd, winograd_conv3x3
 
 DIGITS = dict(data="digits", model="vgg11_bn", width=0.125, head="linear", batch_size=64,
               lr=0.05, crop_padding=2, flip=False, progress=False, deterministic=True)
@@ -126,7 +126,7 @@ def test_converted_model_dispatches_by_map_size_channels_dtype_and_grad(monkeypa
     x = torch.randn(4, 3, 32, 32).to(memory_format=torch.channels_last)
     calls = []
     real = winograd_conv3x3
-    monkeypatch.setattr("vggnet.models.winograd.winograd_conv3x3",
+    monkeypatch.setattr("vggnet.training.winograd.winograd_conv3x3",
                         lambda x, *a, **k: calls.append(tuple(x.shape[-2:])) or real(x, *a, **k))
     bf16 = torch.autocast("cpu", dtype=torch.bfloat16)
     # fp32: not one of the default dtypes, so the ordinary convolution, bit for bit

@@ -77,7 +77,7 @@ def build_engine_loop(train_set, mean, std, batch: int, precision: str,
                           flip=True, channels_last=True, drop_last=True)
     model = build_model(cfg, len(train_set.classes)).to(memory_format=torch.channels_last)
     if apply_conv_algorithm(model, cfg, device) and max_pixels:  # as `vggnet train` does
-        from ..models.winograd import convert_to_winograd
+        from ..training.winograd import convert_to_winograd
         convert_to_winograd(model, max_pixels=max_pixels)  # the converted layers, re-ruled
     optimizer = build_optimizer(cfg, model, device)
     state = TrainState(model, optimizer, build_schedule(cfg, optimizer, len(loader)),
@@ -108,7 +108,7 @@ def bench_training(data: str = "cifar10", root=None, batch: int = 128, steps: in
     adds, on bf16 CPUs, the default loop with Winograd on maps of up to each of those sizes
     instead of this CPU's own rule (``winograd_max_pixels`` in the result)."""
     from ..data import load_splits
-    from ..models.winograd import auto_max_pixels
+    from ..training.winograd import auto_max_pixels
 
     train_set, _ = load_splits(data, root=root)
     mean, std = train_set.stats()

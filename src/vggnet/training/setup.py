@@ -212,11 +212,11 @@ def trainable_later(model: nn.Module, cfg: TrainConfig) -> set[int]:
 def apply_conv_algorithm(model: nn.Module, cfg: TrainConfig, device: torch.device) -> int:
     """Run 3x3 convolutions of small maps by Winograd's F(2x2, 3x3) where that was measured
     faster: bf16 training steps on the CPU, layers of >= 256 channels on maps of <= 8x8
-    (<= 4x4 on CPUs with AMX, whose direct convolutions are faster; models/winograd.py).
+    (<= 4x4 on CPUs with AMX, whose direct convolutions are faster; training/winograd.py).
     ``winograd`` forces it for every 3x3 convolution on maps of <= 8x8, in any precision,
     evaluation included. Parameters are shared, so checkpoints are unchanged.
     Returns how many convolutions may use it."""
-    from ..models.winograd import auto_max_pixels, convert_to_winograd
+    from .winograd import auto_max_pixels, convert_to_winograd
 
     if cfg.conv_algorithm == "winograd":
         return convert_to_winograd(model, min_channels=1, dtypes=None, backward_only=False)
