@@ -190,3 +190,31 @@ class CliProcess:
     @property
     def output(self) -> str:
         return self.log.read_text()
+
+
+def keras_legacy_file(path, names_style="2016", theano=False):
+    """A file laid out as keras.applications' 2016 download (``block1_conv1_W_1:0``), with
+    random VGG16 convolution weights and no top."""
+    import h5py
+
+    from vggnet.models.configs import CONFIGS, conv_spec
+
+    rng = np.random.default_rng(0)
+    cin, block, index, layers = 3, 1, 0, []
+    with h5py.File(path, "w") as f:
+        for token in CONFIGS["D"]:
+            if token == "M":
+                block, index = block + 1, 0
+                continue
+            out, k = conv_spec(token)
+            index += 1
+            name = f"block{block}_conv{index}"
+            shape = (out, cin, k, k) if theano else (k, k, cin, out)
+            g = f.create_group(name)
+            g.create_dataset(f"{name}_W_1:0", data=rng.standard_normal(shape, dtype=np.float32))
+            g.create_dataset(f"{name}_b_1:0", data=rng.standard_normal(out, dtype=np.float32))
+            g.attrs["weight_names"] = [f"{name}_W_1:0".encode(), f"{name}_b_1:0".encode()]
+            layers.append(name.encode())
+            cin = out
+        f.attrs["layer_names"] = layers
+    return path

@@ -402,3 +402,77 @@ def test_a_tar_takes_images_at_split_class_image_only(tmp_path, monkeypatch):
     with pytest.warns(UserWarning, match=r"skipped 1 unreadable image\(s\) in d.tar:train"):
         train, test = load_splits(str(path))
     assert len(train) == 4 and len(test) == 4 and train.classes == ["airplane", "cat"]
+
+
+def test_a_train_folder_alone_is_split_by_the_fraction_and_seed(tmp_path, monkeypatch):
+    monkeypatch.setenv("VGGNET_CACHE", str(tmp_path / "cache"))
+    make_folder_dataset(tmp_path / "ds" / "train", per_class=8, sizes=((8, 8),))
+    (tmp_path / "ds" / "other").mkdir()  # neither a test nor a val split
+    train, held = load_splits(str(tmp_path / "ds"), val_fraction=0.25, seed=3)
+    assert len(train) == 12 and len(held) == 4 and sorted(held.labels.tolist()) == [0, 0, 1, 1]
+    again, held_again = load_splits(str(tmp_path / "ds"), val_fraction=0.25, seed=3)
+    assert torch.equal(held.images, held_again.images)
+    _, other = load_splits(str(tmp_path / "ds"), val_fraction=0.25, seed=4)
+    assert not torch.equal(held.images, other.images)
+    _, half = load_splits(str(tmp_path / "ds"), val_fraction=0.5, seed=3)
+    assert len(half) == 8
+    # a class that happens to be called train (images of trains, buses and cars) is a class
+    vehicles = make_folder_dataset(tmp_path / "vehicles", classes=("bus", "car", "train"),
+                                   per_class=4, sizes=((8, 8),))
+    train, held = load_splits(str(vehicles), val_fraction=0.25)
+    assert train.classes == ["bus", "car", "train"] and len(held) == 3
+
+
+def test_splits_with_other_classes_name_the_ones_missing_on_each_side(tmp_path, monkeypatch):
+    monkeypatch.setenv("VGGNET_CACHE", str(tmp_path / "cache"))
+    make_folder_dataset(tmp_path / "ds" / "train", classes=("cat", "dog", "fox"), per_class=2,
+                        sizes=((8, 8),))
+    make_folder_dataset(tmp_path / "ds" / "val", classes=("cat", "dog", "owl"), per_class=2,
+                        sizes=((8, 8),))
+    with pytest.raises(DataError) as info:
+        load_splits(str(tmp_path / "ds"))
+    message = str(info.value)
+    assert "the test split has no fox" in message and "train/ has no owl" in message
+    assert "cat" not in message.split("differ")[1] and "dog" not in message.split("differ")[1]
+
+
+def test_classes_too_small_to_learn_are_named_with_their_counts(tmp_path, monkeypatch):
+    """Counted on the training split: a class with one training image is named, one with
+    two is not, nor are the test split's counts."""
+    monkeypatch.setenv("VGGNET_CACHE", str(tmp_path / "cache"))
+    root = tmp_path / "ds"
+    make_folder_dataset(root / "train", classes=("ant", "bee", "cow"), per_class=2,
+                        sizes=((8, 8),))
+    make_folder_dataset(root / "test", classes=("ant", "bee", "cow"), per_class=1,
+                        sizes=((8, 8),))
+    (root / "train" / "cow" / "1.png").unlink()  # the last class: 1 training image
+    with pytest.warns(UserWarning) as caught:
+        load_splits(str(root))
+    (message,) = [str(w.message) for w in caught]
+    assert message.startswith(f"{root}: class(es) with fewer than 2 training images: cow (1);")
+    import warnings
+
+    make_folder_dataset(root / "train", classes=("ant", "bee", "cow"), per_class=2,
+                        sizes=((8, 8),))  # two each again
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning at all
+        load_splits(str(root))
+
+
+def test_unreadable_files_are_named_and_other_files_and_hidden_folders_left_alone(tmp_path,
+                                                                                  monkeypatch):
+    import warnings
+
+    monkeypatch.setenv("VGGNET_CACHE", str(tmp_path / "cache"))
+    root = make_folder_dataset(tmp_path / "ds", per_class=4, sizes=((8, 8),))
+    (root / "cat" / "notes.txt").write_text("not an image, not a complaint")
+    (root / ".git").mkdir()
+    write_image(root / ".git" / "x.png")  # a hidden folder is no class
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        train, test = load_splits(str(root), val_fraction=0.25)
+    assert train.classes == ["cat", "dog"] and len(train) + len(test) == 8
+    (root / "cat" / "bad.jpg").write_text("not a jpeg")
+    with pytest.warns(UserWarning) as caught:
+        load_splits(str(root), val_fraction=0.25)
+    assert f"{root / 'cat' / 'bad.jpg'}: not an image" in str(caught[0].message)

@@ -233,6 +233,19 @@ def test_decode_image_gives_uint8_hwc_at_the_size_asked():
     assert square[0, 0].tolist() == [1, 2, 3]
 
 
+def test_decode_image_drafts_large_jpegs_and_names_the_file_in_errors(monkeypatch):
+    from PIL import JpegImagePlugin
+
+    drafts = []
+    real = JpegImagePlugin.JpegImageFile.draft
+    monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "draft",
+                        lambda self, mode, size: (drafts.append(size), real(self, mode, size))[1])
+    assert io.decode_image(_jpeg(800, 600), size=64).shape == (64, 64, 3)
+    assert drafts == [(85, 64)]  # decoded at a reduced scale, still at least 64 px
+    with pytest.raises(ImageReadError, match="^photo.jpg: empty file"):
+        io.decode_image(b"", size=64, name="photo.jpg")
+
+
 def test_find_images_expands_folders_recursively_in_order(tmp_path):
     for rel in ("b/2.png", "a/1.jpg", "a/deeper/0.png", "a/.hidden.png", "a/notes.txt"):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)

@@ -20,6 +20,8 @@ from vggnet.models.keras import read_keras_weights  # noqa: E402
 from vggnet.models.normalization import CAFFE  # noqa: E402
 from vggnet.models.weights import save_weights  # noqa: E402
 
+from helpers import keras_legacy_file as _legacy_file  # noqa: E402
+
 
 def _keras():
     keras = pytest.importorskip("keras")
@@ -74,32 +76,6 @@ def test_keras_weights_give_kerases_outputs(tmp_path, arch, top, filename):
     scale = float(np.abs(expected).max())
     assert scale > 1e-3  # random weights that still carry a signal to the last layer
     np.testing.assert_allclose(got.numpy(), expected, rtol=0, atol=1e-4 * max(1.0, scale))
-
-
-def _legacy_file(path, names_style="2016", theano=False):
-    """A file laid out as keras.applications' 2016 download (``block1_conv1_W_1:0``), with
-    random VGG16 convolution weights and no top."""
-    from vggnet.models.configs import CONFIGS, conv_spec
-
-    rng = np.random.default_rng(0)
-    cin, block, index, layers = 3, 1, 0, []
-    with h5py.File(path, "w") as f:
-        for token in CONFIGS["D"]:
-            if token == "M":
-                block, index = block + 1, 0
-                continue
-            out, k = conv_spec(token)
-            index += 1
-            name = f"block{block}_conv{index}"
-            shape = (out, cin, k, k) if theano else (k, k, cin, out)
-            g = f.create_group(name)
-            g.create_dataset(f"{name}_W_1:0", data=rng.standard_normal(shape, dtype=np.float32))
-            g.create_dataset(f"{name}_b_1:0", data=rng.standard_normal(out, dtype=np.float32))
-            g.attrs["weight_names"] = [f"{name}_W_1:0".encode(), f"{name}_b_1:0".encode()]
-            layers.append(name.encode())
-            cin = out
-        f.attrs["layer_names"] = layers
-    return path
 
 
 def test_the_2016_download_layout_loads_and_round_trips_with_its_preprocessing(tmp_path):

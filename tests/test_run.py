@@ -28,6 +28,9 @@ def test_preprocessing_defaults_and_round_trip():
     assert Preprocessing.from_dict(json.loads(json.dumps(d))) == q
     assert Preprocessing.from_dict({"input_size": 64, "unknown": 1}) == Preprocessing(input_size=64)
     assert Preprocessing.from_dict(None) == Preprocessing()
+    grey = Preprocessing.from_dict({"channels": 1, "resize": "whole image", "mean": [0.5],
+                                    "std": [0.25]})
+    assert grey.channels == 1 and grey.resize == "whole image" and grey.mean == (0.5,)
 
 
 def test_the_view_is_the_resize_and_centre_crop_of_prediction():
@@ -56,6 +59,7 @@ def test_metadata_round_trip_and_defaults():
     assert set(d) == {"model_config", "classes", "preprocessing", "data", "config", "versions",
                       "git_commit", "epoch", "metrics", "compute"}
     assert meta.versions["torch"] == torch.__version__ and "vggnet" in meta.versions
+    assert RunMetadata.from_dict({**d, "versions": {"torch": "1.0"}}).versions == {"torch": "1.0"}
     bare = RunMetadata.from_dict({"model_config": {"num_classes": 3}})
     assert bare.classes == ["0", "1", "2"] and bare.preprocessing == Preprocessing()
     assert bare.epoch is None and bare.config == {} and bare.metrics == {} and bare.compute == {}
@@ -118,6 +122,9 @@ def test_a_checkpoint_alone_rebuilds_its_model(tmp_path):
     with torch.no_grad():
         assert torch.allclose(back(x), model(x), atol=1e-6)
     assert read_run_metadata(tmp_path / "best.safetensors") == meta
+    save_checkpoint(model, tmp_path / "last.safetensors", _meta(epoch=5))
+    assert read_run_metadata(tmp_path, which="last").epoch == 5
+    assert read_run_metadata(tmp_path).epoch == 4
 
 
 def test_a_compiled_model_is_saved_as_the_model_it_wraps(tmp_path):

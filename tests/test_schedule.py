@@ -124,3 +124,25 @@ def test_progressive_resizing_settings_that_cannot_work_are_named(bad, message):
     cfg = dict(data="digits", scale=40, crop_size=40, crop_start=32, progress=False)
     with pytest.raises(ConfigError, match=message):
         resolve(None, dict(cfg, **bad))
+
+
+def test_a_resumed_schedule_keeps_the_base_rates_it_was_saved_with():
+    """The rates follow the saved base rates (a run resumed with another --lr continues on
+    its own schedule); a state saved before base rates were kept leaves the optimizer's."""
+    def schedule(lr):
+        opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=lr)
+        return LRSchedule(opt, "cosine", epochs=2, steps_per_epoch=5), opt
+
+    first, _ = schedule(0.4)
+    for _ in range(3):
+        first.step()
+    state = first.state_dict()
+    again, opt = schedule(0.1)
+    again.load_state_dict(state)
+    assert again.base_lrs == [0.4] and opt.param_groups[0]["lr"] == pytest.approx(
+        0.4 * first.factor())
+    old = {k: v for k, v in state.items() if k != "base_lrs"}
+    third, opt = schedule(0.1)
+    third.load_state_dict(old)
+    assert third.base_lrs == [0.1] and opt.param_groups[0]["lr"] == pytest.approx(
+        0.1 * first.factor())

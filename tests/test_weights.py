@@ -165,3 +165,28 @@ def test_saved_weights_carry_their_config_and_metadata(tmp_path, model):
     meta = read_metadata(save_weights(Compiled(), tmp_path / "n.safetensors"))
     assert meta["input_norm"] == json.loads(json.dumps(normed.input_norm.to_dict()))
     assert meta["model_config"] == normed.model_config
+
+
+def test_a_keras_file_is_read_and_renamed(tmp_path):
+    """A Keras HDF5 file of VGG weights reads as vggnet's names (the kernels transposed to
+    PyTorch's layout)."""
+    h5py = pytest.importorskip("h5py")
+    import numpy as np
+
+    from helpers import keras_legacy_file
+
+    path = keras_legacy_file(tmp_path / "vgg16_notop.h5")
+    sd = read_state_dict(path)
+    assert len(sd) == 26 and all(k.startswith("features.conv") for k in sd)
+    with h5py.File(path) as f:
+        kernel = np.asarray(f["block3_conv2"]["block3_conv2_W_1:0"])
+    assert torch.equal(sd["features.conv3_2.weight"],
+                       torch.from_numpy(kernel.transpose(3, 2, 0, 1).copy()))
+
+
+def test_numbered_layers_past_the_models_and_unknown_head_layers_keep_their_names(model):
+    n = len(list(model.features.children()))
+    out = to_vggnet_state_dict({f"features.{n}.weight": torch.zeros(1),
+                                "classifier.9.weight": torch.zeros(1),
+                                "classifier.6.bias": torch.zeros(1)}, model, fmt="torchvision")
+    assert set(out) == {f"features.#{n}.weight", "classifier.9.weight", "head.fc8.bias"}

@@ -191,12 +191,17 @@ def _from_path(path: Path, image_size, val_fraction, seed, use_cache):
         splits = cached_splits(key, build, ImageTensors) if use_cache else build()
         return _pick_splits(splits, path, val_fraction, seed)
     subdirs = {d.name for d in path.iterdir() if d.is_dir()}
-    if "train" in subdirs and subdirs & set(TEST_SPLITS):
-        test_name = next(s for s in TEST_SPLITS if s in subdirs)
+    tests = tuple(s for s in TEST_SPLITS if s in subdirs)[:1]
+    # train/ with a test split beside it, or alone and holding class folders (not images: a
+    # class of trains among buses and cars is a class), the held-out images then drawn by
+    # the fraction
+    if "train" in subdirs and (tests or not any(
+            p.is_file() and is_image_name(p.name) for p in (path / "train").iterdir())):
+        splits = ("train",) + tests
 
         def build():
             out = {}
-            for split in ("train", test_name):
+            for split in splits:
                 items, classes = folder_items(path / split)
                 out[split] = _decode_all(items, classes, image_size, f"{path / split}")
             return out
