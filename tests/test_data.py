@@ -269,6 +269,7 @@ def test_cifar10_from_a_local_copy_in_every_layout_it_looks_for(tmp_path, monkey
     train, test = load_splits("cifar10", root=root)
     assert len(train) == 4 and len(test) == 4 and train.classes == ["airplane", "cat"]
     assert train.images.shape[-2:] == (8, 8)
+    assert len(list((tmp_path / "cache" / "decoded").glob("*.pt"))) == 1  # decoded once, kept
     big, _ = load_splits("cifar10", root=root, image_size=16)
     assert big.images.shape[-2:] == (16, 16)
     monkeypatch.setenv("VGGNET_DATA", str(root))
