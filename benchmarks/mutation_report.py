@@ -63,6 +63,18 @@ EQUIVALENT: dict[str, str] = {
     "vggnet.run.x_resolve_checkpoint__mutmut_2": _BEST,
     "vggnet.run.x_read_run_metadata__mutmut_1": _BEST,
     "vggnet.run.x_read_run_metadata__mutmut_2": _BEST,
+    **{f"vggnet.io.x_to_rgb__mutmut_{i}": ("numpy promotes the integer array to float in the "
+                                          "division; fromarray of 2-D uint8 is mode L")
+       for i in (12, 14, 28, 30)},
+    **{f"vggnet.io.x_decode_image__mutmut_{i}": "a Pillow RGB image is uint8 already"
+       for i in (17, 19)},
+    **{f"vggnet.io.x_sha256_file__mutmut_{i}": ("the block size bounds memory only: any size "
+                                               "gives the same digest")
+       for i in (13, 15, 16)},
+    **{f"vggnet.data.cache.x_cached_splits__mutmut_{i}": _TORCH_LOAD for i in (18, 20)},
+    **{f"vggnet.data.cache.x_cached_splits__mutmut_{i}": ("the file is there when it is "
+                                                        "removed: missing_ok never acts")
+       for i in (37, 38)},
     "vggnet.data.cache.x__cache_problem__mutmut_2": _WORDING,
     "vggnet.data.cache.x__cache_problem__mutmut_6": _WORDING,
     "vggnet.io.x_resize_shorter_side__mutmut_10": _GAP,

@@ -152,3 +152,25 @@ def test_folder_data_are_cached_and_rebuilt_from_the_images(tmp_path, cache, cap
         again, _ = load_splits(str(folder), val_fraction=0.25)
     assert "SHA-256 differs" in caplog.text
     assert torch.equal(again.images, first.images)
+
+
+def test_a_cache_file_with_code_in_it_never_runs_it(cache, tmp_path, caplog):
+    """Even with a checksum that matches (written by someone with access to the cache), a
+    cache file holding a pickled object is refused, never unpickled into running code."""
+    import pickle
+
+    marker = tmp_path / "ran"
+
+    class Evil:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    built = []
+    cached_splits("k", _builder(built), Split)
+    path = cache / "k.pt"
+    with open(path, "wb") as f:
+        pickle.dump({"train": Evil()}, f, protocol=2)
+    (cache / "k.sha256").write_text(cache_module.sha256_file(path) + "\n")
+    with caplog.at_level(logging.WARNING):
+        cached_splits("k", _builder(built), Split)
+    assert not marker.exists() and built == [1, 1] and "it does not load" in caplog.text

@@ -477,3 +477,19 @@ def test_unreadable_files_are_named_and_other_files_and_hidden_folders_left_alon
     with pytest.warns(UserWarning) as caught:
         load_splits(str(root), val_fraction=0.25)
     assert f"{root / 'cat' / 'bad.jpg'}: not an image" in str(caught[0].message)
+
+
+def test_an_archive_unpacked_into_one_top_folder_is_found_inside_it(tmp_path, monkeypatch):
+    """imagenette2-320/train/... unpacked into a folder of its own: the folder given, its
+    only (visible) subfolder holds the splits."""
+    monkeypatch.setenv("VGGNET_CACHE", str(tmp_path / "cache"))
+    outer = tmp_path / "download"
+    for split in ("train", "val"):
+        make_folder_dataset(outer / "imagenette2-320" / split, per_class=2, sizes=((8, 8),))
+    (outer / ".DS_Store_folder").mkdir()  # hidden: not a second top folder
+    (outer / "README.txt").write_text("unpacked")
+    train, val = load_splits(str(outer))
+    assert len(train) == len(val) == 4 and train.classes == ["cat", "dog"]
+    (outer / "second").mkdir()  # two top folders: no longer one archive's
+    with pytest.raises(DataError):
+        load_splits(str(outer))

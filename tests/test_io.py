@@ -56,8 +56,17 @@ def test_16_bit_images_are_scaled_by_their_depth():
     # 32-bit integers: 16-bit values when any exceeds 255, else already 8-bit values
     wide = Image.fromarray(np.array([[0, 300, 65535]], dtype=np.int32), "I")
     assert np.asarray(io.to_rgb(wide))[0, :, 1].tolist() == [0, 1, 255]
-    narrow = Image.fromarray(np.array([[0, 100, 255]], dtype=np.int32), "I")
-    assert np.asarray(io.to_rgb(narrow))[0, :, 2].tolist() == [0, 100, 255]
+    narrow = Image.fromarray(np.array([[0, 100, 200, 255]], dtype=np.int32), "I")
+    assert np.asarray(io.to_rgb(narrow))[0, :, 2].tolist() == [0, 100, 200, 255]
+    # 256 is already more than 8 bits; values outside 16 bits are clipped, not wrapped
+    odd = Image.fromarray(np.array([[-5, 256, 70000, 65407]], dtype=np.int32), "I")
+    assert np.asarray(io.to_rgb(odd))[0, :, 0].tolist() == [0, 1, 255, 255]
+    for mode in ("I;16B", "I;16L"):  # 16-bit in either byte order
+        raw = np.array([[0, 65407, 65535]], dtype=">u2" if mode.endswith("B") else "<u2")
+        im = Image.frombytes(mode, (3, 1), raw.tobytes())
+        assert np.asarray(io.to_rgb(im))[0, :, 1].tolist() == [0, 255, 255], mode
+    dark = Image.fromarray(np.array([[65407 - 257]], dtype=np.uint16))
+    assert np.asarray(io.to_rgb(dark))[0, 0, 0] == 254  # 65150 / 65535 of 255, rounded
 
 
 def test_float_images_are_read_as_0_to_1_and_nan_is_refused():
@@ -148,6 +157,8 @@ def test_images_at_the_pixel_limit_open_and_one_more_pixel_is_refused(monkeypatc
         io.open_image(_png(Image.new("RGB", (13, 1))), name="big.png")
     assert str(info.value) == ("big.png: refused, 13 x 1 is too many pixels for a safe decode "
                                "(more than 12); downscale it first")
+    with pytest.raises(ImageTooLargeError):  # 4 x 4 = 16 pixels, however square
+        io.open_image(_png(Image.new("RGB", (4, 4))))
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)  # a program that lifted the limit
     assert io.max_image_pixels() is None
     assert io.open_image(_png(Image.new("RGB", (13, 1)))).size == (13, 1)
