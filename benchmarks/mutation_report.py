@@ -159,11 +159,12 @@ def main() -> int:
               "equivalent": {k: v for k, v in EQUIVALENT.items()}}
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(result, indent=2) + "\n")
-    print("| module | mutants | killed | equivalent | survived | score |")
-    print("|---|---|---|---|---|---|")
+    print("| module | mutants | checked | killed | equivalent | survived | score of those checked |")
+    print("|---|---|---|---|---|---|---|")
     for module, r in modules.items():
-        print(f"| `{module.removeprefix('src/vggnet/')}` | {r['mutants']} | {r['killed']} | "
-              f"{r['equivalent']} | {r['survived'] + r['no_tests']} | {r['score']}% |")
+        print(f"| `{module.removeprefix('src/vggnet/')}` | {r['mutants']} | "
+              f"{r['mutants'] - r['not_checked']} | {r['killed']} | {r['equivalent']} | "
+              f"{r['survived'] + r['no_tests']} | {r['score']}% |")
     print(f"\n{len(survivors)} survivors; wrote {OUT.relative_to(ROOT)}", file=sys.stderr)
     return 0
 
