@@ -62,9 +62,9 @@ def test_16_bit_images_are_scaled_by_their_depth():
     odd = Image.fromarray(np.array([[-5, 256, 70000, 65407]], dtype=np.int32), "I")
     assert np.asarray(io.to_rgb(odd))[0, :, 0].tolist() == [0, 1, 255, 255]
     for mode in ("I;16B", "I;16L"):  # 16-bit in either byte order
-        raw = np.array([[0, 65407, 65535]], dtype=">u2" if mode.endswith("B") else "<u2")
-        im = Image.frombytes(mode, (3, 1), raw.tobytes())
-        assert np.asarray(io.to_rgb(im))[0, :, 1].tolist() == [0, 255, 255], mode
+        raw = np.array([[0, 32896, 65407, 65535]], dtype=">u2" if mode.endswith("B") else "<u2")
+        im = Image.frombytes(mode, (4, 1), raw.tobytes())
+        assert np.asarray(io.to_rgb(im))[0, :, 1].tolist() == [0, 128, 255, 255], mode
     dark = Image.fromarray(np.array([[65407 - 257]], dtype=np.uint16))
     assert np.asarray(io.to_rgb(dark))[0, 0, 0] == 254  # 65150 / 65535 of 255, rounded
 
