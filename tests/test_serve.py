@@ -3,15 +3,12 @@ JSON error with the right status while the service keeps serving, dynamic batchi
 waiting images, metrics count what happened, and the ONNX and int8 backends answer alike.
 The live server and the real command (concurrency, draining, workers): test_serve_live.py."""
 
-import asyncio
 import hashlib
 import struct
 import zlib
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-import torch
 
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
@@ -20,7 +17,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from vggnet.cli import main  # noqa: E402
 from vggnet.predict import Predictor  # noqa: E402
-from vggnet.serve import DynamicBatcher, ServeSettings, create_app  # noqa: E402
+from vggnet.serve import ServeSettings, create_app  # noqa: E402
 
 from helpers import prometheus_value, serve_images, train_tiny_run  # noqa: E402
 
@@ -201,24 +198,9 @@ def test_metrics_count_requests_errors_and_batches(run, images):
     assert prometheus_value(text, "vggnet_request_latency_seconds_count", route="/v1/predict") == 4
 
 
-def test_a_batcher_whose_task_ends_answers_everything_and_says_so(run, images):
-    """If the batching task ever ends (here: made to crash in gathering), the images queued
-    are answered, new ones are refused at once, and /healthz answers 503."""
-    from vggnet.serve import BatchError
-
-    async def go():
-        b = DynamicBatcher(lambda x: x, ThreadPoolExecutor(1), max_batch=4, max_wait_ms=1000)
-        b.start()
-        waiting = asyncio.ensure_future(b.submit(torch.ones(1, 2)))
-        await asyncio.sleep(0)  # queued
-        b._task.cancel()  # the task ends (as it would on a bug outside its try)
-        results = await asyncio.wait_for(asyncio.gather(waiting, return_exceptions=True), 60)
-        with pytest.raises(BatchError, match="has ended"):
-            await b.submit(torch.ones(1, 2))
-        return results, b.alive
-
-    results, alive = asyncio.run(go())
-    assert isinstance(results[0], BatchError) and not alive
+def test_a_service_whose_batcher_ends_says_so_on_healthz_and_answers_500(run, images):
+    """If the batching task ever ends (what the batcher then does: test_batcher.py), /healthz
+    answers 503 and a prediction a 500 naming why, instead of waiting for ever."""
     with TestClient(create_app(ServeSettings(run=str(run), backend="torch"))) as c:
         assert c.get("/healthz").status_code == 200
         batcher = c.app.state.batcher
@@ -263,37 +245,10 @@ def test_command_line_errors_are_one_line(run, tmp_path, capsys):
 
 
 def test_overload_is_refused_at_once_with_retry_after(run, images, monkeypatch):
-    """With the model busy and max_queue images waiting, the next image is refused at once
-    (no waiting for seconds); the waiting ones are all answered once the model is free. Over
-    HTTP the refusal is a 503 with Retry-After, counted."""
-    import threading
-
+    """An overloaded batcher's refusal (test_batcher.py: refused at once when max_queue images
+    wait) is a 503 with Retry-After over HTTP, and counted."""
     from vggnet.serve import Overloaded
 
-    started, release = threading.Event(), threading.Event()
-
-    def infer(x):
-        started.set()
-        release.wait(60)
-        return x
-
-    async def go():
-        loop = asyncio.get_running_loop()
-        b = DynamicBatcher(infer, ThreadPoolExecutor(1), max_batch=1, max_wait_ms=0,
-                           max_queue=2)
-        b.start()
-        running = asyncio.ensure_future(b.submit(torch.ones(1, 2)))
-        await loop.run_in_executor(None, started.wait, 60)  # the model is busy with it
-        queued = [asyncio.ensure_future(b.submit(torch.ones(1, 2))) for _ in range(2)]
-        await asyncio.sleep(0)  # both in the queue
-        with pytest.raises(Overloaded, match="queue holds 2"):
-            await b.submit(torch.ones(1, 2))
-        release.set()
-        done = await asyncio.wait_for(asyncio.gather(running, *queued), 60)
-        await b.stop()
-        return done
-
-    assert len(asyncio.run(go())) == 3
     with TestClient(create_app(ServeSettings(run=str(run), backend="torch"))) as c:
         async def refuse(x):
             raise Overloaded("3 images are already waiting")
