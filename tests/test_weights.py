@@ -190,3 +190,41 @@ def test_numbered_layers_past_the_models_and_unknown_head_layers_keep_their_name
                                 "classifier.9.weight": torch.zeros(1),
                                 "classifier.6.bias": torch.zeros(1)}, model, fmt="torchvision")
     assert set(out) == {f"features.#{n}.weight", "classifier.9.weight", "head.fc8.bias"}
+
+
+# --- building a model from weights: no initialisation is wasted, none is missed ---------------
+
+
+def test_a_model_built_from_weights_initialises_only_what_they_leave_out(model):
+    """create_model(weights=...) builds without random numbers and loads: the weights' tensors
+    arrive exactly and every layer they leave out gets the model's initialisation, not
+    whatever the memory held."""
+    sd = model.state_dict()
+    torch.manual_seed(1)
+    for init, check in [("kaiming", lambda w: abs(w.std().item() - 0.01) < 0.002),
+                        ("xavier", lambda w: w.abs().max().item()
+                         <= (6 / sum(w.shape[:2])) ** 0.5 and w.std().item() > 0)]:
+        # another number of classes: the logits layer is made afresh, fc6 and fc7 loaded
+        again = create_model("vgg11_bn", num_classes=7, width=0.125, init=init,
+                             head="classifier", fc_dim=sd["head.fc6.weight"].shape[0],
+                             weights=sd)
+        got = again.state_dict()
+        for key, value in sd.items():
+            if not key.startswith("head.fc8."):
+                assert torch.equal(got[key], value), key
+        assert check(got["head.fc8.weight"]), (init, got["head.fc8.weight"].std())
+        assert torch.equal(got["head.fc8.bias"], torch.zeros(7))
+
+
+def test_weights_without_batch_norm_step_counters_load_as_pytorch_loads_them(model):
+    """Files saved before PyTorch 0.4.1 have no num_batches_tracked: they load, with the
+    counters at 0 as PyTorch's own load_state_dict leaves them."""
+    sd = {k: v for k, v in model.state_dict().items() if "num_batches_tracked" not in k}
+    again = create_model("vgg11_bn", num_classes=5, width=0.125, weights=sd)
+    for key, value in again.state_dict().items():
+        if key.endswith("num_batches_tracked"):
+            assert value.item() == 0, key
+        else:
+            assert torch.equal(value, sd[key]), key
+    from vggnet.models.factory import infer_architecture
+    assert infer_architecture(sd) == "vgg11_bn (width 0.125)"

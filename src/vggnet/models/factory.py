@@ -43,7 +43,10 @@ def infer_architecture(sd: Mapping[str, torch.Tensor]) -> str | None:
         fmt = detect_format(sd)
     except WeightsError:
         return None
-    got = {k: tuple(v.shape) for k, v in sd.items() if k.startswith("features.")}
+    def shapes(state):  # the step counters are not part of the architecture (old files lack them)
+        return {k: tuple(v.shape) for k, v in state.items()
+                if k.startswith("features.") and not k.endswith(".num_batches_tracked")}
+    got = shapes(sd)
     convs = [(k, v) for k, v in sd.items() if k.startswith("features.") and v.ndim == 4
              and k.endswith(".weight")]
     if not convs:
@@ -61,7 +64,7 @@ def infer_architecture(sd: Mapping[str, torch.Tensor]) -> str | None:
             index = {n: i for i, n in enumerate(feature_names(candidate))}
             feats = {f"features.{index[k.split('.')[1]]}.{k.split('.', 2)[2]}": v
                      for k, v in feats.items()}
-        if {k: tuple(v.shape) for k, v in feats.items()} == got:
+        if shapes(feats) == got:
             return name if width == 1 else f"{name} (width {width:g})"
     return None
 
@@ -102,6 +105,11 @@ def load_weights(model, source, *, strict_head: bool = False) -> LoadReport:
                 and value.numel() == target[key].numel():
             sd[key] = value.reshape(target[key].shape)
 
+    # Files saved before PyTorch 0.4.1 have no batch-norm step counters; PyTorch's own
+    # load_state_dict starts them at 0, and so does this
+    for key in target:
+        if key.endswith(".num_batches_tracked") and key not in sd:
+            sd[key] = torch.zeros((), dtype=torch.long)
     _check_backbone(model, sd, target, raw)
     head_target = {k: v for k, v in target.items() if k.startswith("head.")}
     head_given = {k: v for k, v in sd.items() if k.startswith("head.")}
@@ -173,12 +181,41 @@ def create_model(name: str, *, weights=None, strict_head: bool = False, **option
     same file, ``"vgg16_bn.tv_in1k"``) for torchvision's published ImageNet weights
     (downloaded once, checksum-verified; see :mod:`vggnet.models.hub`).
     """
-    model = get_builder(name)(**options)
     if is_published(weights):
         weights = pretrained_file(published_model(weights, name))
-    if weights is not None:
-        load_weights(model, weights, strict_head=strict_head)
+    if weights is None:
+        return get_builder(name)(**options)
+    # Built without initialisation (about 1 s of random numbers for a VGG-16 that the weights
+    # then overwrite); only what the weights leave unset is initialised afterwards.
+    with torch.device("meta"):
+        model = get_builder(name)(**options)
+    model.to_empty(device="cpu")
+    report = load_weights(model, weights, strict_head=strict_head)
+    _init_unloaded(model, set(report.loaded))
     return model
+
+
+def _init_unloaded(model, loaded: set[str]) -> None:
+    """Initialise the layers of an uninitialised model whose tensors are not in ``loaded``,
+    keeping the loaded tensors of those layers."""
+    owners = {}
+    for mod_name, module in model.named_modules():
+        for key, _ in list(module.named_parameters(recurse=False)) + \
+                list(module.named_buffers(recurse=False)):
+            full = f"{mod_name}.{key}" if mod_name else key
+            if full not in loaded and full in model.state_dict():
+                owners[module] = mod_name
+    if not owners:
+        return
+    keep = {k: v.clone() for k, v in model.state_dict().items()
+            if k in loaded and any(k.startswith(f"{n}.") for n in owners.values())}
+    known = (nn.Conv2d, nn.Linear, nn.BatchNorm2d)
+    if all(isinstance(m, known) for m in owners):
+        model.reset_parameters(only=set(owners))
+    else:  # a layer kind reset_parameters does not know: initialise everything, then reload
+        keep = {k: v.clone() for k, v in model.state_dict().items() if k in loaded}
+        model.reset_parameters()
+    model.load_state_dict(keep, strict=False)
 
 
 def load_model(path, **overrides):

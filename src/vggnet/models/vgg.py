@@ -133,7 +133,8 @@ class VGG(nn.Module):
                         if config.head == "linear" else {})
         self.head = HEAD_CLASSES[config.head](self.num_features, config.num_classes,
                                               config.fc_dim, config.dropout, **head_options)
-        self.reset_parameters()
+        if not next(self.parameters()).is_meta:  # on the meta device there are no numbers
+            self.reset_parameters()
 
     # Everything needed to build this model again (checkpoints carry it as a dict).
     @property
@@ -153,16 +154,24 @@ class VGG(nn.Module):
         return self.config.init
 
     # --- construction -----------------------------------------------------------------
-    def reset_parameters(self) -> None:
+    def reset_parameters(self, only=None) -> None:
+        """Initialise every layer, or only the modules in ``only`` (those that loading
+        weights into a model built without initialisation left empty)."""
         for module in self.features.modules():
+            if only is not None and module not in only:
+                continue
             if isinstance(module, nn.Conv2d):
                 _init_layer(module, self.init, is_head=False)
                 if module is getattr(self.features, "whiten", None):
                     nn.init.zeros_(module.bias)  # its weights come from init_whitening
             elif isinstance(module, nn.BatchNorm2d):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
+                module.reset_running_stats()
+                if module.affine:
+                    nn.init.ones_(module.weight)
+                    nn.init.zeros_(module.bias)
         for module in self.head.modules():
+            if only is not None and module not in only:
+                continue
             if isinstance(module, (nn.Conv2d, nn.Linear)):
                 _init_layer(module, self.init, is_head=True)
 
