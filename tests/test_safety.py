@@ -17,8 +17,12 @@ from helpers import CliProcess
 
 # fp32 pinned: the resumed run is compared bit for bit with an in-process reference, and the
 # same numerics on every CPU keep this test meaning the same everywhere
+# 320 training images: 10 steps of 32 an epoch
 TRAIN = ["--data", "digits", "--width", "0.125", "--flip", "false", "--batch-size", "32",
-         "--deterministic", "true", "--progress", "false", "--seed", "3", "--precision", "fp32"]
+         "--deterministic", "true", "--progress", "false", "--seed", "3", "--precision", "fp32",
+         "--train-subset", "320", "--test-subset", "100"]
+SAME = dict(data="digits", width=0.125, flip=False, batch_size=32, deterministic=True,
+            progress=False, seed=3, precision="fp32", train_subset=320, test_subset=100)
 
 
 class _Evil:
@@ -77,9 +81,7 @@ _REFERENCES: dict = {}  # epochs -> the uninterrupted run's weights, trained onc
 
 def _reference(tmp_path, epochs):
     if epochs not in _REFERENCES:
-        cfg = resolve(None, dict(data="digits", width=0.125, flip=False, batch_size=32,
-                                 deterministic=True, progress=False, seed=3, epochs=epochs,
-                                 precision="fp32", out=str(tmp_path / "ref")))
+        cfg = resolve(None, dict(SAME, epochs=epochs, out=str(tmp_path / "ref")))
         train(cfg)
         _REFERENCES[epochs] = load_checkpoint(tmp_path / "ref", which="last")[0].state_dict()
     return _REFERENCES[epochs]
@@ -137,11 +139,11 @@ def test_sigkill_at_every_point_of_a_checkpoint_write_loses_nothing(tmp_path):
 
 
 def test_sigint_finishes_the_step_saves_and_resumes_exactly(tmp_path):
-    """Ctrl-C at step 3 of epoch 2 (the digits set has 44 steps of 32 an epoch): the step
+    """Ctrl-C at step 3 of epoch 2 (10 steps an epoch): the step
     finishes, the state is saved mid-epoch, and the resumed run ends exactly as an
     uninterrupted one."""
     out = tmp_path / "run"
-    proc = _spawn(out, "--epochs", "3", fault="interrupt:train.step@47")
+    proc = _spawn(out, "--epochs", "3", fault="interrupt:train.step@13")
     proc.wait(300)
     log = proc.output
     assert proc.returncode == 0, log
@@ -171,8 +173,7 @@ def test_ctrl_c_in_the_middle_of_an_epoch_resumes_exactly(tmp_path, monkeypatch)
             yield batch
 
     monkeypatch.setattr(TensorLoader, "batches", batches)
-    cfg = dict(data="digits", width=0.125, flip=False, batch_size=32, deterministic=True,
-               progress=False, seed=3, epochs=3, precision="fp32", out=str(tmp_path / "run"))
+    cfg = dict(SAME, epochs=3, out=str(tmp_path / "run"))
     first = train(resolve(None, cfg))
     assert first.interrupted and len(first.history) == 1
     state = torch.load(tmp_path / "run" / "last.state.pt", weights_only=True)
