@@ -4,8 +4,10 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 
+from vggnet.errors import ConfigError
 from vggnet.run import load_checkpoint
 from vggnet.training.config import resolve
 from vggnet.training.loop import train
@@ -51,9 +53,13 @@ def test_two_processes_one_step_equals_one_process_with_the_global_batch(tmp_pat
     assert len((tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()) == 1
 
 
-def test_global_batch_must_divide(tmp_path):
-    done = _torchrun(tmp_path / "odd", {"batch_size": 63})
-    assert done.returncode != 0 and "divisible" in (done.stdout + done.stderr)
+def test_global_batch_must_divide(tmp_path, monkeypatch):
+    """Each process of a torchrun job refuses a global batch its processes cannot share,
+    before it joins the group (no rendezvous to wait for, no file written)."""
+    monkeypatch.setenv("WORLD_SIZE", "2")  # what torchrun sets; no group is joined
+    with pytest.raises(ConfigError, match="batch_size 63 .* divisible by the 2 processes"):
+        train(resolve(None, {**ARGS, "batch_size": 63, "out": str(tmp_path / "odd")}))
+    assert not (tmp_path / "odd").exists()
 
 
 def test_a_killed_rank_restarts_the_job_from_its_last_checkpoint(tmp_path):

@@ -31,9 +31,14 @@ class DistContext:
         return self.world_size > 1
 
 
+def world_size() -> int:
+    """How many processes torchrun started for this job (1 without torchrun)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def init_distributed(device: torch.device) -> tuple[DistContext, torch.device]:
     """Join the process group that torchrun set up (a no-op when run as one process)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    world = world_size()
     if world <= 1:
         return DistContext(), device
     ctx = DistContext(rank=int(os.environ["RANK"]), world_size=world,

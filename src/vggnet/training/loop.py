@@ -29,7 +29,8 @@ from ..run import (Preprocessing, RunMetadata, absolute_path, git_commit, save_c
                    software_versions)
 from .averaging import Lookahead, build_ema
 from .config import TrainConfig, check_run_dir, validate
-from .distributed import DistContext, init_distributed, restarted_by_torchrun, shutdown
+from .distributed import (DistContext, init_distributed, restarted_by_torchrun, shutdown,
+                          world_size)
 from .history import write_history
 from ..faults import fault_point
 from .hooks import Hook, recipe_hooks
@@ -173,11 +174,12 @@ def train(cfg: TrainConfig) -> RunResult:
     validate(cfg)
     cfg.resume = cfg.resume or restarted_by_torchrun(cfg.out)
     check_run_dir(cfg)
+    world = world_size()  # checked before joining the group: every process fails at once
+    if world > 1 and cfg.batch_size % world:
+        raise ConfigError(f"batch_size {cfg.batch_size} (the global batch) must be divisible "
+                          f"by the {world} processes")
     ctx, device = init_distributed(pick_device(cfg.device))
     try:
-        if ctx.world_size > 1 and cfg.batch_size % ctx.world_size:
-            raise ConfigError(f"batch_size {cfg.batch_size} (the global batch) must be divisible "
-                              f"by the {ctx.world_size} processes")
         return _Run(cfg, ctx, device).run()
     finally:
         shutdown()
