@@ -163,10 +163,10 @@ class CliProcess:
         if CliProcess._context is None:
             CliProcess._context = multiprocessing.get_context("forkserver")
             # also what every training run imports on its way (1.6 s for inductor, which
-            # torch.use_deterministic_algorithms loads; 1.2 s for scikit-learn's digits)
+            # torch.use_deterministic_algorithms loads)
             CliProcess._context.set_forkserver_preload(["torch", "vggnet.cli",
                                                         "vggnet.training.loop",
-                                                        "torch._inductor", "sklearn.datasets"])
+                                                        "torch._inductor"])
         self.log = Path(log)
         self.log.write_text("")
         self.process = CliProcess._context.Process(

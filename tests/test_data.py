@@ -130,9 +130,26 @@ def test_split_fraction_is_seeded_and_stratified():
 
 
 def test_digits_is_real_and_offline():
+    """The digits are scikit-learn's, read from the file it ships: its 0-16 grey levels as
+    0-255, bilinear to 32x32, grey in three channels, split 80/20 by class."""
+    from sklearn.datasets import load_digits
+
     train, test = load_splits("digits")
     assert len(train) + len(test) == 1797 and train.images.shape[1:] == (3, 32, 32)
     assert train.classes == [str(d) for d in range(10)]
+    bunch = load_digits()
+    small = torch.nn.functional.interpolate(torch.tensor(bunch.images).float().unsqueeze(1) / 16,
+                                            size=(32, 32), mode="bilinear")
+    expected = (small * 255).round().to(torch.uint8).expand(-1, 3, -1, -1)
+    images = torch.cat([train.images, test.images])
+    labels = torch.cat([train.labels, test.labels])
+    assert images.dtype == torch.uint8
+    found = {tuple(img[0].flatten().tolist()): int(y) for img, y in zip(images, labels)}
+    for img, y in zip(expected, bunch.target):  # every digit is there, with its label
+        assert found[tuple(img[0].flatten().tolist())] == y
+    assert torch.equal(images[:, 0], images[:, 1]) and torch.equal(images[:, 0], images[:, 2])
+    assert torch.bincount(test.labels).tolist() == \
+        [round(0.2 * n) for n in np.bincount(bunch.target)]
 
 
 @pytest.mark.slow(reason="decodes all 60,000 real JPEGs (12 s on two cores); every copy "

@@ -383,12 +383,27 @@ def find_imagenette(root: Path, download: bool) -> Path:
 
 def _digits(seed: int):
     """scikit-learn's handwritten digits (real scans, 8x8, 17 grey levels) as 32x32 RGB."""
+    pixels, labels = _digits_arrays()
+    x = torch.from_numpy(pixels).float().div(16).unsqueeze(1)  # N x 1 x 8 x 8 in [0, 1]
+    x = torch.nn.functional.interpolate(x, size=(32, 32), mode="bilinear", align_corners=False)
+    images = (x * 255).round().clamp(0, 255).to(torch.uint8).expand(-1, 3, -1, -1).contiguous()
+    data = ImageTensors(images, torch.from_numpy(labels).long(), [str(d) for d in range(10)])
+    return split_fraction(data, 0.2, seed)
+
+
+def _digits_arrays():
+    """The digits' 8x8 images and labels from the file scikit-learn ships, read without
+    importing scikit-learn (1.2 s, in every process that trains the demo); load_digits if the
+    file is not where it has always been."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("sklearn")
+    if spec is not None and spec.submodule_search_locations:
+        path = Path(spec.submodule_search_locations[0]) / "datasets" / "data" / "digits.csv.gz"
+        if path.is_file():
+            table = np.loadtxt(path, delimiter=",")
+            return table[:, :-1].reshape(-1, 8, 8), table[:, -1].astype(np.int64)
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
-    x = torch.from_numpy(bunch.images).float().div(16).unsqueeze(1)  # N x 1 x 8 x 8 in [0, 1]
-    x = torch.nn.functional.interpolate(x, size=(32, 32), mode="bilinear", align_corners=False)
-    images = (x * 255).round().clamp(0, 255).to(torch.uint8).expand(-1, 3, -1, -1).contiguous()
-    data = ImageTensors(images, torch.from_numpy(bunch.target).long(),
-                        [str(d) for d in range(10)])
-    return split_fraction(data, 0.2, seed)
+    return bunch.images, bunch.target
