@@ -54,9 +54,9 @@ def init_distributed(device: torch.device) -> tuple[DistContext, torch.device]:
             # still holds the dead processes' addresses: a new process could read one and
             # fail to connect (seen in 3 of 6 restarts on a loaded 2-core machine). Keys
             # under this attempt's own prefix are only ever this attempt's.
-            store, rank, world_size = next(dist.rendezvous("env://"))
+            store, rank, size = next(dist.rendezvous("env://"))
             store = dist.PrefixStore(f"vggnet/attempt-{restart}", store)
-            dist.init_process_group(backend, store=store, rank=rank, world_size=world_size)
+            dist.init_process_group(backend, store=store, rank=rank, world_size=size)
         else:
             dist.init_process_group(backend)
     return ctx, device
