@@ -54,7 +54,7 @@ def test_keys_differ_for_anything_that_changes_the_data(tmp_path):
     f = tmp_path / "a.tar"
     f.write_bytes(b"1234")
     path, size, mtime = source_fingerprint(f)
-    assert path == str(f.resolve()) and size == 4 and mtime == int(f.stat().st_mtime)
+    assert path == str(f.resolve()) and size == 4 and mtime == f.stat().st_mtime_ns
     assert isinstance(mtime, int)
 
 

@@ -129,6 +129,86 @@ def test_split_fraction_is_seeded_and_stratified():
     assert torch.bincount(a_test.labels).tolist() == [5, 5, 5, 5]
 
 
+def _labels_of(data):
+    """{image bytes: class name}: which class each image ended up in."""
+    return {img.numpy().tobytes(): data.classes[int(y)] for img, y in zip(data.images, data.labels)}
+
+
+def test_the_cache_sees_every_change_to_a_folder(tmp_path, monkeypatch):
+    """A folder read again after a change is decoded again, never served from the cache: an
+    image moved to another class folder (mv keeps its size and time: a relabelling), one
+    rewritten in the same second, one added. Without a change, the cache answers."""
+    import os
+    import shutil
+
+    monkeypatch.setenv("VGGNET_CACHE", str(tmp_path / "cache"))
+    root = make_folder_dataset(tmp_path / "ds", per_class=4, sizes=((16, 16),))
+    decoded = tmp_path / "cache" / "decoded"
+
+    def read():
+        train, test = load_splits(str(root), image_size=16, val_fraction=0.25)
+        return {**_labels_of(train), **_labels_of(test)}
+
+    first = read()
+    pixels = _png_bytes(root / "dog" / "1.png")
+    assert first[pixels] == "dog"
+    shutil.move(root / "dog" / "1.png", root / "cat" / "1b.png")
+    assert read()[pixels] == "cat"  # relabelled, not the cached "dog"
+    stamp = os.stat(root / "cat" / "0.png")
+    write_image(root / "cat" / "0.png", size=(16, 16), seed=77)  # same size, new pixels
+    os.utime(root / "cat" / "0.png", ns=(stamp.st_atime_ns, stamp.st_mtime_ns + 1))
+    assert _png_bytes(root / "cat" / "0.png") in read()
+    write_image(root / "dog" / "9.png", size=(16, 16), seed=99)
+    assert len(read()) == 9
+    files = len(list(decoded.glob("*.pt")))
+    assert files == 4  # one decode per state of the folder
+    read()
+    assert len(list(decoded.glob("*.pt"))) == files  # unchanged: served from the cache
+    train, _ = load_splits(str(root), image_size=16, val_fraction=0.25, use_cache=False)
+    assert len(list(decoded.glob("*.pt"))) == files and len(train) == 7  # nothing written
+
+
+def _png_bytes(path):
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB")).transpose(2, 0, 1).copy().tobytes()
+
+
+def test_a_tar_archive_is_cached_and_read_again_when_it_changes(tmp_path, monkeypatch, caplog):
+    """An archive holding train/ alone: split by the fraction and the seed;
+    read twice, the second time from the cache, the same images; rewritten, read anew."""
+    import os
+
+    monkeypatch.setenv("VGGNET_CACHE", str(tmp_path / "cache"))
+    root = make_folder_dataset(tmp_path / "ds", per_class=8, sizes=((16, 16),))
+    archive = tmp_path / "ds.tar"
+    def pack():
+        with tarfile.open(archive, "w") as tar:
+            for label in ("cat", "dog"):
+                tar.add(root / label, arcname=f"train/{label}")
+
+    pack()
+    train, test = load_splits(str(archive), image_size=16, val_fraction=0.25, seed=1)
+    assert (len(train), len(test)) == (12, 4) and train.classes == ["cat", "dog"]
+    caplog.set_level("WARNING", logger="vggnet")
+    again, again_test = load_splits(str(archive), image_size=16, val_fraction=0.25, seed=1)
+    assert torch.equal(again.images, train.images) and torch.equal(again_test.labels, test.labels)
+    assert not caplog.records  # read back from the cache, not rebuilt
+    assert len(list((tmp_path / "cache" / "decoded").glob("*.pt"))) == 1
+    other, _ = load_splits(str(archive), image_size=16, val_fraction=0.25, seed=2)
+    assert not torch.equal(other.images, train.images)  # the seed draws the held-out images
+    half, half_test = load_splits(str(archive), image_size=16, val_fraction=0.5, seed=1)
+    assert (len(half), len(half_test)) == (8, 8)
+    stamp = os.stat(archive)
+    write_image(root / "dog" / "0.png", size=(16, 16), seed=55)
+    pack()
+    os.utime(archive, ns=(stamp.st_atime_ns, stamp.st_mtime_ns + 1))
+    changed, changed_test = load_splits(str(archive), image_size=16, val_fraction=0.25, seed=1)
+    new = _png_bytes(root / "dog" / "0.png")
+    assert new in {**_labels_of(changed), **_labels_of(changed_test)}
+
+
 def test_digits_is_real_and_offline():
     """The digits are scikit-learn's, read from the file it ships: its 0-16 grey levels as
     0-255, bilinear to 32x32, grey in three channels, split 80/20 by class."""

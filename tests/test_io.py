@@ -67,6 +67,14 @@ def test_16_bit_images_are_scaled_by_their_depth():
         assert np.asarray(io.to_rgb(im))[0, :, 1].tolist() == [0, 128, 255, 255], mode
     dark = Image.fromarray(np.array([[65407 - 257]], dtype=np.uint16))
     assert np.asarray(io.to_rgb(dark))[0, 0, 0] == 254  # 65150 / 65535 of 255, rounded
+    # a 16-bit image is 16-bit even when all its values are small (a nearly black scan)
+    faint = Image.fromarray(np.array([[0, 128, 200]], dtype=np.uint16))
+    assert faint.mode == "I;16" and np.asarray(io.to_rgb(faint))[0, :, 0].tolist() == [0, 0, 1]
+    # 32-bit: 256 alone is past 8 bits; negative values are black, never wrapped to white
+    edge = Image.fromarray(np.array([[0, 256]], dtype=np.int32), "I")
+    assert np.asarray(io.to_rgb(edge))[0, :, 0].tolist() == [0, 1]
+    negative = Image.fromarray(np.array([[-300, -70000, 65535]], dtype=np.int32), "I")
+    assert np.asarray(io.to_rgb(negative))[0, :, 0].tolist() == [0, 0, 255]
 
 
 def test_float_images_are_read_as_0_to_1_and_nan_is_refused():
@@ -93,6 +101,12 @@ def test_transparency_is_composited_on_white():
     assert np.asarray(io.to_rgb(pal))[0].tolist() == [[0, 0, 0], [9, 8, 7]]
     pal.info["transparency"] = 0
     assert np.asarray(io.to_rgb(pal))[0].tolist() == [[255, 255, 255], [9, 8, 7]]
+    # a palette image with an alpha channel of its own (PA)
+    pa = Image.new("PA", (2, 1))
+    pa.putpalette([9, 8, 7] * 256)
+    pa.putpixel((0, 0), (0, 0))
+    pa.putpixel((1, 0), (0, 255))
+    assert np.asarray(io.to_rgb(pa))[0].tolist() == [[255, 255, 255], [9, 8, 7]]
 
 
 # --- opening ---------------------------------------------------------------------------------
@@ -180,6 +194,9 @@ def test_draft_decodes_a_jpeg_at_a_reduced_scale_never_below_the_size_asked():
     assert io.open_image(data, draft=151).size == (400, 300)  # 1/4 would go below 151
     assert io.open_image(data, draft=600).size == (800, 600)
     assert io.open_image(_png(Image.new("RGB", (800, 600))), draft=150).size == (800, 600)
+    # down to 1/8 where a side becomes a single pixel, on either side
+    assert io.open_image(_jpeg(8, 64), draft=1).size == (1, 8)
+    assert io.open_image(_jpeg(64, 8), draft=1).size == (8, 1)
 
 
 # --- resizing --------------------------------------------------------------------------------

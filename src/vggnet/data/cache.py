@@ -27,7 +27,7 @@ def cache_key(*parts) -> str:
 
 def source_fingerprint(path: Path):
     st = path.stat()
-    return (str(path.resolve()), st.st_size, int(st.st_mtime))
+    return (str(path.resolve()), st.st_size, st.st_mtime_ns)
 
 
 def cached_splits(key: str, build: Callable[[], dict], make: Callable) -> dict:

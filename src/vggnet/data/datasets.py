@@ -14,6 +14,7 @@ epoch never decodes an image again. Supported sources:
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import tarfile
@@ -209,11 +210,21 @@ def _from_path(path: Path, image_size, val_fraction, seed, use_cache):
         def build():
             items, classes = folder_items(path)
             return {"all": _decode_all(items, classes, image_size, str(path))}
-    files = sorted(p for p in path.rglob("*") if p.is_file())
-    key = cache_key("dir", str(path.resolve()), len(files),
-                     max((int(p.stat().st_mtime) for p in files), default=0), image_size)
+    key = cache_key("dir", str(path.resolve()), _listing(path), image_size)
     splits = cached_splits(key, build, ImageTensors) if use_cache else build()
     return _pick_splits(splits, path, val_fraction, seed)
+
+
+def _listing(path: Path) -> str:
+    """A digest of every file under ``path``: its place (so its class), size and time. A
+    file moved to another class folder, added, removed or rewritten changes it; reading
+    the folder again then decodes it again instead of serving stale labels or pixels."""
+    digest = hashlib.sha256()
+    for p in sorted(p for p in path.rglob("*") if p.is_file()):
+        st = p.stat()
+        digest.update(f"{p.relative_to(path).as_posix()}\0{st.st_size}\0{st.st_mtime_ns}\n"
+                      .encode())
+    return digest.hexdigest()
 
 
 def _pick_splits(splits, path, val_fraction, seed):
