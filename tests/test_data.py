@@ -548,6 +548,11 @@ def test_classes_too_small_to_learn_are_named_with_their_counts(tmp_path, monkey
         load_splits(str(root))
     (message,) = [str(w.message) for w in caught]
     assert message.startswith(f"{root}: class(es) with fewer than 2 training images: cow (1);")
+    # the last class left with no training image at all (its only one unreadable) is named too
+    (root / "train" / "cow" / "0.png").write_bytes(b"not a png")
+    with pytest.warns(UserWarning) as caught:
+        load_splits(str(root))
+    assert any("fewer than 2 training images: cow (0)" in str(w.message) for w in caught)
     import warnings
 
     make_folder_dataset(root / "train", classes=("ant", "bee", "cow"), per_class=2,
