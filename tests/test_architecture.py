@@ -1,6 +1,6 @@
 """The package's imports go one way: down the stack below, never up, and never in a cycle.
 
-    errors, version, faults  ->  io, device  ->  models  ->  data  ->  run  ->  evaluation
+    errors, version, faults  ->  io, device, formats  ->  models  ->  data  ->  run  ->  evaluation
       ->  training  ->  inference  ->  export  ->  predict, bench  ->  features  ->  serve  ->  cli
 
 Every import statement counts, including the ones inside functions (a lazy import is still a
@@ -17,7 +17,7 @@ import vggnet
 PACKAGE = Path(vggnet.__file__).parent
 
 # rank of each top-level module or sub-package: a module may import ranks <= its own
-LAYERS = [("errors", "version", "faults"), ("io", "device"), ("models",), ("data",), ("run",),
+LAYERS = [("errors", "version", "faults"), ("io", "device", "formats"), ("models",), ("data",), ("run",),
           ("evaluation",), ("training",), ("inference",), ("export",), ("predict", "bench"), ("features",), ("serve",), ("cli",),
           ("__init__", "__main__")]
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}

@@ -16,11 +16,15 @@ pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:Depreca
 from vggnet.errors import WeightsError  # noqa: E402
 from vggnet.models import create_model  # noqa: E402
 from vggnet.models.factory import load_model  # noqa: E402
-from vggnet.models.keras import read_keras_weights  # noqa: E402
+from vggnet.formats.keras import read_keras_weights as _read  # noqa: E402
 from vggnet.models.normalization import CAFFE  # noqa: E402
-from vggnet.models.weights import save_weights  # noqa: E402
+from vggnet.models.weights import keras_layouts, save_weights  # noqa: E402
 
 from helpers import keras_legacy_file as _legacy_file  # noqa: E402
+
+
+def read_keras_weights(path):
+    return _read(path, keras_layouts())
 
 
 def _keras():

@@ -18,7 +18,7 @@ import torch.nn as nn
 
 from ..errors import WeightsMismatchError, WeightsError
 from .hub import is_published, pretrained_file, published_model
-from .keras import is_keras_file
+from ..formats.keras import is_keras_file
 from .normalization import CAFFE, InputNorm
 from .registry import get_builder, list_models
 from .weights import (feature_names, detect_format, read_metadata, read_state_dict,

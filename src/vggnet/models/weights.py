@@ -7,7 +7,7 @@ torchvision numbers the layers (``features.10.weight``, ``classifier.0.weight``)
 them the same way and keeps fc6/fc7 as convolutions (``pre_logits.fc1``) with ``head.fc`` as
 fc8. The layers of a vggnet model run in torchvision's order, so converting is a renaming plus
 a reshape of the fully connected weights. Keras' HDF5 files are read by
-:mod:`vggnet.models.keras`.
+:mod:`vggnet.formats.keras`.
 
 Loading never unpickles arbitrary objects: ``.safetensors`` files hold only tensors and
 ``.pth``/``.pt`` files are read with ``torch.load(weights_only=True)``.
@@ -25,7 +25,8 @@ import torch
 import torch.nn as nn
 
 from ..errors import WeightsError
-from .keras import is_keras_file, read_keras_weights
+from ..formats.keras import is_keras_file, read_keras_weights
+from .configs import CONFIGS, conv_spec
 
 
 FORMATS = ("vggnet", "torchvision", "timm", "keras")
@@ -35,6 +36,13 @@ _WRAPPER_KEYS = ("state_dict", "model", "model_state", "model_state_dict", "weig
 
 
 # --- reading ------------------------------------------------------------------------------
+
+def keras_layouts() -> dict[str, list]:
+    """The paper's configurations as the Keras reader takes them: each convolution's (out
+    channels, kernel size), "M" for each max-pooling (LRN and whitening layers left out)."""
+    return {name: [conv_spec(t) if conv_spec(t) else t for t in tokens
+                   if conv_spec(t) or t == "M"] for name, tokens in CONFIGS.items()}
+
 
 def read_state_dict(source) -> dict[str, torch.Tensor]:
     """A flat ``{name: tensor}`` dict from a path or a (possibly wrapped) state dict."""
@@ -47,7 +55,7 @@ def read_state_dict(source) -> dict[str, torch.Tensor]:
         if not path.is_file():
             raise WeightsError(f"weights file not found: {path}")
         if is_keras_file(path):
-            return read_keras_weights(path)
+            return read_keras_weights(path, keras_layouts())
         sd = _read_file(path)
     for key in _WRAPPER_KEYS:  # training checkpoints wrap the state dict
         if key in sd and isinstance(sd[key], Mapping):

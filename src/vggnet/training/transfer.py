@@ -76,7 +76,7 @@ def imagenet_values(cfg, explicit: set[str]) -> dict[str, tuple[object, str]]:
     their own). Nothing for other sources, or no weights."""
     from ..models.hub import (DEFAULT_IMAGENET_MODEL, IMAGENET_CROP, IMAGENET_SCALE,
                               is_published, published_model)
-    from ..models.keras import is_keras_file
+    from ..formats.keras import is_keras_file
 
     weights = cfg.weights
     if not weights:

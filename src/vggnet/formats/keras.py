@@ -30,7 +30,10 @@ import numpy as np
 import torch
 
 from ..errors import WeightsError
-from .configs import CONFIGS, conv_spec
+
+# one configuration: for each layer, (out channels, kernel size) of a convolution, or "M" for
+# a max-pooling that ends a block (other layers are left out)
+Layout = list
 
 SUFFIXES = (".h5", ".hdf5", ".keras")
 INSTALL = "pip install 'vggnet[keras]'"
@@ -42,9 +45,11 @@ def is_keras_file(source) -> bool:
     return isinstance(source, (str, Path)) and Path(source).suffix.lower() in SUFFIXES
 
 
-def read_keras_weights(path) -> dict[str, torch.Tensor]:
+def read_keras_weights(path, layouts: dict[str, Layout]) -> dict[str, torch.Tensor]:
     """A vggnet-named state dict (``features.conv1_1.weight`` ... ``head.fc8.bias``) from a
-    Keras VGG weights file (see the module's docstring for the formats)."""
+    Keras VGG weights file (see the module's docstring for the formats). ``layouts``: the
+    paper's configurations by name, whose convolutions name the file's (see :data:`Layout`;
+    :func:`vggnet.models.weights.read_state_dict` passes them)."""
     h5py = _need_h5py()
     path = Path(path)
     try:
@@ -53,7 +58,7 @@ def read_keras_weights(path) -> dict[str, torch.Tensor]:
                 else _legacy_layers(f)
     except (OSError, KeyError, zipfile.BadZipFile) as exc:
         raise WeightsError(f"{path} is not a readable Keras weights file ({exc})") from None
-    return _to_vggnet(layers, path)
+    return _to_vggnet(layers, path, layouts)
 
 
 def _need_h5py():
@@ -109,7 +114,7 @@ def _keras3_layers(f) -> list[tuple[str, list[np.ndarray]]]:
             for _, name, arrays in sorted(found[kind])]
 
 
-def _to_vggnet(layers, path: Path) -> dict[str, torch.Tensor]:
+def _to_vggnet(layers, path: Path, layouts: dict[str, Layout]) -> dict[str, torch.Tensor]:
     convs = [(n, w) for n, w in layers if w[0].ndim == 4]
     denses = [(n, w) for n, w in layers if w[0].ndim == 2]
     if not convs:
@@ -120,7 +125,7 @@ def _to_vggnet(layers, path: Path) -> dict[str, torch.Tensor]:
                                "(height, width, in, out): Theano-ordered weights "
                                "(th_dim_ordering) are not supported; use the tf_dim_ordering "
                                "file")
-    tags = _block_tags([(k.shape[3], k.shape[0]) for _, (k, *_) in convs], path)
+    tags = _block_tags([(k.shape[3], k.shape[0]) for _, (k, *_) in convs], path, layouts)
     sd = {}
     for tag, (_, (kernel, *bias)) in zip(tags, convs):
         sd[f"features.conv{tag}.weight"] = torch.from_numpy(
@@ -145,15 +150,15 @@ def _to_vggnet(layers, path: Path) -> dict[str, torch.Tensor]:
     return sd
 
 
-def _block_tags(convs: list[tuple[int, int]], path: Path) -> list[str]:
+def _block_tags(convs: list[tuple[int, int]], path: Path, layouts) -> list[str]:
     """``["1_1", "1_2", "2_1", ...]`` for the configuration of the paper's table whose
     convolutions have these (out channels, kernel size)."""
-    for tokens in CONFIGS.values():
-        if [conv_spec(t) for t in tokens if conv_spec(t)] != convs:
+    for tokens in layouts.values():
+        if [t for t in tokens if t != "M"] != convs:
             continue
         tags, block, index = [], 1, 0
         for token in tokens:
-            if conv_spec(token):
+            if token != "M":
                 index += 1
                 tags.append(f"{block}_{index}")
             elif token == "M":
