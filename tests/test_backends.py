@@ -229,6 +229,7 @@ def test_predict_says_which_backend_and_precision_ran(run, tmp_path, capsys):
 
 # optional packages missing -> the backend `auto` takes for a run with an int8 ONNX export
 MISSING = {("onnx",): "openvino",                  # OpenVINO reads the ONNX file itself
+           ("onnxscript",): "openvino",            # nothing left to export: as with all
            ("onnxruntime",): "openvino",
            ("openvino",): "onnxruntime",           # ONNX Runtime needs no onnx for int8
            ("onnx", "openvino"): "onnxruntime",

@@ -134,6 +134,6 @@ def open_backend(checkpoint, backend: str = "auto", precision: str = "auto",
     from .inference.backends import check_request, choose_backend, open_engine
 
     name = choose_backend(Path(checkpoint), backend)
-    check_request(name, precision, device)  # before any export work
+    check_request(name, precision, device, checkpoint)  # before any export work
     ensure_backend_file(checkpoint, name)
     return open_engine(checkpoint, name, precision, device, threads, model=model)

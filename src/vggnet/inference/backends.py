@@ -38,17 +38,23 @@ def _installed(name: str) -> bool:
     return importlib.util.find_spec(name) is not None
 
 
+def _can_export_onnx() -> bool:
+    """torch.onnx's exporter needs onnx and onnxscript."""
+    return _installed("onnx") and _installed("onnxscript")
+
+
 def available(checkpoint: Path, backend: str) -> bool:
     """Whether ``backend`` can run this checkpoint without anything the user must do first."""
     int8_onnx = checkpoint.with_suffix(".int8.onnx")
     if backend == "torch":
         return True
-    if backend == "onnx":
-        return _installed("onnxruntime") and _installed("onnx")
+    if backend == "onnx":  # exported on first use when best.onnx is not there yet
+        return _installed("onnxruntime") and (checkpoint.with_suffix(".onnx").is_file()
+                                              or _can_export_onnx())
     if backend == "int8":
         return _installed("onnxruntime") and int8_onnx.is_file()
     if backend == "openvino":  # exported by way of ONNX when best.xml is not there yet
-        return _installed("openvino") and (_installed("onnx")
+        return _installed("openvino") and (_can_export_onnx()
                                            or checkpoint.with_suffix(".xml").is_file())
     if backend == "openvino-int8":
         return _installed("openvino") and (int8_onnx.is_file()
@@ -69,10 +75,10 @@ def choose_backend(checkpoint: Path, backend: str = "auto") -> str:
     return next(b for b in AUTO_ORDER if available(checkpoint, b))
 
 
-def _need_onnxruntime(backend: str) -> None:
-    """ONNX Runtime runs an int8 file alone; the fp32 one may have to be exported first,
-    which needs onnx (as :func:`available` says)."""
-    needs = ("onnxruntime",) if backend == "int8" else ("onnxruntime", "onnx")
+def _need_onnxruntime(backend: str, exported: bool) -> None:
+    """ONNX Runtime runs an exported file alone; one not yet exported needs onnx and
+    onnxscript first (as :func:`available` says)."""
+    needs = ("onnxruntime",) if exported else ("onnxruntime", "onnx", "onnxscript")
     if not all(_installed(name) for name in needs):
         raise UsageError(f"--backend {backend} needs {' and '.join(needs)}: pip install "
                          "'vggnet[export]'")
@@ -86,10 +92,12 @@ def backend_file(checkpoint: Path, backend: str) -> Path | None:
     return None if suffix is None else Path(checkpoint).with_suffix(suffix)
 
 
-def check_request(backend: str, precision: str, device: str | torch.device = "cpu") -> None:
+def check_request(backend: str, precision: str, device: str | torch.device = "cpu",
+                  checkpoint=None) -> None:
     """Refuse, before any work, what ``backend`` cannot do: another device than the CPU for
     all but torch, another precision than its own for the fixed-precision ones, and a
-    backend whose packages are missing."""
+    backend whose packages are missing (those that export the checkpoint's file for it
+    first too, when that file is not there)."""
     from ..device import PRECISIONS
 
     if precision not in PRECISIONS:
@@ -101,12 +109,17 @@ def check_request(backend: str, precision: str, device: str | torch.device = "cp
         if precision != fixed:
             raise UsageError(f"--backend {backend} runs in {fixed}, not {precision}: use "
                              "--backend torch or openvino for other precisions")
+    file = backend_file(Path(checkpoint), backend) if checkpoint is not None else None
+    exported = backend in ("int8", "openvino-int8") or (file is not None and file.is_file())
     if backend in ("onnx", "int8"):
-        _need_onnxruntime(backend)
+        _need_onnxruntime(backend, exported)
     elif backend in ("openvino", "openvino-int8"):
         from .openvino import need_openvino
 
         need_openvino()
+        if not exported and not _can_export_onnx():
+            raise UsageError(f"--backend {backend} exports the run to ONNX first, which needs "
+                             "onnx and onnxscript: pip install 'vggnet[export]'")
 
 
 def open_engine(checkpoint, backend: str, precision: str = "auto",
@@ -121,7 +134,7 @@ def open_engine(checkpoint, backend: str, precision: str = "auto",
     from .engine import InferenceEngine
 
     checkpoint = Path(checkpoint)
-    check_request(backend, precision, device)
+    check_request(backend, precision, device, checkpoint)
     device = torch.device(device)
     if backend == "torch":
         if model is None:
