@@ -41,7 +41,18 @@ def test_onnx_export_runs_in_onnxruntime_with_any_batch(tmp_path, head):
 
 def _assert_onnxruntime_matches(model, tmp_path, batch):
     ort = pytest.importorskip("onnxruntime")
-    path = export_onnx(model, tmp_path / "m.onnx", input_size=32)
+    import warnings
+
+    import onnx
+
+    with warnings.catch_warnings():
+        # the TorchScript-based exporter warns that it is deprecated: it is not the one used
+        warnings.filterwarnings("error", message=".*TorchScript", category=DeprecationWarning)
+        path = export_onnx(model, tmp_path / "m.onnx", input_size=32)
+    graph = onnx.load(str(path))
+    assert graph.opset_import[0].version == 18
+    # torch.export's exporter records where each node came from; TorchScript's does not
+    assert any(p.key == "namespace" for n in graph.graph.node for p in n.metadata_props)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     x = torch.randn(batch, 3, 32, 32)
     got = session.run(None, {"images": x.numpy()})[0]
