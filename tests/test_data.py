@@ -600,3 +600,26 @@ def test_an_archive_unpacked_into_one_top_folder_is_found_inside_it(tmp_path, mo
     (outer / "second").mkdir()  # two top folders: no longer one archive's
     with pytest.raises(DataError):
         load_splits(str(outer))
+
+
+def test_the_decoded_size_is_estimated_from_the_names_alone(tmp_path, monkeypatch):
+    """Before decoding (to warn that a set will not fit in memory): the images of a folder or
+    a tar, counted by name at any depth, times 3 x size x size bytes; None where that cannot
+    be known (no image size, a built-in set's name, a file that is no archive)."""
+    from vggnet.data.datasets import estimate_decoded_bytes
+
+    root = make_folder_dataset(tmp_path / "ds", per_class=3, sizes=((8, 8),))
+    write_image(root / "cat" / "deeper" / "x.jpg", size=(8, 8))
+    (root / "cat" / "notes.txt").write_text("not an image")
+    assert estimate_decoded_bytes(root, 32) == (7, 7 * 3 * 32 * 32)
+    assert estimate_decoded_bytes(str(root), 10) == (7, 7 * 300)
+    archive = tmp_path / "ds.tar"
+    with tarfile.open(archive, "w") as tar:
+        tar.add(root, arcname="train")
+    assert estimate_decoded_bytes(archive, 16) == (7, 7 * 3 * 16 * 16)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert estimate_decoded_bytes("~/ds.tar", 16) == (7, 7 * 768)  # the user's ~ expanded
+    assert estimate_decoded_bytes(root, None) is None
+    assert estimate_decoded_bytes("digits", 32) is None
+    assert estimate_decoded_bytes(tmp_path / "missing", 32) is None
+    assert estimate_decoded_bytes(root / "cat" / "notes.txt", 32) is None
