@@ -623,3 +623,15 @@ def test_the_decoded_size_is_estimated_from_the_names_alone(tmp_path, monkeypatc
     assert estimate_decoded_bytes("digits", 32) is None
     assert estimate_decoded_bytes(tmp_path / "missing", 32) is None
     assert estimate_decoded_bytes(root / "cat" / "notes.txt", 32) is None
+
+
+def test_channel_statistics_are_of_pixels_in_0_to_1_to_four_places():
+    """The mean and std a run normalises with (saved in its checkpoints): per channel, of
+    the pixels divided by 255, rounded to 4 places."""
+    images = torch.zeros(2, 3, 2, 2, dtype=torch.uint8)
+    images[:, 0] = 255                      # red: all 1
+    images[0, 1], images[1, 1] = 51, 102    # green: 0.2 and 0.4, half each
+    images[:, 2, 0, 0] = 1                  # blue: 1/255 in a quarter of the pixels
+    mean, std = ImageTensors(images, torch.zeros(2, dtype=torch.long), ["a"]).stats()
+    assert mean == [1.0, 0.3, 0.001]        # 1/1020 = 0.00098 to four places
+    assert std == [0.0, 0.1069, 0.0018]     # sample std (n - 1) of the 8 pixels
