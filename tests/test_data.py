@@ -134,7 +134,7 @@ def _labels_of(data):
     return {img.numpy().tobytes(): data.classes[int(y)] for img, y in zip(data.images, data.labels)}
 
 
-def test_the_cache_sees_every_change_to_a_folder(tmp_path, monkeypatch):
+def test_the_cache_sees_every_change_to_a_folder(tmp_path, monkeypatch, caplog):
     """A folder read again after a change is decoded again, never served from the cache: an
     image moved to another class folder (mv keeps its size and time: a relabelling), one
     rewritten in the same second, one added. Without a change, the cache answers."""
@@ -162,10 +162,13 @@ def test_the_cache_sees_every_change_to_a_folder(tmp_path, monkeypatch):
     assert len(read()) == 9
     files = len(list(decoded.glob("*.pt")))
     assert files == 4  # one decode per state of the folder
+    caplog.set_level("WARNING", logger="vggnet")
     read()
-    assert len(list(decoded.glob("*.pt"))) == files  # unchanged: served from the cache
+    assert len(list(decoded.glob("*.pt"))) == files  # unchanged: served from the cache ...
+    assert not caplog.records  # ... as it was written, not rebuilt
+    write_image(root / "dog" / "10.png", size=(16, 16), seed=98)
     train, _ = load_splits(str(root), image_size=16, val_fraction=0.25, use_cache=False)
-    assert len(list(decoded.glob("*.pt"))) == files and len(train) == 7  # nothing written
+    assert len(list(decoded.glob("*.pt"))) == files and len(train) == 8  # nothing written
 
 
 def _png_bytes(path):
@@ -204,9 +207,14 @@ def test_a_tar_archive_is_cached_and_read_again_when_it_changes(tmp_path, monkey
     write_image(root / "dog" / "0.png", size=(16, 16), seed=55)
     pack()
     os.utime(archive, ns=(stamp.st_atime_ns, stamp.st_mtime_ns + 1))
-    changed, changed_test = load_splits(str(archive), image_size=16, val_fraction=0.25, seed=1)
+    changed, changed_test = load_splits(str(archive), image_size=16, val_fraction=0.25, seed=1,
+                                        use_cache=False)
     new = _png_bytes(root / "dog" / "0.png")
     assert new in {**_labels_of(changed), **_labels_of(changed_test)}
+    assert len(list((tmp_path / "cache" / "decoded").glob("*.pt"))) == 1  # not cached
+    changed, changed_test = load_splits(str(archive), image_size=16, val_fraction=0.25, seed=1)
+    assert new in {**_labels_of(changed), **_labels_of(changed_test)}
+    assert len(list((tmp_path / "cache" / "decoded").glob("*.pt"))) == 2  # now it is
 
 
 def test_digits_is_real_and_offline(monkeypatch):
