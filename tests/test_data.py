@@ -643,3 +643,36 @@ def test_channel_statistics_are_of_pixels_in_0_to_1_to_four_places():
     mean, std = ImageTensors(images, torch.zeros(2, dtype=torch.long), ["a"]).stats()
     assert mean == [1.0, 0.3, 0.001]        # 1/1020 = 0.00098 to four places
     assert std == [0.0, 0.1069, 0.0018]     # sample std (n - 1) of the 8 pixels
+
+
+def test_image_sizes_are_surveyed_from_headers_spread_over_the_training_files(tmp_path,
+                                                                             monkeypatch):
+    """What picks a folder's decode size: (width, height) of up to ``limit`` images, from
+    train/ where there is one, spread evenly over the sorted files, unreadable ones left out;
+    a tar's first ``limit`` images; None for built-in sets and missing paths."""
+    from vggnet.data.datasets import survey_sizes
+
+    root = tmp_path / "ds"
+    for i in range(10):  # widths 10..19, in name order
+        write_image(root / "train" / "a" / f"{i:02d}.png", size=(10 + i, 8))
+    write_image(root / "test" / "a" / "t.png", size=(99, 99))  # never surveyed
+    (root / "train" / "a" / "05.png").write_bytes(b"broken")    # left out
+    (root / "train" / "a" / "notes.txt").write_text("not an image")
+    assert survey_sizes(root) == [(10 + i, 8) for i in range(10) if i != 5]
+    assert survey_sizes(root, limit=3) == [(10, 8), (13, 8), (16, 8)]  # every third, three
+    assert survey_sizes(root, limit=20) == survey_sizes(root)
+    flat = tmp_path / "flat"  # class folders without train/: all of them
+    write_image(flat / "b" / "x.png", size=(7, 5))
+    write_image(flat / "c" / "y.jpg", size=(6, 4))
+    assert survey_sizes(str(flat)) == [(7, 5), (6, 4)]
+    archive = tmp_path / "ds.tar"
+    with tarfile.open(archive, "w") as tar:
+        for i in (0, 1, 2, 3):
+            tar.add(root / "train" / "a" / f"{i:02d}.png", arcname=f"train/a/{i:02d}.png")
+        tar.add(root / "train" / "a" / "notes.txt", arcname="train/a/notes.txt")
+    assert survey_sizes(archive) == [(10, 8), (11, 8), (12, 8), (13, 8)]
+    assert survey_sizes(archive, limit=2) == [(10, 8), (11, 8)]
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert survey_sizes("~/flat") == [(7, 5), (6, 4)]
+    assert survey_sizes("digits") is None and survey_sizes("CIFAR10") is None
+    assert survey_sizes(tmp_path / "missing") is None
