@@ -6,6 +6,8 @@ checkpoint is a one-line error naming it; a run's own images come back as it saw
 import json
 
 import numpy as np
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -66,15 +68,39 @@ def test_metadata_round_trip_and_defaults():
     assert RunMetadata.from_dict({}).classes == []
 
 
-def test_git_commit_is_a_hash_or_none(monkeypatch):
-    commit = run_module.git_commit()
-    assert commit is None or (len(commit) == 40 and int(commit, 16) >= 0)
+def test_git_commit_is_the_checkouts_head_or_none(monkeypatch):
+    """A run records the commit of the vggnet it ran (git rev-parse HEAD where the package
+    lives); None, never an error, where that cannot be known."""
+    import subprocess
 
-    def broken(*a, **k):
-        raise OSError("no git")
+    src = Path(run_module.__file__).resolve().parent
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=src, capture_output=True, text=True)
+    if head.returncode == 0:
+        assert run_module.git_commit() == head.stdout.strip()
+    calls = []
 
-    monkeypatch.setattr(run_module.subprocess, "run", broken)
+    def answer(code, out=""):
+        def run(cmd, **kw):
+            calls.append((cmd, kw))
+            return subprocess.CompletedProcess(cmd, code, out, "")
+        return run
+
+    monkeypatch.setattr(run_module.subprocess, "run", answer(0, "f" * 40 + "\n"))
+    assert run_module.git_commit() == "f" * 40
+    cmd, kw = calls[-1]
+    assert cmd == ["git", "rev-parse", "HEAD"] and kw["cwd"] == src and 0 < kw["timeout"] <= 10
+    assert kw["capture_output"] and kw["text"]
+    monkeypatch.setattr(run_module.subprocess, "run", answer(128, "f" * 40))  # not a checkout
     assert run_module.git_commit() is None
+    monkeypatch.setattr(run_module.subprocess, "run", answer(0, "\n"))
+    assert run_module.git_commit() is None
+
+    for error in (OSError("no git"), subprocess.TimeoutExpired("git", 5)):
+        def broken(*a, error=error, **k):
+            raise error
+
+        monkeypatch.setattr(run_module.subprocess, "run", broken)
+        assert run_module.git_commit() is None
 
 
 def test_recorded_paths_are_found_from_any_directory(tmp_path, monkeypatch):
