@@ -48,6 +48,9 @@ EQUIVALENT: dict[str, str] = {
     **{f"vggnet.training.state.xǁTrainStateǁload_state_dict__mutmut_{i}": _NO_GPU
        for i in range(23, 35)},
     **{f"vggnet.training.state.x_load_state__mutmut_{i}": _TORCH_LOAD for i in (3, 4, 6, 7)},
+    **{f"vggnet.training.state.xǁTrainStateǁstate_dict__mutmut_{i}": _NO_GPU
+       for i in range(32, 39)},
+    "vggnet.training.hooks.x_recipe_hooks__mutmut_9": "getattr's default None is as false as False",
     **{f"vggnet.models.weights.x__read_file__mutmut_{i}": _TORCH_LOAD for i in (9, 10, 12, 13)},
     **{f"vggnet.models.weights.x__read_file__mutmut_{i}": _WORDING for i in range(18, 24)},
     **{f"vggnet.data.datasets.x__decode_all__mutmut_{i}": _PROGRESS

@@ -146,3 +146,45 @@ def test_a_resumed_schedule_keeps_the_base_rates_it_was_saved_with():
     third.load_state_dict(old)
     assert third.base_lrs == [0.1] and opt.param_groups[0]["lr"] == pytest.approx(
         0.1 * first.factor())
+
+
+def test_the_rate_multiplier_of_each_schedule_step_by_step():
+    """lr_factor, the one formula every schedule's rate comes from, at the points that define
+    each shape (the defaults included: no warm-up, the paper's divide-by-10 every 30 epochs)."""
+    from vggnet.training.schedule import lr_factor
+
+    assert lr_factor("constant", 0, 40, 4) == 1.0 == lr_factor("cosine", 0, 40, 4)  # no warm-up
+    assert lr_factor("cosine", 20, 40, 4) == pytest.approx(0.5)
+    assert lr_factor("cosine", 40, 40, 4) == pytest.approx(0.0)
+    # warm-up: linear over its steps, then the schedule from its own start
+    assert [lr_factor("cosine", s, 40, 4, warmup_epochs=1) for s in range(4)] == \
+        [0.25, 0.5, 0.75, 1.0]
+    assert lr_factor("cosine", 22, 40, 4, warmup_epochs=1) == pytest.approx(0.5)
+    # step: x gamma every step_epochs epochs (default 30 and 0.1)
+    assert lr_factor("step", 59, 200, 2) == 1.0 and lr_factor("step", 60, 200, 2) == 0.1
+    assert lr_factor("step", 119, 200, 2) == 0.1
+    assert lr_factor("step", 120, 200, 2) == pytest.approx(0.01)
+    assert lr_factor("step", 8, 20, 2, step_epochs=4, gamma=0.5) == 0.5
+    # onecycle: from 0.1 up to 1 at the peak (a quarter of the run by default), down to 0
+    assert lr_factor("onecycle", 0, 100, 10) == pytest.approx(0.1)
+    assert lr_factor("onecycle", 25, 100, 10) == pytest.approx(1.0)
+    assert lr_factor("onecycle", 100, 100, 10) == 0.0
+    assert lr_factor("onecycle", 1, 1, 1) == 0.0  # a one-step run ends at 0 too
+    # with a warm-up, the peak is where it ends (warmup_epochs of epochs; epochs default 1)
+    assert lr_factor("onecycle", 25, 100, 10, warmup_epochs=0.5) == pytest.approx(0.55)
+    assert lr_factor("onecycle", 25, 100, 10, warmup_epochs=2, epochs=4) == pytest.approx(0.55)
+    assert lr_factor("onecycle", 75, 100, 10, warmup_epochs=2, epochs=4) == pytest.approx(0.5)
+
+
+def test_the_plateau_rule_says_when_it_lowered_the_rate():
+    """epoch_end answers True exactly when it lowered the rate; a metric equal to the best
+    (with no threshold) is no improvement, as in torch's ReduceLROnPlateau; the other
+    schedules never lower."""
+    opt = _optimizer()
+    s = LRSchedule(opt, "plateau", epochs=9, steps_per_epoch=1, patience=1, threshold=0.0)
+    assert [s.epoch_end(m) for m in (0.5, 0.6, 0.6, 0.6, 0.7, 0.7, 0.7)] == \
+        [False, False, False, True, False, False, True]
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.1 * 0.1 ** 2)
+    for name in ("cosine", "step", "constant", "onecycle"):
+        other = LRSchedule(_optimizer(), name, epochs=9, steps_per_epoch=1, patience=0)
+        assert not any(other.epoch_end(m) for m in (0.5, 0.5, 0.5, 0.4))
