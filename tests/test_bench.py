@@ -438,3 +438,62 @@ def test_report_shows_each_prepack_comparison_or_how_to_run_one(tmp_path, monkey
     monkeypatch.setattr(report_cpu, "_load", lambda name: json.loads((tmp_path / name).read_text()))
     assert "| `prepack_per_shape_x.json` | Some CPU | AVX2 | fp32 | 1 | 200.0 | 150.0 | 0.75x |" \
         in "\n".join(report.prepack_section())
+
+
+def test_engine_rows_compare_each_engine_with_openvino_in_its_own_precision():
+    """The engines bench's ratios: to OpenVINO in the same precision where OpenVINO ran in
+    it, and to torchvision's eager fp32; the table marks each row's fastest."""
+    from vggnet.bench.engines import engine_row, engines_table
+
+    row = engine_row("vgg16_bn", 32, {"torchvision_fp32": 4.0, "vggnet_fp32": 2.0,
+                                      "vggnet_bf16": 0.9, "inductor_bf16": 1.2,
+                                      "openvino_fp32": 2.5, "openvino_bf16": 1.0})
+    assert row["ms"]["vggnet_bf16"] == 900.0
+    assert row["vs_openvino_same_precision"] == {
+        "torchvision_fp32": 1.6, "vggnet_fp32": 0.8, "vggnet_bf16": 0.9, "inductor_bf16": 1.2,
+        "openvino_fp32": 1.0, "openvino_bf16": 1.0}
+    # where OpenVINO did not run in bf16, a bf16 engine has no such ratio
+    fp32_only = engine_row("m", 1, {"torchvision_fp32": 1.0, "vggnet_bf16": 0.5,
+                                    "openvino_fp32": 2.0})
+    assert fp32_only["vs_openvino_same_precision"] == {"torchvision_fp32": 0.5,
+                                                       "openvino_fp32": 1.0}
+    assert row["vs_torchvision_fp32"]["vggnet_bf16"] == pytest.approx(0.225)
+    result = {"contenders": {k: "" for k in row["ms"]}, "rows": [row]}
+    table = engines_table(result)
+    assert table[0].startswith("| model | batch | torchvision_fp32 | vggnet_fp32 |")
+    assert "| vgg16_bn | 32 |" in table[2] and "**900.0 ms (0.90x)**" in table[2]
+
+
+@pytest.mark.slow(reason="full-width VGG-11s and their ONNX export and OpenVINO compile: a "
+                         "minute on 2 cores")
+def test_engines_bench_times_every_engine_against_openvino_in_the_same_precision(monkeypatch):
+    """`vggnet bench --only engines` on a small input, without compiling: every contender
+    that runs here timed per model and batch, and the table shows them."""
+    pytest.importorskip("openvino")
+    from vggnet.bench import engines
+
+    monkeypatch.setattr(engines, "cpu_bf16_flag", lambda: None)  # fp32 only: the same here
+    result = engines.bench_engines(models=("vgg11", "vgg11_bn"), batches=(1, 2), size=32,
+                                   reps=1, compile=False)
+    assert [(r["model"], r["batch"]) for r in result["rows"]] == \
+        [("vgg11", 1), ("vgg11", 2), ("vgg11_bn", 1), ("vgg11_bn", 2)]
+    for r in result["rows"]:
+        assert set(r["ms"]) == {"torchvision_fp32", "vggnet_fp32", "openvino_fp32"}
+        assert all(v > 0 for v in r["ms"].values())
+    assert len(engines.engines_table(result)) == 2 + 4
+
+
+@pytest.mark.slow(reason="inductor compiles VGG-11 for each batch size (a minute on 2 cores)")
+def test_the_compiled_contender_answers_as_the_engine_and_reports_its_compile_time():
+    import torch
+
+    from vggnet.bench.engines import Compiled
+    from vggnet.inference.engine import InferenceEngine
+    from vggnet.models import create_model
+
+    model = create_model("vgg11_bn", width=0.25, num_classes=10).eval()
+    compiled, engine = Compiled(model, "fp32"), InferenceEngine(model, "fp32")
+    x = torch.randn(2, 3, 32, 32)
+    assert (compiled(x) - engine(x)).abs().max() < 1e-4
+    compiled(x)
+    assert list(compiled.compile_s) == [2] and compiled.compile_s[2] > 0

@@ -86,6 +86,13 @@ def run_all(out=None, data_root=None, quick_run=None, skip_int8: bool = False,
         print(json.dumps(results["inference"]), flush=True)
         for line in inference_table(results["inference"]):
             print(line, flush=True)
+    if only in (None, "engines"):
+        from .engines import bench_engines, engines_table
+
+        results["engines"] = bench_engines()
+        print(json.dumps(results["engines"]), flush=True)
+        for line in engines_table(results["engines"]):
+            print(line, flush=True)
     if quick_run and only is None and (Path(quick_run) / "metrics.jsonl").is_file():
         results["time_to_accuracy"] = time_to_accuracy(quick_run, 0.85)
         print(json.dumps(results["time_to_accuracy"]), flush=True)

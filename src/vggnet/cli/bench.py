@@ -7,6 +7,7 @@ NAME = "bench"
 # shown at the end of `vggnet bench --help`
 EXAMPLES = (
     "vggnet bench --only inference",
+    "vggnet bench --only engines --out engines.json",
     "vggnet bench --only inference --run runs/cifar10_quick --out bench.json",
 )
 
@@ -18,8 +19,10 @@ def register(sub) -> None:
     p.add_argument("--run", help="a finished CIFAR run: each reduced precision's top-1 "
                                  "agreement with fp32, and the time to 85%%")
     p.add_argument("--no-int8", action="store_true", help="skip the int8 models")
-    p.add_argument("--only", choices=["training", "inference"],
-                   help="run one of the two benchmarks (default: both)")
+    p.add_argument("--only", choices=["training", "inference", "engines"],
+                   help="run one of the benchmarks (default: all): the training step, every "
+                        "inference backend on VGG-16, or the PyTorch engines (vggnet's, "
+                        "torch.compile's) against OpenVINO on VGG-16 and VGG-16-BN")
     p.add_argument("--out", help="write the results as JSON here")
     p.set_defaults(func=run)
 
