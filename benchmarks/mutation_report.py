@@ -53,6 +53,9 @@ EQUIVALENT: dict[str, str] = {
     "vggnet.inference.engine.xǁInferenceEngineǁ__init____mutmut_26": (
         "the engine's device is the model's: None leaves the input where it is, on the CPU "
         "where the suite runs (the GPU tests run the engine on cuda)"),
+    "vggnet.inference.engine.x_fold_batchnorm__mutmut_33": (
+        "a batch norm whose scale is 0 maps every value to its bias: the max commutes with it "
+        "as with any non-decreasing map, so folding it is right too"),
     "vggnet.inference.engine.xǁInferenceEngineǁ_checked_call__mutmut_27": (
         "< instead of <= differs only for a difference exactly equal to the tolerance"),
     "vggnet.training.hooks.x_recipe_hooks__mutmut_9": "getattr's default None is as false as False",

@@ -65,6 +65,14 @@ def test_batch_norm_after_pooling_folds_only_where_the_max_commutes_with_it():
     assert isinstance(fold_batchnorm(after_relu).features[2], nn.BatchNorm2d)
     pool_first = _features(nn.MaxPool2d(2), _random_bn(3))
     assert isinstance(fold_batchnorm(pool_first).features[1], nn.BatchNorm2d)
+    # one that cannot fold does not stop those after it
+    both = _features(nn.Conv2d(3, 4, 3), nn.MaxPool2d(2), _random_bn(4, positive=False),
+                     nn.Conv2d(4, 4, 1), _random_bn(4))
+    folded = fold_batchnorm(both)
+    assert isinstance(folded.features[2], nn.BatchNorm2d)
+    assert isinstance(folded.features[4], nn.Identity)
+    with torch.no_grad():
+        assert torch.allclose(folded.features(x), both.features.eval()(x), atol=1e-5)
 
 
 def test_the_inference_copy_is_frozen_channels_last_and_cast_once(cpu):

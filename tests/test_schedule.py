@@ -39,8 +39,11 @@ def test_plateau_with_warmup_keeps_both():
     opt = _optimizer(1.0)
     s = LRSchedule(opt, "plateau", epochs=10, steps_per_epoch=4, warmup_epochs=1, patience=0)
     assert opt.param_groups[0]["lr"] == pytest.approx(0.25)  # first warm-up step
+    rates = []
     for _ in range(4):
         s.step()
+        rates.append(opt.param_groups[0]["lr"])
+    assert rates == pytest.approx([0.5, 0.75, 1.0, 1.0])  # one step at a time
     s.epoch_end(0.5)
     s.epoch_end(0.5)  # no improvement, patience 0: lowered
     for _ in range(3):
