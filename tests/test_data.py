@@ -658,6 +658,7 @@ def test_image_sizes_are_surveyed_from_headers_spread_over_the_training_files(tm
     write_image(root / "test" / "a" / "t.png", size=(99, 99))  # never surveyed
     (root / "train" / "a" / "05.png").write_bytes(b"broken")    # left out
     (root / "train" / "a" / "notes.txt").write_text("not an image")
+    (root / "train" / "a" / "0.txt").write_text("first in name order, and not an image")
     assert survey_sizes(root) == [(10 + i, 8) for i in range(10) if i != 5]
     assert survey_sizes(root, limit=3) == [(10, 8), (13, 8), (16, 8)]  # every third, three
     assert survey_sizes(root, limit=20) == survey_sizes(root)
@@ -675,4 +676,7 @@ def test_image_sizes_are_surveyed_from_headers_spread_over_the_training_files(tm
     monkeypatch.setenv("HOME", str(tmp_path))
     assert survey_sizes("~/flat") == [(7, 5), (6, 4)]
     assert survey_sizes("digits") is None and survey_sizes("CIFAR10") is None
+    monkeypatch.chdir(tmp_path)  # a built-in set's name means the set, even beside a folder
+    write_image(tmp_path / "Digits" / "a" / "x.png", size=(5, 5))
+    assert survey_sizes("Digits") is None
     assert survey_sizes(tmp_path / "missing") is None
