@@ -69,8 +69,8 @@ def export_onnx(model, path, input_size: int = 224, *, opset: int = 18, check: b
     model = make_exportable(fold_batchnorm(model).cpu().float().eval(), input_size)
     x = _example(model, input_size)
     # torch.export's graph (the dynamo exporter; the TorchScript one is deprecated): the same
-    # outputs to the last bit on VGG-16-BN, as fast in ONNX Runtime and OpenVINO
-    # (benchmarks/onnx_exporters.py)
+    # outputs to the last bit on VGG-16-BN, as fast in ONNX Runtime and OpenVINO, twice the
+    # export time (benchmarks/results/onnx_exporters.json)
     torch.onnx.export(model, (x,), str(path), dynamo=True, verbose=False,
                       input_names=["images"], output_names=["logits"], opset_version=opset,
                       dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=4096)},),
