@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # also when loaded by 
 
 from report_common import HERE, RESULTS, _hardware, _load  # noqa: E402
 from report_cpu import (amx_off_section, backends_section, cpu_section,  # noqa: E402,F401
-                        max_pool_section, prepack_section, step_profile_section,
+                        engines_section, max_pool_section, prepack_section, step_profile_section,
                         training_loop_section, training_rows, winograd_section)
 from report_features import (IMAGENETTE_RUNS, STYLIZE_RUNS, gradcam_section,  # noqa: E402
                              imagenette_section, stylize_section)
@@ -249,6 +249,7 @@ def main() -> None:
     lines += [""] + winograd_section()
     lines += [""] + max_pool_section()
     lines += [""] + prepack_section()
+    lines += [""] + engines_section()
     lines += [""] + step_profile_section()
     protocols = RESULTS / "paper_protocols.md"
     lines += ["", "## The paper's test protocols on CIFAR-10", ""]

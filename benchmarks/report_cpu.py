@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 
-from report_common import RESULTS, _goal, _hardware, _load
+from report_common import HERE, RESULTS, _goal, _hardware, _load
 
 from vggnet.bench.step_profile import profile_table
 from vggnet.training.winograd import AUTO_MAX_PIXELS
@@ -254,6 +254,42 @@ def prepack_section() -> list[str]:
             out.append(f"| `{path.name}` | {env['cpu']} | {env.get('cpu_capability')} | "
                        f"{r['precision']} | {row['batch']} | {row['ms']['once']} | "
                        f"{row['ms']['per_shape']} | {row['ratio_per_shape_to_once']:.2f}x |")
+    return out
+
+
+def engines_section() -> list[str]:
+    """`vggnet bench --only engines`: vggnet's engine, torch.compile and OpenVINO."""
+    out, runs = _runs_or_how(
+        "## The PyTorch engines against OpenVINO (`vggnet bench --only engines`)",
+        "engines_*.json",
+        "vggnet bench --only engines --out benchmarks/results/engines_TAG.json")
+    if not runs:
+        return out
+    import sys
+
+    sys.path.insert(0, str(HERE.parent / "src"))
+    from vggnet.bench.engines import engines_table
+
+    for path in runs:
+        r = _load(path.name)
+        env, e = r["environment"], r["engines"]
+        out += [f"`{path.name}`: {_hardware(env)} Input {e['input']}, random weights, "
+                f"{e['timing']}. Each cell: ms per call (time as a multiple of OpenVINO's in "
+                "the same precision); the fastest of each row in bold. `inductor_*` is "
+                "torch.compile with inductor's freezing of the same folded, channels-last "
+                "model; its first call at each batch size compiles: "
+                + "; ".join(f"{m} {k} {', '.join(f'{v} s at batch {b}' for b, v in c.items())}"
+                            for m, per in e["compile_seconds"].items() for k, c in per.items())
+                + " (with inductor's cache of earlier compiles on this machine).", ""]
+        out += engines_table(e)
+        ratios = [f"{r['model']} batch {r['batch']} {p}: "
+                  f"{r['ms'][f'inductor_{p}'] / r['ms'][f'vggnet_{p}']:.2f}x"
+                  for r in e["rows"] for p in ("fp32", "bf16")
+                  if f"inductor_{p}" in r["ms"] and f"vggnet_{p}" in r["ms"]]
+        if ratios:
+            out += ["", "torch.compile's time as a multiple of vggnet's engine in the same "
+                    "precision: " + "; ".join(ratios) + "."]
+        out.append("")
     return out
 
 
