@@ -39,6 +39,23 @@ def test_onnx_export_runs_in_onnxruntime_with_any_batch(tmp_path, head):
                                 tmp_path, batch=5)
 
 
+def test_the_onnx_exporter_says_nothing_and_leaves_the_loggers_as_they_were(tmp_path, caplog):
+    """onnxscript's optimizer logs every pass at INFO: quiet while vggnet exports, and the
+    levels a program set for those loggers are theirs again afterwards."""
+    import logging
+
+    logging.getLogger("onnxscript").setLevel(logging.DEBUG)
+    try:
+        with caplog.at_level(logging.INFO):
+            export_onnx(create_model("vgg11", **SMALL), tmp_path / "m.onnx", input_size=32,
+                        check=False)
+        assert not [r for r in caplog.records if r.name.startswith(("onnxscript", "onnx_ir"))]
+        assert logging.getLogger("onnxscript").level == logging.DEBUG
+        assert logging.getLogger("onnx_ir").level == logging.NOTSET
+    finally:
+        logging.getLogger("onnxscript").setLevel(logging.NOTSET)
+
+
 def _assert_onnxruntime_matches(model, tmp_path, batch):
     ort = pytest.importorskip("onnxruntime")
     import warnings

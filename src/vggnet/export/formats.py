@@ -3,6 +3,9 @@ are in :mod:`vggnet.export.pt2`."""
 
 from __future__ import annotations
 
+import contextlib
+import logging
+
 from pathlib import Path
 
 import torch
@@ -60,6 +63,20 @@ def _example(model, input_size: int, batch: int = 2) -> torch.Tensor:
     return torch.randn(batch, c, input_size, input_size, generator=torch.Generator().manual_seed(0))
 
 
+@contextlib.contextmanager
+def _quiet(*names: str):
+    """These loggers at WARNING for the duration, then at the levels they had."""
+    loggers = [logging.getLogger(n) for n in names]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
 def export_onnx(model, path, input_size: int = 224, *, opset: int = 18, check: bool = True,
                 atol: float = 1e-4) -> Path:
     """ONNX with a dynamic batch axis; batch norm folded. With ``check``, ONNX Runtime runs
@@ -71,10 +88,11 @@ def export_onnx(model, path, input_size: int = 224, *, opset: int = 18, check: b
     # torch.export's graph (the dynamo exporter; the TorchScript one is deprecated): the same
     # outputs to the last bit on VGG-16-BN, as fast in ONNX Runtime and OpenVINO, twice the
     # export time (benchmarks/results/onnx_exporters.json)
-    torch.onnx.export(model, (x,), str(path), dynamo=True, verbose=False,
-                      input_names=["images"], output_names=["logits"], opset_version=opset,
-                      dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=4096)},),
-                      optimize=True, external_data=False)
+    with _quiet("onnxscript", "onnx_ir"):  # their optimizer narrates every pass at INFO
+        torch.onnx.export(model, (x,), str(path), dynamo=True, verbose=False,
+                          input_names=["images"], output_names=["logits"], opset_version=opset,
+                          dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=4096)},),
+                          optimize=True, external_data=False)
     _undo_shared_initializers(path)
     if check:
         got = onnx_outputs(path, x)
