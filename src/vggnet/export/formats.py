@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-
 from pathlib import Path
 
 import torch
