@@ -265,9 +265,6 @@ def engines_section() -> list[str]:
         "vggnet bench --only engines --out benchmarks/results/engines_TAG.json")
     if not runs:
         return out
-    import sys
-
-    sys.path.insert(0, str(HERE.parent / "src"))
     from vggnet.bench.engines import engines_table
 
     for path in runs:

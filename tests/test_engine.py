@@ -216,8 +216,6 @@ def test_a_fused_program_that_disagrees_is_dropped_for_eager(caplog):
     assert engine.program is None and "does not match eager" in caplog.text
 
 
-
-
 def test_the_engine_checks_the_program_once_at_each_shape_then_trusts_it():
     model = with_bn_stats(create_model("vgg11_bn", **SMALL))
     engine = InferenceEngine(model, "fp32")

@@ -198,22 +198,19 @@ def create_model(name: str, *, weights=None, strict_head: bool = False, **option
 def _init_unloaded(model, loaded: set[str]) -> None:
     """Initialise the layers of an uninitialised model whose tensors are not in ``loaded``,
     keeping the loaded tensors of those layers."""
-    owners = {}
-    for mod_name, module in model.named_modules():
-        for key, _ in list(module.named_parameters(recurse=False)) + \
-                list(module.named_buffers(recurse=False)):
-            full = f"{mod_name}.{key}" if mod_name else key
-            if full not in loaded and full in model.state_dict():
-                owners[module] = mod_name
-    if not owners:
+    state = model.state_dict()
+    missing = [k for k in state if k not in loaded]
+    if not missing:
         return
-    keep = {k: v.clone() for k, v in model.state_dict().items()
-            if k in loaded and any(k.startswith(f"{n}.") for n in owners.values())}
+    owners = {k.rpartition(".")[0] for k in missing}  # the layers that hold them
+    keep = {k: v.clone() for k, v in state.items()
+            if k in loaded and k.rpartition(".")[0] in owners}
+    owners = {model.get_submodule(name) for name in owners}
     known = (nn.Conv2d, nn.Linear, nn.BatchNorm2d)
     if all(isinstance(m, known) for m in owners):
-        model.reset_parameters(only=set(owners))
+        model.reset_parameters(only=owners)
     else:  # a layer kind reset_parameters does not know: initialise everything, then reload
-        keep = {k: v.clone() for k, v in model.state_dict().items() if k in loaded}
+        keep = {k: v.clone() for k, v in state.items() if k in loaded}
         model.reset_parameters()
     model.load_state_dict(keep, strict=False)
 
