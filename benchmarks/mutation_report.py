@@ -60,9 +60,9 @@ EQUIVALENT: dict[str, str] = {
         "numpy infers the one negative dimension of a reshape, whatever its value"),
     "vggnet.data.datasets.x__digits_arrays__mutmut_37": (
         "float labels become int64 in the caller (torch.from_numpy(...).long())"),
-    "vggnet.data.datasets.x_survey_sizes__mutmut_1": (
+    "vggnet.data.survey.x_survey_sizes__mutmut_1": (
         "the default sample of headers: 200 or 201 give the same median size"),
-    "vggnet.data.datasets.x_survey_sizes__mutmut_39": (
+    "vggnet.data.survey.x_survey_sizes__mutmut_39": (
         "a tar member that is not a file but is named like an image (a folder x.png/) is the "
         "only one it lets through; any other non-image is unreadable and left out as before"),
     "vggnet.run.x_git_commit__mutmut_20": "how long to wait for git: any few seconds",

@@ -614,7 +614,7 @@ def test_the_decoded_size_is_estimated_from_the_names_alone(tmp_path, monkeypatc
     """Before decoding (to warn that a set will not fit in memory): the images of a folder or
     a tar, counted by name at any depth, times 3 x size x size bytes; None where that cannot
     be known (no image size, a built-in set's name, a file that is no archive)."""
-    from vggnet.data.datasets import estimate_decoded_bytes
+    from vggnet.data.survey import estimate_decoded_bytes
 
     root = make_folder_dataset(tmp_path / "ds", per_class=3, sizes=((8, 8),))
     write_image(root / "cat" / "deeper" / "x.jpg", size=(8, 8))
@@ -650,7 +650,7 @@ def test_image_sizes_are_surveyed_from_headers_spread_over_the_training_files(tm
     """What picks a folder's decode size: (width, height) of up to ``limit`` images, from
     train/ where there is one, spread evenly over the sorted files, unreadable ones left out;
     a tar's first ``limit`` images; None for built-in sets and missing paths."""
-    from vggnet.data.datasets import survey_sizes
+    from vggnet.data.survey import survey_sizes
 
     root = tmp_path / "ds"
     for i in range(10):  # widths 10..19, in name order

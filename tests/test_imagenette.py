@@ -12,7 +12,8 @@ from PIL import Image
 
 from vggnet.cli import main
 from vggnet.data import load_splits
-from vggnet.data.datasets import estimate_decoded_bytes, find_imagenette
+from vggnet.data.datasets import find_imagenette
+from vggnet.data.survey import estimate_decoded_bytes
 from vggnet.data.names import imagenet_classes, matches, readable
 from vggnet.errors import DataError
 

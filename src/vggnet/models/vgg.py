@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from ..errors import ConfigError, InputError
 from .model_config import ACTIVATIONS, HEADS, ModelConfig
 from .configs import CONFIGS, LRN_ALPHA, LRN_BETA, LRN_K, LRN_SIZE, conv_spec
+from .init import init_layer
 from .heads import HEAD_CLASSES, ConvHead
 from .normalization import TORCHVISION
 from .registry import register_model
@@ -161,7 +162,7 @@ class VGG(nn.Module):
             if only is not None and module not in only:
                 continue
             if isinstance(module, nn.Conv2d):
-                _init_layer(module, self.init, is_head=False)
+                init_layer(module, self.init, is_head=False)
                 if module is getattr(self.features, "whiten", None):
                     nn.init.zeros_(module.bias)  # its weights come from init_whitening
             elif isinstance(module, nn.BatchNorm2d):
@@ -173,7 +174,7 @@ class VGG(nn.Module):
             if only is not None and module not in only:
                 continue
             if isinstance(module, (nn.Conv2d, nn.Linear)):
-                _init_layer(module, self.init, is_head=True)
+                init_layer(module, self.init, is_head=True)
 
     @property
     def has_whitening(self) -> bool:
@@ -220,7 +221,7 @@ class VGG(nn.Module):
             new = nn.Conv2d(old.in_channels, num_classes, 1)
         else:
             new = nn.Linear(old.in_features, num_classes)
-        _init_layer(new, self.init, is_head=True)
+        init_layer(new, self.init, is_head=True)
         new.to(device=old.weight.device, dtype=old.weight.dtype)
         setattr(self.head, self.head.logits_layer, new)
         self.config = replace(self.config, num_classes=num_classes)
@@ -329,30 +330,6 @@ class VGG(nn.Module):
             if name in wanted:
                 out[name] = x
         return {n: out[n] for n in names}
-
-
-def _init_layer(module: nn.Module, scheme: str, is_head: bool) -> None:
-    """Initialise one conv or linear layer.
-
-    kaiming: He et al. for convolutions (fan-out, ReLU gain), N(0, 0.01) for the head
-             (torchvision's scheme); paper: N(0, 1e-2) everywhere, biases zero (Section 3.1);
-    xavier:  Glorot uniform everywhere, biases zero (the paper's footnote alternative);
-    dirac:   PyTorch's default, then each convolution's first filters set to the identity, so
-             that it starts as an implicit residual (airbench's), biases zero.
-    """
-    if scheme == "dirac":
-        module.reset_parameters()
-        if isinstance(module, nn.Conv2d) and not is_head:
-            w = module.weight.data
-            nn.init.dirac_(w[: w.size(1)])
-    elif scheme == "xavier":
-        nn.init.xavier_uniform_(module.weight)
-    elif scheme == "paper" or is_head:
-        nn.init.normal_(module.weight, 0.0, 0.01)
-    else:
-        nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-    if module.bias is not None:
-        nn.init.zeros_(module.bias)
 
 
 # The paper's names for the registered architectures (Table 1), used by summaries and errors.

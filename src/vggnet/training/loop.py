@@ -29,8 +29,7 @@ from ..run import (Preprocessing, RunMetadata, absolute_path, git_commit, save_c
                    software_versions)
 from .averaging import Lookahead, build_ema
 from .config import TrainConfig, check_run_dir, validate
-from .distributed import (DistContext, init_distributed, restarted_by_torchrun, shutdown,
-                          world_size)
+from .distributed import DistContext, init_distributed, restarted_by_torchrun, shutdown, world_size
 from .history import write_history
 from ..faults import fault_point
 from .hooks import Hook, recipe_hooks

@@ -140,7 +140,7 @@ def memory_budget() -> int:
 def _too_big_for_memory(cfg: TrainConfig) -> bool:
     """In memory or streamed, chosen by size and said: a folder whose decoded images would
     not fit the budget is streamed (decoded every epoch by worker processes)."""
-    from ..data.datasets import estimate_decoded_bytes
+    from ..data.survey import estimate_decoded_bytes
 
     est = estimate_decoded_bytes(cfg.data, cfg.image_size)
     if est is None:

@@ -135,7 +135,7 @@ def data_values(cfg, explicit: set[str]) -> dict[str, tuple[object, str]]:
     sets one: the largest training scale (or the crop) when those are set, else the median
     shorter side of the images, rounded down to a multiple of 32 and kept within
     [32, MAX_IMPLIED_SIZE]. Nothing when the images share one size or the data is built in."""
-    from ..data.datasets import survey_sizes
+    from ..data.survey import survey_sizes
 
     if cfg.image_size is not None or "image_size" in explicit:
         return {}
